@@ -1,0 +1,3 @@
+from videonet_curate.cli import app
+
+app()

@@ -1,0 +1,30 @@
+"""The ``videonet-curate`` command line.
+
+Exit codes: 0 finished with every row accounted for; 1 finished, but some rows failed (see the manifest's
+``status``/``reason``); 2 bad arguments (missing/empty input, unwritable output, unknown model).
+"""
+
+from __future__ import annotations
+
+import typer
+
+from videonet_curate import __version__
+
+app = typer.Typer(
+    help="Curate video clips whose content matches ImageNet-1k's classes into a Parquet manifest.",
+    no_args_is_help=True,
+    add_completion=False,
+)
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"videonet-curate {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def main(
+    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Show the version."),
+) -> None:
+    """VideoNet curation: fetch clips, label them with ImageNet-1k classes, write a manifest."""

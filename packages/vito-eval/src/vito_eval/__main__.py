@@ -1,0 +1,3 @@
+from vito_eval.cli import app
+
+app()

@@ -1,0 +1,8 @@
+"""vito-train: see the repository README."""
+
+from importlib.metadata import PackageNotFoundError, version
+
+try:
+    __version__ = version("vito-train")
+except PackageNotFoundError:  # running from a source tree without installation
+    __version__ = "0.0.0+unknown"

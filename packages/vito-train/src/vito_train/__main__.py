@@ -1,0 +1,3 @@
+from vito_train.cli import app
+
+app()
