@@ -86,6 +86,10 @@ SCHEMA = pa.schema(
         pa.field("frames_sampled", pa.int32()),
         # source extras
         pa.field("source_label", pa.string()),  # e.g. the Kinetics action label
+        # the segment in the original source (e.g. the YouTube video) when `path` holds a trimmed copy;
+        # start_s/end_s are always times within the file at `path`
+        pa.field("source_start_s", pa.float64()),
+        pa.field("source_end_s", pa.float64()),
         pa.field("attempts", pa.int32()),
         # curation
         pa.field("dup_of", pa.string()),
