@@ -28,3 +28,9 @@ def main(
     version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Show the version."),
 ) -> None:
     """VideoNet curation: fetch clips, label them with ImageNet-1k classes, write a manifest."""
+
+
+# Command bodies live in their own modules; this file only wires them up.
+from videonet_curate.build_cli import build_command  # noqa: E402
+
+app.command("build")(build_command)

@@ -1,0 +1,168 @@
+"""The `build` command: arguments, a progress bar, a summary table, documented exit codes."""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from videonet_curate.build import BuildInputError, BuildOptions, BuildReport, CurationOptions, build
+from videonet_curate.labeling import LabelingConfig
+
+EXIT_OK = 0
+EXIT_FINISHED_WITH_FAILURES = 1
+EXIT_BAD_ARGUMENTS = 2
+
+console = Console(stderr=True)
+
+
+def _default_workers() -> int:
+    # One model per worker; on small machines one worker using every core beats several fighting over them.
+    return max(1, (os.cpu_count() or 2) // 4)
+
+
+def build_command(
+    source: str = typer.Option("local", "--source", help="Where candidate clips come from: local, kinetics, urls."),
+    input_path: Path = typer.Option(None, "--input", help="local: a directory of videos (searched recursively)."),
+    out: Path = typer.Option(..., "--out", help="Output directory: manifest.parquet, embeddings, plots, summary."),
+    model: str = typer.Option(
+        "efficientnet-lite0",
+        "--model",
+        help="efficientnet-lite0 (bundled, offline) or openclip:ARCH[:PRETRAINED_TAG_OR_CHECKPOINT].",
+    ),
+    templates: str = typer.Option("openai", "--templates", help="open_clip prompt set: openai (80) or simple (7)."),
+    clip_seconds: float = typer.Option(10.0, "--clip-seconds", min=0.5, help="Split videos into clips this long."),
+    frames_per_clip: int = typer.Option(8, "--frames-per-clip", min=1, help="Evenly spaced frames sampled per clip."),
+    min_score: float = typer.Option(
+        0.1, "--min-score", min=0.0, max=1.0, help="Clips whose best class scores lower are marked low_score."
+    ),
+    dup_threshold: float = typer.Option(
+        None, "--dup-threshold", min=-1.0, max=1.0, help="Cosine similarity above which clips are duplicates."
+    ),
+    target: str = typer.Option(None, "--target", help="Rebalance toward: imagenet, uniform or a FILE.csv."),
+    budget: int = typer.Option(None, "--budget", min=0, help="Rebalance: keep at most this many clips."),
+    per_class_max: int = typer.Option(None, "--per-class-max", min=1, help="Rebalance: at most this many per class."),
+    batch_frames: int = typer.Option(64, "--batch-frames", min=1, help="Frames per model forward pass."),
+    shard_size: int = typer.Option(16, "--shard-size", min=1, help="Clips per shard (the unit of resume)."),
+    workers: int = typer.Option(None, "--workers", min=1, help="Labelling actors (each holds one model)."),
+    threads: int = typer.Option(None, "--threads", min=1, help="Torch threads per actor (default: cores/workers)."),
+    device: str = typer.Option("auto", "--device", help="auto, cpu or cuda."),
+    address: str = typer.Option(None, "--address", help="Join the Ray cluster at this address (default: local)."),
+    no_ray: bool = typer.Option(False, "--no-ray", help="Run in this process without Ray (debugging)."),
+    verbose: bool = typer.Option(False, "--verbose", "-v", help="Log more."),
+) -> None:
+    """Curate candidate clips into OUT/manifest.parquet.
+
+    Exit codes: 0 every row accounted for and none failed; 1 finished, but some rows failed or were missing
+    (see status/reason in the manifest); 2 bad arguments (nothing was written).
+    """
+    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format="%(levelname)s %(message)s")
+    workers = workers or _default_workers()
+    threads = threads or max(1, (os.cpu_count() or 1) // workers)
+    resolved_device = _resolve_device(device)
+    options = BuildOptions(
+        source=source,
+        out_dir=out,
+        input_path=input_path,
+        clip_seconds=clip_seconds,
+        labeling=LabelingConfig(
+            model=model,
+            templates=templates,
+            frames_per_clip=frames_per_clip,
+            min_score=min_score,
+            batch_frames=batch_frames,
+            device=resolved_device,
+            threads=threads,
+        ),
+        curation=CurationOptions(
+            dup_threshold=dup_threshold, target=target, budget=budget, per_class_max=per_class_max
+        ),
+        shard_size=shard_size,
+        workers=workers,
+        address=address,
+        use_ray=not no_ray,
+        gpus_per_worker=1.0 if resolved_device == "cuda" else 0.0,
+    )
+    try:
+        _check_model(model, templates)
+        report = _run_with_progress(options)
+    except BuildInputError as exc:
+        console.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(EXIT_BAD_ARGUMENTS) from None
+    _print_summary(report)
+    raise typer.Exit(EXIT_FINISHED_WITH_FAILURES if report.has_failures else EXIT_OK)
+
+
+def _resolve_device(device: str) -> str:
+    if device not in {"auto", "cpu", "cuda"}:
+        raise typer.BadParameter(f"--device {device!r}: expected auto, cpu or cuda")
+    if device != "auto":
+        return device
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def _check_model(spec: str, templates: str) -> None:
+    """Reject an unknown --model before any work starts."""
+    from videonet_curate.models import UnknownModelError, check_spec
+
+    try:
+        check_spec(spec, templates=templates)
+    except UnknownModelError as exc:
+        raise BuildInputError(str(exc)) from exc
+
+
+def _run_with_progress(options: BuildOptions) -> BuildReport:
+    with Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=console,
+        transient=False,
+    ) as progress:
+        task = progress.add_task("labelling shards", total=None)
+
+        def on_progress(stage: str, done: int, total: int) -> None:
+            progress.update(task, completed=done, total=total)
+
+        return build(options, on_progress=on_progress)
+
+
+def _print_summary(report: BuildReport) -> None:
+    summary = report.summary
+    table = Table(title=f"videonet-curate build: {summary['clips']} clips in {summary['seconds']} s")
+    table.add_column("status")
+    table.add_column("clips", justify="right")
+    for status, count in sorted(summary["statuses"].items()):
+        table.add_row(status, str(count))
+    console.print(table)
+    if summary["reasons"]:
+        reasons = Table(title="why clips were not kept")
+        reasons.add_column("reason")
+        reasons.add_column("clips", justify="right")
+        for reason, count in sorted(summary["reasons"].items(), key=lambda kv: -kv[1]):
+            reasons.add_row(reason, str(count))
+        console.print(reasons)
+    if summary["kept_classes"]:
+        classes = Table(title="most frequent ImageNet classes among kept clips")
+        classes.add_column("class")
+        classes.add_column("clips", justify="right")
+        for name, count in list(summary["kept_classes"].items())[:10]:
+            classes.add_row(name, str(count))
+        console.print(classes)
+    shards = summary["shards"]
+    console.print(
+        f"shards: {shards['total']} ({shards['skipped_as_done']} already done, skipped)  "
+        f"model: {summary['model_id']}  prototypes: {summary['prototype_set']}"
+    )
+    console.print(f"manifest:   {report.manifest_path}")
+    console.print(f"embeddings: {report.embeddings_path}")
+    console.print(f"histogram:  {report.histogram_path}")
+    console.print(f"summary:    {report.summary_path}")

@@ -1,0 +1,231 @@
+"""Ray orchestration of `videonet-curate build`.
+
+candidates (source) -> shards -> per shard on a Ray actor: materialise -> sample -> embed -> score ->
+shard Parquet + done-marker -> on the driver: merge -> dedup -> rebalance -> manifest + embeddings.
+
+Ray runs locally by default (``ray.init()``), or joins a cluster with ``address``. Finished shards are
+skipped on a re-run, so a crashed or interrupted build resumes where it stopped.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+
+from videonet_curate import manifest as mf
+from videonet_curate.labeling import LabelingConfig, ShardLabeler
+from videonet_curate.shards import (
+    Shard,
+    fingerprint,
+    is_done,
+    plan_shards,
+    read_done_info,
+    read_shards,
+    remove_stale,
+)
+
+log = logging.getLogger(__name__)
+
+ProgressCallback = Callable[[str, int, int], None]  # (stage, done, total)
+
+
+@dataclass
+class LabellingResult:
+    rows: pa.Table
+    embeddings: pa.Table
+    shards_total: int
+    shards_skipped: int
+    timings: dict[str, float] = field(default_factory=dict)
+    model_id: str = ""
+    prototype_set: str = ""
+
+
+# -- Ray plumbing --------------------------------------------------------------------------------------
+def init_ray(address: str | None = None, num_cpus: int | None = None) -> None:
+    """Start Ray locally (default) or join the cluster at ``address``; idempotent."""
+    import ray
+
+    if ray.is_initialized():
+        return
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    kwargs: dict[str, Any] = {"include_dashboard": False, "log_to_driver": True,
+                              "configure_logging": True, "logging_level": logging.WARNING}
+    if address:
+        ray.init(address=address, **kwargs)
+    else:
+        ray.init(num_cpus=num_cpus, **kwargs)
+
+
+def _ray_map_ordered(fn: Callable[[Any], Any], items: Sequence[Any], num_cpus: float = 1) -> list[Any]:
+    import ray
+
+    remote = ray.remote(num_cpus=num_cpus)(fn)
+    return ray.get([remote.remote(item) for item in items])
+
+
+# -- local discovery -----------------------------------------------------------------------------------
+def _probe_batch(args: tuple[list[str], str, float]) -> list[tuple[str, list[dict[str, Any]]]]:
+    """Probe a batch of files: ("ok", candidates) or ("failed", [failure row]) for each."""
+    from videonet_curate.sources.local import failure_row, local_candidates
+    from videonet_curate.video import VideoError, probe_video
+
+    paths, input_dir, clip_seconds = args
+    results = []
+    for path in paths:
+        try:
+            info = probe_video(path)
+        except VideoError as exc:
+            results.append(("failed", [failure_row(path, input_dir, exc)]))
+            continue
+        cands = local_candidates(path, info, input_dir, clip_seconds)
+        for cand in cands:
+            cand["locator"] = str(Path(path).resolve())
+        results.append(("ok", cands))
+    return results
+
+
+def discover_local(
+    input_dir: Path, clip_seconds: float, *, use_ray: bool = True, batch_size: int = 16
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """Probe every file under ``input_dir``: (clip candidates, failure rows of files that are not videos)."""
+    from videonet_curate.sources.local import iter_video_files
+
+    files = [str(p) for p in iter_video_files(input_dir)]
+    batches = [(files[i : i + batch_size], str(input_dir), clip_seconds) for i in range(0, len(files), batch_size)]
+    outputs = _ray_map_ordered(_probe_batch, batches) if use_ray else [_probe_batch(b) for b in batches]
+    candidates: list[dict[str, Any]] = []
+    failures: list[dict[str, Any]] = []
+    for batch in outputs:
+        for kind, rows in batch:
+            (candidates if kind == "ok" else failures).extend(rows)
+    return candidates, failures
+
+
+# -- labelling on Ray ----------------------------------------------------------------------------------
+def _run_shards_on_ray(
+    shards: Sequence[Shard],
+    config: LabelingConfig,
+    out_dir: Path,
+    workers: int,
+    materialize: Callable[..., Mapping[str, Any]] | None,
+    on_progress: ProgressCallback | None,
+    gpus_per_worker: float,
+) -> list[dict[str, Any]]:
+    import ray
+    from ray.util import ActorPool
+
+    actor_cls = ray.remote(num_cpus=config.threads, num_gpus=gpus_per_worker)(ShardLabeler)
+    actors = [actor_cls.remote(config, str(out_dir), materialize) for _ in range(max(1, min(workers, len(shards))))]
+    pool = ActorPool(actors)
+    summaries = []
+    for summary in pool.map_unordered(lambda actor, shard: actor.run_shard.remote(shard), list(shards)):
+        summaries.append(summary)
+        if on_progress:
+            on_progress("label", len(summaries), len(shards))
+    for actor in actors:
+        ray.kill(actor)
+    return summaries
+
+
+def label_shards(
+    shards: Sequence[Shard],
+    config: LabelingConfig,
+    out_dir: Path,
+    *,
+    workers: int = 1,
+    use_ray: bool = True,
+    materialize: Callable[..., Mapping[str, Any]] | None = None,
+    on_progress: ProgressCallback | None = None,
+    gpus_per_worker: float = 0.0,
+) -> list[dict[str, Any]]:
+    """Run every unfinished shard; finished ones (done-marker present) are skipped."""
+    todo = [s for s in shards if not is_done(out_dir, s)]
+    if not todo:
+        return []
+    if use_ray:
+        return _run_shards_on_ray(todo, config, out_dir, workers, materialize, on_progress, gpus_per_worker)
+    labeler = ShardLabeler(config, out_dir, materialize)
+    summaries = []
+    for shard in todo:
+        summaries.append(labeler.run_shard(shard))
+        if on_progress:
+            on_progress("label", len(summaries), len(todo))
+    return summaries
+
+
+# -- merge and finish ----------------------------------------------------------------------------------
+def merge_outputs(
+    out_dir: Path, shards: Sequence[Shard], extra_rows: Iterable[Mapping[str, Any]]
+) -> tuple[pa.Table, pa.Table]:
+    """Concatenate shard outputs and rows that never reached a shard, sorted by clip_id."""
+    row_tables = [mf.rows_to_table(list(extra_rows))]
+    emb_tables = []
+    for rows, emb in read_shards(out_dir, shards):
+        row_tables.append(mf.conform(rows))
+        emb_tables.append(emb)
+    rows = pa.concat_tables(row_tables).sort_by("clip_id")
+    if emb_tables:
+        embeddings = pa.concat_tables(emb_tables).sort_by("clip_id")
+    else:
+        embeddings = pa.schema([("clip_id", pa.string()), ("embedding", pa.list_(pa.float32()))]).empty_table()
+    return rows, embeddings
+
+
+def summarize_timings(summaries: Iterable[Mapping[str, Any]]) -> dict[str, float]:
+    """Per-worker stage timings are cumulative: keep the latest value per shard's worker, then add up."""
+    totals: dict[str, float] = {}
+    for summary in summaries:
+        for stage, seconds in summary.get("timings", {}).items():
+            totals[stage] = max(totals.get(stage, 0.0), float(seconds))
+    return totals
+
+
+def config_dict(config: LabelingConfig, **extra: Any) -> dict[str, Any]:
+    data = asdict(config)
+    data.pop("device", None)
+    data.pop("threads", None)
+    data["fetch_options"] = dict(config.fetch_options)
+    data.update(extra)
+    return data
+
+
+def run_labelling(
+    *,
+    candidates: Sequence[Mapping[str, Any]],
+    final_rows: Sequence[Mapping[str, Any]],
+    config: LabelingConfig,
+    out_dir: Path,
+    shard_size: int,
+    workers: int,
+    use_ray: bool,
+    run_settings: Mapping[str, Any],
+    materialize: Callable[..., Mapping[str, Any]] | None = None,
+    on_progress: ProgressCallback | None = None,
+    gpus_per_worker: float = 0.0,
+) -> LabellingResult:
+    """Plan, label (skipping finished shards) and merge."""
+    run_fp = fingerprint(config_dict(config, **run_settings))
+    shards = plan_shards(candidates, shard_size, run_fp)
+    skipped = sum(is_done(out_dir, s) for s in shards)
+    summaries = label_shards(
+        shards, config, out_dir, workers=workers, use_ray=use_ray, materialize=materialize,
+        on_progress=on_progress, gpus_per_worker=gpus_per_worker,
+    )
+    remove_stale(out_dir, shards)
+    rows, embeddings = merge_outputs(out_dir, shards, final_rows)
+    info = read_done_info(out_dir, shards)
+    return LabellingResult(
+        rows=rows,
+        embeddings=embeddings,
+        shards_total=len(shards),
+        shards_skipped=skipped,
+        timings=summarize_timings(summaries),
+        model_id=info.get("model_id", config.model),
+        prototype_set=info.get("prototype_set", ""),
+    )
