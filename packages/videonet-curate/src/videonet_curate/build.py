@@ -95,6 +95,14 @@ def check_local_input(input_path: Path | None) -> Path:
     return input_path
 
 
+def check_source_arguments(options: BuildOptions) -> None:
+    """Everything about the input that can be checked before anything is written."""
+    if options.source == "local":
+        check_local_input(options.input_path)
+    elif options.source not in {"kinetics", "urls"}:
+        raise BuildInputError(f"unknown --source {options.source!r}; expected one of: local, kinetics, urls")
+
+
 # -- sources -------------------------------------------------------------------------------------------
 def gather_candidates(
     options: BuildOptions,
@@ -112,6 +120,7 @@ def build(options: BuildOptions, on_progress: ProgressCallback | None = None) ->
     """Run the whole build and write OUT/manifest.parquet, embeddings, histogram and summary."""
     started = time.perf_counter()
     out_dir = options.out_dir
+    check_source_arguments(options)
     check_output_dir(out_dir)
     if options.use_ray:
         init_ray(options.address)
