@@ -1,0 +1,288 @@
+"""DAVIS-2017 semi-supervised video object segmentation by label propagation from a frozen encoder.
+
+Reads the official layout (``JPEGImages/480p/<seq>/*.jpg``, indexed-palette ``Annotations/480p/<seq>/*.png``,
+``ImageSets/2017/<split>.txt``), propagates the first frame's masks with :mod:`vito_eval.propagation`, writes
+palette PNGs in the DAVIS results layout, scores them with :mod:`vito_eval.davis_metrics` and writes
+``per-sequence-results.csv``, ``summary.json``, overlays and a per-sequence bar plot.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import os
+import tempfile
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+from vito_eval.errors import DatasetError
+from vito_eval.davis_metrics import DEFAULT_BOUND_TH, ObjectScores, evaluate_sequence, score_statistics, summarise
+from vito_eval.propagation import (
+    DenseFeatureFn,
+    PropagationConfig,
+    downsample_labels,
+    onehot_masks,
+    propagate_labels,
+    upsample_to_labels,
+)
+
+log = logging.getLogger(__name__)
+
+DAVIS_URL = "https://davischallenge.org/davis2017/code.html"
+
+
+class DavisLayoutError(DatasetError):
+    """The DAVIS root does not hold the official layout."""
+
+
+@dataclass(frozen=True)
+class DavisSequence:
+    name: str
+    frames: list[Path]
+    annotations: list[Path]  # every annotation present; frame 0's is required
+
+
+def list_sequences(root: Path, split: str = "val", resolution: str = "480p") -> list[DavisSequence]:
+    """Sequences of ``ImageSets/2017/<split>.txt`` with their frames and annotations, checking the layout."""
+    root = Path(root)
+    split_file = root / "ImageSets" / "2017" / f"{split}.txt"
+    expected = (
+        f"expected the DAVIS-2017 layout under {root}: JPEGImages/{resolution}/<seq>/*.jpg, "
+        f"Annotations/{resolution}/<seq>/*.png and ImageSets/2017/{split}.txt (download: {DAVIS_URL})"
+    )
+    if not split_file.is_file():
+        raise DavisLayoutError(f"missing {split_file}; {expected}")
+    names = [line.strip() for line in split_file.read_text().splitlines() if line.strip()]
+    if not names:
+        raise DavisLayoutError(f"{split_file} lists no sequences; {expected}")
+    sequences = []
+    for name in names:
+        frames = sorted((root / "JPEGImages" / resolution / name).glob("*.jpg"))
+        annotations = sorted((root / "Annotations" / resolution / name).glob("*.png"))
+        if not frames:
+            raise DavisLayoutError(f"sequence {name!r}: no frames in {root / 'JPEGImages' / resolution / name}; {expected}")
+        if not annotations or annotations[0].stem != frames[0].stem:
+            raise DavisLayoutError(
+                f"sequence {name!r}: no first-frame annotation {frames[0].stem}.png in "
+                f"{root / 'Annotations' / resolution / name}; {expected}"
+            )
+        sequences.append(DavisSequence(name=name, frames=frames, annotations=annotations))
+    return sequences
+
+
+def read_index_png(path: Path) -> tuple[np.ndarray, list[int] | None]:
+    """An indexed ('P' mode) PNG as (H, W) uint8 indices and its palette."""
+    with Image.open(path) as im:
+        if im.mode != "P":
+            raise DavisLayoutError(f"{path} is a {im.mode} image; DAVIS annotations are indexed-palette PNGs")
+        return np.array(im), im.getpalette()
+
+
+def write_index_png(path: Path, labels: np.ndarray, palette: list[int] | None) -> None:
+    """Write (H, W) indices as a palette PNG, atomically (temp file in the same directory, then rename)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    im = Image.fromarray(labels.astype(np.uint8), mode="P")
+    if palette is not None:
+        im.putpalette(palette)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".png.tmp")
+    os.close(fd)
+    try:
+        im.save(tmp, format="PNG")
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def load_frames(paths: list[Path]) -> np.ndarray:
+    """Frames as uint8 (T, H, W, 3) RGB arrays."""
+    try:
+        return np.stack([np.asarray(Image.open(p).convert("RGB")) for p in paths])
+    except (OSError, ValueError) as err:
+        raise DavisLayoutError(f"cannot read the frames {paths[0].parent}: {err}") from err
+
+
+@torch.no_grad()
+def dense_features(feature_fn: DenseFeatureFn, frames: np.ndarray, batch_size: int = 5) -> torch.Tensor:
+    """Run the feature function over uint8 (T, H, W, 3) frames in mini-batches (CRW uses 5) -> (T, C, h, w)."""
+    x = torch.from_numpy(frames).permute(0, 3, 1, 2)
+    return torch.cat([feature_fn(x[i : i + batch_size]).float().cpu() for i in range(0, len(x), batch_size)])
+
+
+def propagate_sequence(
+    seq: DavisSequence,
+    feature_fn: DenseFeatureFn,
+    cfg: PropagationConfig,
+) -> tuple[np.ndarray, np.ndarray, list[int] | None]:
+    """Predicted index maps (T, H, W) of one sequence, the frames (T, H, W, 3) and the annotation palette."""
+    first, palette = read_index_png(seq.annotations[0])
+    first = np.where(first == 255, 0, first)  # void is background, as the official loader reads it
+    object_ids = [0] + [int(i) for i in np.unique(first) if i != 0]
+    raw = load_frames(seq.frames)
+    if raw.shape[1:3] != first.shape:
+        raise DavisLayoutError(f"sequence {seq.name}: frames are {raw.shape[1:3]} but annotations {first.shape}")
+    feats = dense_features(feature_fn, raw)
+    h, w = feats.shape[-2:]
+    first_soft = downsample_labels(onehot_masks(torch.from_numpy(first), object_ids), (h, w))
+    soft = propagate_labels(feats, first_soft, cfg)
+    lut = np.array(object_ids, dtype=np.uint8)
+    preds = np.stack([lut[upsample_to_labels(s, first.shape).numpy()] for s in soft])
+    preds[0] = first  # frame 0 is given
+    return preds, raw, palette
+
+
+def read_annotations(seq: DavisSequence, n_frames: int) -> np.ndarray:
+    """Ground truth (T, H, W); frames without an annotation file are all background (as the official code)."""
+    by_stem = {p.stem: p for p in seq.annotations}
+    first = read_index_png(seq.annotations[0])[0]
+    out = np.zeros((n_frames, *first.shape), dtype=np.uint8)
+    for t, frame in enumerate(seq.frames[:n_frames]):
+        if frame.stem in by_stem:
+            out[t] = read_index_png(by_stem[frame.stem])[0]
+    return out
+
+
+def overlay(frame: np.ndarray, labels: np.ndarray, palette: list[int] | None, alpha: float = 0.5) -> np.ndarray:
+    """Blend palette colours of non-background labels onto an RGB frame."""
+    pal = np.array(palette if palette else _default_palette(), dtype=np.uint8).reshape(-1, 3)
+    colours = pal[labels]
+    out = frame.astype(np.float32)
+    fg = labels > 0
+    out[fg] = (1 - alpha) * out[fg] + alpha * colours[fg]
+    return out.astype(np.uint8)
+
+
+def _default_palette() -> list[int]:
+    """The PASCAL/DAVIS colour map (bit-interleaved RGB) for 256 indices."""
+    pal = []
+    for i in range(256):
+        r = g = b = 0
+        c = i
+        for j in range(8):
+            r |= ((c >> 0) & 1) << (7 - j)
+            g |= ((c >> 1) & 1) << (7 - j)
+            b |= ((c >> 2) & 1) << (7 - j)
+            c >>= 3
+        pal += [r, g, b]
+    return pal
+
+
+@dataclass(frozen=True)
+class DavisRunConfig:
+    root: Path
+    out: Path
+    split: str = "val"
+    resolution: str = "480p"
+    bound_th: float = DEFAULT_BOUND_TH
+    n_overlay_frames: int = 3
+
+
+def run_davis(
+    feature_fn: DenseFeatureFn,
+    run: DavisRunConfig,
+    prop: PropagationConfig,
+    encoder_name: str = "",
+    sequences: list[str] | None = None,
+    track: Callable[[Iterable, str], Iterable] | None = None,
+) -> dict:
+    """Propagate, write predictions, score every sequence; returns (and writes) the summary JSON dict.
+
+    A sequence that fails is recorded in ``failed`` with its reason and the run goes on.
+    """
+    seqs = list_sequences(run.root, run.split, run.resolution)
+    if sequences:
+        unknown = sorted(set(sequences) - {s.name for s in seqs})
+        if unknown:
+            raise DavisLayoutError(f"sequences {unknown} are not in ImageSets/2017/{run.split}.txt")
+        seqs = [s for s in seqs if s.name in sequences]
+    out = Path(run.out)
+    out.mkdir(parents=True, exist_ok=True)
+    objects: list[ObjectScores] = []
+    failed: dict[str, str] = {}
+    started = time.time()
+    iterator = track(seqs, "DAVIS sequences") if track else seqs
+    for seq in iterator:
+        try:
+            preds, raw, palette = propagate_sequence(seq, feature_fn, prop)
+            for t, frame in enumerate(seq.frames):
+                write_index_png(out / "predictions" / seq.name / f"{frame.stem}.png", preds[t], palette)
+            gt = read_annotations(seq, len(seq.frames))
+            objects += evaluate_sequence(seq.name, gt, preds, bound_th=run.bound_th)
+            _write_overlays(out / "overlays", seq.name, raw, preds, palette, run.n_overlay_frames)
+        except (DatasetError, OSError, ValueError, RuntimeError) as err:  # one bad sequence must not sink the run
+            log.warning("sequence %s failed: %s", seq.name, err)
+            failed[seq.name] = f"{type(err).__name__}: {err}"
+    if not objects:
+        raise RuntimeError(f"no DAVIS sequence could be evaluated; failures: {failed}")
+    summary = summarise(objects)
+    _write_per_sequence_csv(out / "per-sequence-results.csv", objects)
+    _plot_per_sequence(out / "per-sequence-jf.png", objects)
+    result = {
+        "task": "davis2017-semi-supervised",
+        "encoder": encoder_name,
+        "split": run.split,
+        "resolution": run.resolution,
+        "propagation": asdict(prop),
+        "bound_th": run.bound_th,
+        "metrics": asdict(summary),
+        "sequences": sorted({o.sequence for o in objects}),
+        "failed": failed,
+        "seconds": round(time.time() - started, 2),
+    }
+    _write_json(out / "summary.json", result)
+    return result
+
+
+def _write_overlays(out: Path, name: str, raw: np.ndarray, preds: np.ndarray, palette, n: int) -> None:
+    if n <= 0:
+        return
+    out.mkdir(parents=True, exist_ok=True)
+    for t in np.unique(np.linspace(0, len(raw) - 1, n).round().astype(int)):
+        Image.fromarray(overlay(raw[t], preds[t], palette)).save(out / f"{name}_{t:05d}.png")
+
+
+def _write_per_sequence_csv(path: Path, objects: list[ObjectScores]) -> None:
+    """One row per object, named ``<seq>_<obj>`` as davis2017-evaluation's per-sequence-results CSV."""
+    tmp = path.with_suffix(".csv.tmp")
+    with tmp.open("w", newline="") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(["Sequence", "J-Mean", "F-Mean", "J&F-Mean", "J-Recall", "F-Recall", "J-Decay", "F-Decay"])
+        for o in objects:
+            j, f = score_statistics(o.j), score_statistics(o.f)
+            writer.writerow(
+                [f"{o.sequence}_{o.object_id}"]
+                + [f"{v:.6f}" for v in (j.mean, f.mean, (j.mean + f.mean) / 2, j.recall, f.recall, j.decay, f.decay)]
+            )
+    os.replace(tmp, path)
+
+
+def _plot_per_sequence(path: Path, objects: list[ObjectScores]) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = [f"{o.sequence}_{o.object_id}" for o in objects]
+    jf = [(score_statistics(o.j).mean + score_statistics(o.f).mean) / 2 for o in objects]
+    fig, ax = plt.subplots(figsize=(max(4.0, 0.3 * len(names) + 2), 3.5))
+    ax.bar(range(len(names)), jf, color="tab:blue")
+    ax.set_xticks(range(len(names)), names, rotation=90, fontsize=7)
+    ax.set_ylim(0, 1)
+    ax.set_ylabel("J&F mean")
+    ax.set_title(f"DAVIS-2017 per object (mean {np.mean(jf):.3f})")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def _write_json(path: Path, obj: dict) -> None:
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(obj, indent=2, default=str))
+    os.replace(tmp, path)

@@ -1,0 +1,118 @@
+"""Semi-supervised label propagation by feature affinity, as in CRW (Jabri et al. 2020) and VFS (Xu & Wang 2021).
+
+For every target frame t the context ("keys") is the first frame plus the ``n_context`` frames before t (the
+video is padded at the front with copies of the first frame, so early frames see the first frame many times).
+The affinity of a query position q in frame t to a key position k is A = <f_q, f_k> / temperature on
+L2-normalised features; positions of the short-term context farther than ``radius`` (in feature cells) from q
+are masked out, the first frame is not. The label of q is the softmax-weighted sum of the labels of its
+top-k keys:  y_q = sum_{k in topk(A_q)} softmax(A_q)_k y_k.  Predictions are kept soft and feed the next frames.
+Matches ``videowalk/code/test.py`` with ``long_mem=[0]``, ``norm_mask=False``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+DenseFeatureFn = Callable[[torch.Tensor], torch.Tensor]
+"""Maps uint8 RGB images (N, 3, H, W) to dense features (N, C, h, w); the function normalises them itself."""
+
+
+@dataclass(frozen=True)
+class PropagationConfig:
+    """Label-propagation hyper-parameters (defaults: the CRW protocol)."""
+
+    n_context: int = 20
+    topk: int = 10
+    radius: float = 12.0
+    temperature: float = 0.05
+    query_chunk: int = 1024  # query positions per affinity block, bounds memory at 480p
+
+    def __post_init__(self) -> None:
+        if self.n_context < 1 or self.topk < 1 or self.radius <= 0 or self.temperature <= 0:
+            raise ValueError(f"invalid propagation config {self}: n_context, topk, radius, temperature must be > 0")
+
+
+PRESETS: dict[str, PropagationConfig] = {
+    "crw": PropagationConfig(n_context=20, topk=10, radius=12.0, temperature=0.05),
+    "vfs": PropagationConfig(n_context=20, topk=10, radius=12.0, temperature=0.07),
+    "dino": PropagationConfig(n_context=7, topk=5, radius=12.0, temperature=0.1),
+}
+
+
+def context_frames(t: int, n_context: int) -> list[int]:
+    """Key frames for target frame t: [0] (long-term memory) + the n_context frames before t, clamped at 0."""
+    return [0] + [max(0, s) for s in range(t - n_context, t)]
+
+
+def radius_mask(h: int, w: int, radius: float) -> torch.Tensor:
+    """(h*w, h*w) boolean: key cell k is within ``radius`` (Euclidean, strictly less) of query cell q."""
+    ys, xs = torch.meshgrid(torch.arange(h), torch.arange(w), indexing="ij")
+    pos = torch.stack([ys.flatten(), xs.flatten()], dim=1).float()
+    return torch.cdist(pos, pos) < radius
+
+
+def downsample_labels(onehot: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """(K, H, W) one-hot masks -> (K, h, w) soft labels by bilinear resizing (CRW resizes with cv2 linear)."""
+    return F.interpolate(onehot[None].float(), size=size, mode="bilinear", align_corners=False)[0]
+
+
+def upsample_to_labels(soft: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """(K, h, w) soft labels -> (H, W) argmax indices after bilinear upsampling (CRW's dump_predictions)."""
+    up = F.interpolate(soft[None].float(), size=size, mode="bilinear", align_corners=False)[0]
+    return up.argmax(dim=0)
+
+
+def propagate_step(
+    query: torch.Tensor,
+    keys: torch.Tensor,
+    key_labels: torch.Tensor,
+    local: torch.Tensor,
+    cfg: PropagationConfig,
+) -> torch.Tensor:
+    """Soft labels of one target frame.
+
+    query: (C, P) features of the target frame; keys: (T, C, P) features of its context (frame 0 first);
+    key_labels: (T, K, P); local: (P, P) radius mask, applied to all context frames but the first.
+    Returns (K, P).
+    """
+    n_keys, _, n_pos = keys.shape
+    flat_keys = keys.permute(0, 2, 1).reshape(n_keys * n_pos, -1)  # (T*P, C)
+    flat_labels = key_labels.permute(0, 2, 1).reshape(n_keys * n_pos, -1)  # (T*P, K)
+    k = min(cfg.topk, n_keys * n_pos)
+    out = []
+    for start in range(0, n_pos, cfg.query_chunk):
+        q = query[:, start : start + cfg.query_chunk]  # (C, B)
+        aff = (flat_keys @ q).view(n_keys, n_pos, -1)  # (T, P, B)
+        far = ~local[:, start : start + cfg.query_chunk]  # (P, B)
+        aff[1:].masked_fill_(far[None], float("-inf"))
+        aff = aff.view(n_keys * n_pos, -1) / cfg.temperature
+        weights, idx = torch.topk(aff, k, dim=0)  # (k, B)
+        weights = torch.softmax(weights, dim=0)
+        out.append((flat_labels[idx] * weights[..., None]).sum(0).T)  # (K, B)
+    return torch.cat(out, dim=1)
+
+
+def propagate_labels(features: torch.Tensor, first_labels: torch.Tensor, cfg: PropagationConfig) -> torch.Tensor:
+    """Propagate the first frame's soft labels through a video.
+
+    features: (T, C, h, w) dense features (L2-normalised here along C); first_labels: (K, h, w) soft labels of
+    frame 0 at feature resolution. Returns (T, K, h, w) soft labels; frame 0 is the given labels.
+    """
+    n_frames, _, h, w = features.shape
+    feats = F.normalize(features.float(), dim=1).flatten(2)  # (T, C, P)
+    labels = torch.zeros(n_frames, first_labels.shape[0], h * w)
+    labels[0] = first_labels.flatten(1).float()
+    local = radius_mask(h, w, cfg.radius)
+    for t in range(1, n_frames):
+        ctx = context_frames(t, cfg.n_context)
+        labels[t] = propagate_step(feats[t], feats[ctx], labels[ctx], local, cfg)
+    return labels.view(n_frames, -1, h, w)
+
+
+def onehot_masks(index_map: torch.Tensor, object_ids: list[int]) -> torch.Tensor:
+    """(H, W) integer map -> (len(object_ids), H, W) float one-hot, channel i is ``index_map == object_ids[i]``."""
+    return torch.stack([(index_map == i).float() for i in object_ids])
