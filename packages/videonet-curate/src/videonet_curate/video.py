@@ -1,0 +1,468 @@
+"""PyAV probing and seek-based frame sampling.
+
+Times are seconds from the first frame of the video stream: a stream whose first packet has a
+non-zero pts (MPEG-2 program streams often start at 0.5 s) still runs from 0 to ``duration_s``.
+The frame "at" time ``t`` is the first frame whose presentation time is ``>= t``; a time past the
+last frame gets the last frame.
+"""
+
+from __future__ import annotations
+
+import bisect
+import logging
+import math
+import os
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from fractions import Fraction
+from pathlib import Path
+
+import av
+import av.error
+import numpy as np
+from av.stream import Discard
+
+log = logging.getLogger(__name__)
+
+# How far past the last decodable frame a requested time may lie before we call the file truncated.
+END_TOLERANCE_S = 1.0
+# Without a trustworthy keyframe index, decode forward rather than seek when the next target is this close.
+FORWARD_DECODE_S = 2.0
+# The leading bytes of containers ffmpeg reads: a file that starts like one but will not open is damaged.
+_CONTAINER_SIGNATURES: tuple[tuple[int, bytes], ...] = (
+    (4, b"ftyp"), (4, b"moov"), (4, b"mdat"), (4, b"free"), (4, b"wide"), (4, b"skip"),  # ISO BMFF (mp4/mov)
+    (0, b"RIFF"),  # AVI
+    (0, b"\x1a\x45\xdf\xa3"),  # Matroska / WebM
+    (0, b"\x00\x00\x01\xba"),  # MPEG program stream
+    (0, b"FLV"),
+    (0, b"OggS"),
+)
+
+
+class VideoError(ValueError):
+    """A file that cannot serve frames; ``reason`` is a manifest reason code."""
+
+    reason = "decode_error"
+
+    def __init__(self, path: str | os.PathLike[str], message: str) -> None:
+        self.path = str(path)
+        super().__init__(f"{path}: {message}")
+
+
+class NotAVideoError(VideoError):
+    """Not a video container: an empty file, text, HTML, an image, or a container without video."""
+
+    reason = "not_a_video"
+
+
+class VideoDecodeError(VideoError):
+    """A video container that is damaged: it does not open fully or its frames do not decode."""
+
+    reason = "decode_error"
+
+
+@dataclass(frozen=True)
+class VideoInfo:
+    """What :func:`probe_video` learned about a file's first video stream."""
+
+    duration_s: float
+    fps: float
+    width: int
+    height: int
+    codec: str
+    num_frames: int  # from the container when it says, else round(duration_s * fps)
+    has_audio: bool
+    start_time_s: float = 0.0  # presentation time of the stream's first frame, in the file's clock
+
+
+def _looks_like_a_container(path: Path) -> bool:
+    with open(path, "rb") as handle:
+        head = handle.read(16)
+    return any(head[offset : offset + len(magic)] == magic for offset, magic in _CONTAINER_SIGNATURES)
+
+
+@contextmanager
+def _open_video(
+    path: str | os.PathLike[str], threads: int = 0
+) -> Iterator[tuple[av.container.InputContainer, av.video.stream.VideoStream]]:
+    """Open ``path`` and its first video stream, mapping FFmpeg failures to typed errors."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such file (check the input directory)")
+    if path.stat().st_size == 0:
+        raise NotAVideoError(path, "empty file (0 bytes); delete it or fetch it again")
+    try:
+        container = av.open(str(path), metadata_errors="ignore")
+    except av.error.FFmpegError as exc:
+        if _looks_like_a_container(path):
+            raise VideoDecodeError(
+                path, f"starts like a video container but FFmpeg cannot read it ({exc.strerror}): "
+                "truncated or corrupt (e.g. an MP4 cut before its moov index); download it again"
+            ) from exc
+        raise NotAVideoError(path, f"FFmpeg does not recognise a container ({exc.strerror})") from exc
+    try:
+        if not container.streams.video:
+            raise NotAVideoError(
+                path, f"the {container.format.name} container has no video stream (audio or data only)"
+            )
+        stream = container.streams.video[0]
+        # Frame + slice threads: several times faster on h264; decoded pixels are identical.
+        stream.thread_type = "AUTO"
+        stream.codec_context.thread_count = threads
+        for other in container.streams:
+            if other.index != stream.index:
+                other.discard = Discard.all  # don't demux audio/subtitle packets we never decode
+        yield container, stream
+    finally:
+        container.close()
+
+
+def _start_pts(container: av.container.InputContainer, stream: av.video.stream.VideoStream) -> int:
+    if stream.start_time is not None:
+        return int(stream.start_time)
+    if container.start_time is not None:
+        return int(Fraction(container.start_time, av.time_base) / stream.time_base)
+    return 0
+
+
+def _frame_rate(stream: av.video.stream.VideoStream) -> float:
+    for rate in (stream.average_rate, stream.guessed_rate, stream.base_rate):
+        if rate:
+            return float(rate)
+    return 0.0
+
+
+def _duration_by_demux(container: av.container.InputContainer, stream: av.video.stream.VideoStream,
+                       start_pts: int) -> float:
+    """Last packet end minus start: the fallback when neither stream nor container states a duration."""
+    container.seek(0)
+    end = start_pts
+    for packet in container.demux(stream):
+        if packet.pts is not None:
+            end = max(end, packet.pts + (packet.duration or 0))
+    return float((end - start_pts) * stream.time_base)
+
+
+def probe_video(path: str | os.PathLike[str]) -> VideoInfo:
+    """Open ``path`` and decode its first frame; raise :class:`NotAVideoError` / :class:`VideoDecodeError`.
+
+    Duration: stream duration x time_base, else the container's duration, else the end of the last
+    packet found by demuxing the whole file (no decoding).
+    """
+    with _open_video(path) as (container, stream):
+        try:
+            first = next(container.decode(stream), None)
+        except av.error.FFmpegError as exc:
+            raise VideoDecodeError(path, f"the first video frame does not decode ({exc})") from exc
+        if first is None:
+            raise VideoDecodeError(path, "the video stream holds no decodable frame (truncated or corrupt)")
+        start_pts = _start_pts(container, stream)
+        fps = _frame_rate(stream)
+        if stream.duration:
+            duration = float(stream.duration * stream.time_base)
+        elif container.duration:
+            start_s = float(container.start_time or 0) / av.time_base
+            stream_start_s = float(start_pts * stream.time_base)
+            # the container's clock may start before this stream's (audio first)
+            duration = float(container.duration) / av.time_base - max(0.0, stream_start_s - start_s)
+        else:
+            duration = _duration_by_demux(container, stream, start_pts)
+        num_frames = stream.frames or int(round(duration * fps))
+        return VideoInfo(
+            duration_s=duration,
+            fps=fps,
+            width=int(stream.codec_context.width or first.width),
+            height=int(stream.codec_context.height or first.height),
+            codec=stream.codec_context.name,
+            num_frames=num_frames,
+            has_audio=bool(container.streams.audio),
+            start_time_s=float(start_pts * stream.time_base),
+        )
+
+
+def clip_windows(
+    duration_s: float, clip_seconds: float, min_clip_seconds: float = 1.0
+) -> list[tuple[float, float]]:
+    """Consecutive, non-overlapping ``(start_s, end_s)`` windows of ``clip_seconds`` covering the video.
+
+    - a video shorter than ``min_clip_seconds`` gives no window (the caller records ``too_short``);
+    - a video shorter than ``clip_seconds`` gives one window covering all of it;
+    - the tail after the last full window becomes its own window when it lasts at least half a clip
+      (and ``min_clip_seconds``), else it is merged into the previous window, which then runs to the end.
+    """
+    if clip_seconds <= 0:
+        raise ValueError(f"clip_seconds must be positive, got {clip_seconds}")
+    if not math.isfinite(duration_s) or duration_s < max(min_clip_seconds, 1e-9):
+        return []
+    full = int(math.floor(duration_s / clip_seconds + 1e-9))
+    if full == 0:
+        return [(0.0, float(duration_s))]
+    windows = [(round(i * clip_seconds, 6), round((i + 1) * clip_seconds, 6)) for i in range(full)]
+    tail = duration_s - full * clip_seconds
+    if tail > 1e-6:
+        if tail >= max(clip_seconds / 2, min_clip_seconds):
+            windows.append((windows[-1][1], float(duration_s)))
+        else:
+            windows[-1] = (windows[-1][0], float(duration_s))
+    return windows
+
+
+def sample_timestamps(start_s: float, end_s: float, n: int) -> list[float]:
+    """``n`` evenly spaced times: the centres of ``n`` equal bins, t_i = start + (i + 1/2)(end - start)/n."""
+    if n <= 0:
+        raise ValueError(f"n must be positive, got {n}")
+    if end_s < start_s:
+        raise ValueError(f"end_s ({end_s}) is before start_s ({start_s})")
+    step = (end_s - start_s) / n
+    return [start_s + (i + 0.5) * step for i in range(n)]
+
+
+def _output_size(width: int, height: int, max_side: int | None) -> tuple[int, int]:
+    if not max_side or max(width, height) <= max_side:
+        return width, height
+    scale = max_side / max(width, height)
+    return max(1, round(width * scale)), max(1, round(height * scale))
+
+
+def _to_rgb(frame: av.VideoFrame, size: tuple[int, int]) -> np.ndarray:
+    # Scaling inside swscale's colour conversion: a 1080p frame is never converted at full size.
+    return frame.to_ndarray(width=size[0], height=size[1], format="rgb24", interpolation="AREA")
+
+
+class _SeekUnsupported(Exception):
+    """Seeking does not work for this file; read it in one pass instead."""
+
+
+class _SeekingReader:
+    """Serves sorted target pts by seeking to the keyframe before each, or decoding forward when cheaper."""
+
+    def __init__(self, path: str | os.PathLike[str], container, stream, start_pts: int) -> None:
+        self.path, self.container, self.stream, self.start_pts = path, container, stream, start_pts
+        self.frames: Iterator[av.VideoFrame] | None = None
+        self.current: av.VideoFrame | None = None  # the last frame decoded
+        entries = stream.index_entries
+        self.keyframes = sorted(e.timestamp for e in entries if e.is_keyframe) if entries is not None else []
+        self.index_end = max((e.timestamp for e in entries), default=None) if entries is not None else None
+        self.forward_ticks = FORWARD_DECODE_S / float(stream.time_base)
+
+    def _next(self) -> av.VideoFrame | None:
+        try:
+            frame = next(self.frames, None)
+        except av.error.FFmpegError as exc:
+            raise VideoDecodeError(self.path, f"decoding failed ({exc})") from exc
+        if frame is not None:
+            if frame.pts is None:
+                raise _SeekUnsupported("frames carry no pts")
+            if self.current is not None and frame.pts <= self.current.pts:
+                raise _SeekUnsupported("frame pts go backwards")
+            self.current = frame
+        return frame
+
+    def _seek(self, pts: int) -> av.VideoFrame | None:
+        try:
+            if pts <= self.start_pts:
+                # rewind the whole file: seeking to the first pts overshoots in some demuxers (MPEG-PS)
+                self.container.seek(0)
+            else:
+                self.container.seek(pts, backward=True, any_frame=False, stream=self.stream)
+        except av.error.FFmpegError as exc:
+            raise _SeekUnsupported(str(exc)) from exc
+        self.frames = self.container.decode(self.stream)
+        self.current = None
+        return self._next()
+
+    def _should_seek(self, target: int) -> bool:
+        if self.current is None:
+            return True
+        here = self.current.pts
+        if self.keyframes and self.index_end is not None and self.index_end >= target:
+            # a complete index: seek only if a keyframe lies between here and the target
+            return bisect.bisect_right(self.keyframes, target) > bisect.bisect_right(self.keyframes, here)
+        return target - here > self.forward_ticks
+
+    def _land_before(self, target: int) -> av.VideoFrame | None:
+        """Seek so that the first decoded frame is at or before ``target`` (some demuxers overshoot)."""
+        back_s = 0.0
+        while True:
+            offset = target - int(back_s / float(self.stream.time_base))
+            first = self._seek(offset)
+            if first is None or first.pts <= target or offset <= self.start_pts:
+                return first
+            back_s = max(1.0, 2 * back_s)  # overshot: back off 1, 2, 4 ... s, then rewind
+
+    def frame_at(self, target: int) -> av.VideoFrame:
+        if self.current is not None and self.current.pts >= target:
+            # targets come sorted, so every frame before `current` lies before the previous target
+            return self.current
+        if self._should_seek(target):
+            frame = self._land_before(target)
+            if frame is None:
+                at_s = float((target - self.start_pts) * self.stream.time_base)
+                raise VideoDecodeError(self.path, f"no frame decodes at or after {at_s:.2f} s (truncated file?)")
+        last = self.current
+        while self.current.pts < target:
+            if self._next() is None:
+                break
+            last = self.current
+        if last.pts < target:
+            gap_s = float((target - last.pts) * self.stream.time_base)
+            if gap_s > END_TOLERANCE_S:
+                end_s = float((last.pts - self.start_pts) * self.stream.time_base)
+                raise VideoDecodeError(
+                    self.path, f"decodable frames end at {end_s:.2f} s, {gap_s:.2f} s before the requested "
+                    "time: the file is truncated or its stated duration is wrong"
+                )
+        return last
+
+
+def _target_pts(stream, start_pts: int, t: float) -> int:
+    # ceil: the frame at t is the first at or after t (the epsilon absorbs float noise in t)
+    return start_pts + max(0, math.ceil(t / float(stream.time_base) - 1e-6))
+
+
+def _pts_out_of_order(container: av.container.InputContainer, stream: av.video.stream.VideoStream) -> bool:
+    """True for files whose packets carry decode order as pts (pts == dts) while the codec reorders
+    frames (B-frames): the decoder then hands out frame pts that go backwards, so pts cannot be trusted."""
+    if not stream.codec_context.has_b_frames:
+        return False
+    packets = [p for p, _ in zip(container.demux(stream), range(64)) if p.pts is not None and p.size]
+    container.seek(0)
+    return len(packets) > 2 and all(p.pts == p.dts for p in packets)
+
+
+def _timed_frames(
+    container: av.container.InputContainer, stream: av.video.stream.VideoStream, reorder: bool
+) -> Iterator[tuple[av.VideoFrame, int]]:
+    """Decode from the start, yielding ``(frame, pts)``; with ``reorder`` the k-th frame out of the decoder
+    gets the k-th smallest packet pts (output order is presentation order), and a frame without pts gets
+    one extrapolated from the frame rate."""
+    sorted_pts: list[int] = []
+    if reorder:
+        sorted_pts = sorted(p.pts for p in container.demux(stream) if p.pts is not None and p.size)
+        container.seek(0)
+    ticks_per_frame = 1.0 / ((_frame_rate(stream) or 25.0) * float(stream.time_base))
+    previous = None
+    for k, frame in enumerate(container.decode(stream)):
+        if reorder and k < len(sorted_pts):
+            pts = sorted_pts[k]
+        elif frame.pts is not None:
+            pts = frame.pts
+        else:
+            pts = int(previous + ticks_per_frame) if previous is not None else _start_pts(container, stream)
+        previous = pts
+        yield frame, pts
+
+
+def _read_sequential(path: str | os.PathLike[str], timestamps: Sequence[float], max_side: int | None,
+                     threads: int) -> np.ndarray:
+    """One decode pass keeping, for each time, the first frame at or after it (the fallback path)."""
+    with _open_video(path, threads) as (container, stream):
+        start_pts = _start_pts(container, stream)
+        order = sorted(range(len(timestamps)), key=lambda i: timestamps[i])
+        targets = [_target_pts(stream, start_pts, timestamps[i]) for i in order]
+        out: list[np.ndarray | None] = [None] * len(timestamps)
+        size = None
+        k, last, last_pts = 0, None, None
+        try:
+            for frame, pts in _timed_frames(container, stream, _pts_out_of_order(container, stream)):
+                size = size or _output_size(frame.width, frame.height, max_side)
+                image = None
+                while k < len(order) and targets[k] <= pts:
+                    image = image if image is not None else _to_rgb(frame, size)
+                    out[order[k]] = image
+                    k += 1
+                if k == len(order):
+                    break
+                last, last_pts = frame, pts
+        except av.error.FFmpegError as exc:
+            raise VideoDecodeError(path, f"decoding failed ({exc})") from exc
+        if k < len(order):
+            if last is None:
+                raise VideoDecodeError(path, "no frame decodes (truncated or corrupt)")
+            gap_s = float((targets[-1] - last_pts) * stream.time_base)
+            if gap_s > END_TOLERANCE_S:
+                end_s = float((last_pts - start_pts) * stream.time_base)
+                raise VideoDecodeError(path, f"decodable frames end at {end_s:.2f} s (truncated file?)")
+            image = _to_rgb(last, size)
+            for i in order[k:]:
+                out[i] = image
+        return np.stack(out)
+
+
+def read_frames_at(
+    path: str | os.PathLike[str],
+    timestamps: Sequence[float],
+    *,
+    max_side: int | None = None,
+    threads: int = 0,
+    seek: bool = True,
+) -> np.ndarray:
+    """RGB frames ``(N, H, W, 3) uint8`` at ``timestamps`` (seconds from the first frame), in input order.
+
+    Seeks to the keyframe before each time and decodes forward to the first frame at or after it; skips
+    the seek when no keyframe lies in between (decoding on is cheaper). Falls back to one sequential pass
+    when the format cannot seek. ``max_side`` downscales during colour conversion, keeping the aspect.
+    ``threads``: decoder threads (0 = FFmpeg picks). ``seek=False`` forces the sequential pass.
+    """
+    if len(timestamps) == 0:
+        raise ValueError("timestamps is empty")
+    if not seek:
+        return _read_sequential(path, timestamps, max_side, threads)
+    with _open_video(path, threads) as (container, stream):
+        start_pts = _start_pts(container, stream)
+        size = _output_size(stream.codec_context.width, stream.codec_context.height, max_side)
+        if _pts_out_of_order(container, stream):
+            log.info("%s: frame pts are in decode order; reading sequentially", path)
+            return _read_sequential(path, timestamps, max_side, threads)
+        reader = _SeekingReader(path, container, stream, start_pts)
+        order = sorted(range(len(timestamps)), key=lambda i: timestamps[i])
+        out: list[np.ndarray | None] = [None] * len(timestamps)
+        try:
+            previous = None
+            for i in order:
+                frame = reader.frame_at(_target_pts(stream, start_pts, timestamps[i]))
+                if previous is not None and frame is previous[0]:
+                    out[i] = previous[1]
+                    continue
+                if not all(size):  # the codec did not state a size: take the frame's
+                    size = _output_size(frame.width, frame.height, max_side)
+                image = _to_rgb(frame, size)
+                previous = (frame, image)
+                out[i] = image
+            return np.stack(out)
+        except _SeekUnsupported as exc:
+            log.info("%s: seeking failed (%s); reading sequentially", path, exc)
+    return _read_sequential(path, timestamps, max_side, threads)
+
+
+def decode_all_frames(
+    path: str | os.PathLike[str],
+    start_s: float = 0.0,
+    end_s: float | None = None,
+    *,
+    max_side: int | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """``(frames, times)``: every frame with time in ``[start_s, end_s)``, decoded sequentially from the start.
+
+    The reference (and benchmark baseline) for :func:`read_frames_at`; not used by the pipeline.
+    """
+    with _open_video(path) as (container, stream):
+        start_pts = _start_pts(container, stream)
+        images, times = [], []
+        size = None
+        try:
+            for frame, pts in _timed_frames(container, stream, _pts_out_of_order(container, stream)):
+                time = float((pts - start_pts) * stream.time_base)
+                if end_s is not None and time >= end_s:
+                    break
+                if time < start_s:
+                    continue
+                size = size or _output_size(frame.width, frame.height, max_side)
+                images.append(_to_rgb(frame, size))
+                times.append(time)
+        except av.error.FFmpegError as exc:
+            raise VideoDecodeError(path, f"decoding failed ({exc})") from exc
+    if not images:
+        raise VideoDecodeError(path, f"no frame in [{start_s}, {end_s})")
+    return np.stack(images), np.asarray(times)
