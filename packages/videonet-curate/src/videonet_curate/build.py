@@ -99,8 +99,20 @@ def check_source_arguments(options: BuildOptions) -> None:
     """Everything about the input that can be checked before anything is written."""
     if options.source == "local":
         check_local_input(options.input_path)
-    elif options.source not in {"kinetics", "urls"}:
+    elif options.source in {"kinetics", "urls"}:
+        from videonet_curate.fetch.build_sources import SourceInputError, check_remote_arguments
+
+        try:
+            check_remote_arguments(options.source, remote_source_options(options))
+        except SourceInputError as exc:
+            raise BuildInputError(str(exc)) from exc
+    else:
         raise BuildInputError(f"unknown --source {options.source!r}; expected one of: local, kinetics, urls")
+
+
+def remote_source_options(options: BuildOptions) -> dict[str, Any]:
+    """The network sources' options (fetch/build_sources.py); --input is the URL list for --source urls."""
+    return {**options.source_options, "input": options.input_path}
 
 
 # -- sources -------------------------------------------------------------------------------------------
@@ -112,6 +124,16 @@ def gather_candidates(
         input_dir = check_local_input(options.input_path)
         candidates, failures = discover_local(input_dir, options.clip_seconds, use_ray=options.use_ray)
         return candidates, failures, None, {"files_not_video": len(failures)}
+    if options.source in {"kinetics", "urls"}:
+        from videonet_curate.fetch.build_sources import SourceInputError, gather_remote
+
+        try:
+            remote = gather_remote(
+                options.source, remote_source_options(options), use_ray=options.use_ray, out_dir=options.out_dir
+            )
+        except SourceInputError as exc:
+            raise BuildInputError(str(exc)) from exc
+        return remote.candidates, remote.final_rows, remote.materialize, remote.stats
     raise BuildInputError(f"unknown --source {options.source!r}; expected one of: local, kinetics, urls")
 
 
@@ -126,6 +148,10 @@ def build(options: BuildOptions, on_progress: ProgressCallback | None = None) ->
         init_ray(options.address)
     candidates, final_rows, materialize, source_stats = gather_candidates(options)
     run_settings = {"source": options.source, "clip_seconds": options.clip_seconds}
+    if options.source in {"kinetics", "urls"}:
+        from videonet_curate.fetch.build_sources import run_settings as remote_run_settings
+
+        run_settings.update(remote_run_settings(options.source, remote_source_options(options)))
     labelled = run_labelling(
         candidates=candidates,
         final_rows=final_rows,
@@ -139,7 +165,12 @@ def build(options: BuildOptions, on_progress: ProgressCallback | None = None) ->
         on_progress=on_progress,
         gpus_per_worker=options.gpus_per_worker,
     )
-    rows, curation_stats = apply_curation(labelled.rows, labelled.embeddings, options.curation)
+    embeddings = labelled.embeddings
+    if options.source_options.get("retry_failed"):
+        from videonet_curate.fetch.build_sources import carry_embeddings
+
+        embeddings = carry_embeddings(out_dir, embeddings, labelled.rows)  # rows kept from the old manifest
+    rows, curation_stats = apply_curation(labelled.rows, embeddings, options.curation)
 
     config = {
         "source": options.source,
@@ -153,7 +184,7 @@ def build(options: BuildOptions, on_progress: ProgressCallback | None = None) ->
     manifest_path = mf.write_manifest(
         rows, out_dir / mf.MANIFEST_FILENAME, model_id=model_id, prototype_set=prototype_set, config=config
     )
-    embeddings_path = mf.atomic_write_table(labelled.embeddings, out_dir / mf.EMBEDDINGS_FILENAME)
+    embeddings_path = mf.atomic_write_table(embeddings, out_dir / mf.EMBEDDINGS_FILENAME)
     histogram_path = write_class_histogram(rows, out_dir / HISTOGRAM_FILENAME)
     summary = summarize(
         rows, labelled.shards_total, labelled.shards_skipped, labelled.timings, source_stats, curation_stats

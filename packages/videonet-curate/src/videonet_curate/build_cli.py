@@ -55,6 +55,25 @@ def build_command(
     address: str = typer.Option(None, "--address", help="Join the Ray cluster at this address (default: local)."),
     no_ray: bool = typer.Option(False, "--no-ray", help="Run in this process without Ray (debugging)."),
     verbose: bool = typer.Option(False, "--verbose", "-v", help="Log more."),
+    # --source kinetics / urls (fetch/build_sources.py)
+    annotations: Path = typer.Option(None, "--annotations", help="kinetics: an official Kinetics CSV."),
+    split: str = typer.Option(None, "--split", help="kinetics: keep rows of this split (train, val, test)."),
+    classes: str = typer.Option(None, "--classes", help="kinetics: keep these labels (comma-separated)."),
+    limit: int = typer.Option(None, "--limit", min=1, help="kinetics/urls: only the first N selected rows."),
+    mirror: Path = typer.Option(None, "--mirror", help="kinetics: local copy {youtube_id}_{start:06d}_{end:06d}.mp4 (no network)."),
+    url_template: str = typer.Option(None, "--url-template", help="kinetics: HTTP mirror, e.g. http://host/{youtube_id}.mp4."),
+    min_height: int = typer.Option(360, "--min-height", min=0, help="Smallest format at or above this height."),
+    max_retries: int = typer.Option(3, "--max-retries", min=0, help="Retries of transient failures (backoff, jitter)."),
+    timeout: float = typer.Option(10.0, "--timeout", min=0.5, help="Socket timeout of every request, seconds."),
+    max_rps: float = typer.Option(2.0, "--max-rps", min=0.01, help="Requests per second, all workers together."),
+    max_concurrent: int = typer.Option(4, "--max-concurrent", min=1, help="Downloads at once per host, all workers."),
+    cookies: Path = typer.Option(None, "--cookies", help="Netscape cookies.txt for yt-dlp."),
+    proxy: str = typer.Option(None, "--proxy", help="Proxy URL for yt-dlp and ffmpeg."),
+    ytdlp_opt: list[str] = typer.Option(None, "--ytdlp-opt", help="Extra yt-dlp option KEY=VALUE (allow-listed keys only)."),
+    retry_failed: str = typer.Option(
+        None, "--retry-failed", is_flag=False, flag_value="network,blocked",
+        help="Re-fetch only rows of OUT's manifest that failed for these reasons (default: network,blocked).",
+    ),
 ) -> None:
     """Curate candidate clips into OUT/manifest.parquet.
 
@@ -87,6 +106,14 @@ def build_command(
         address=address,
         use_ray=not no_ray,
         gpus_per_worker=1.0 if resolved_device == "cuda" else 0.0,
+        source_options={
+            "annotations": annotations, "split": split, "limit": limit, "mirror_dir": mirror,
+            "classes": [c.strip() for c in classes.split(",") if c.strip()] if classes else None,
+            "url_template": url_template, "min_height": min_height, "max_retries": max_retries,
+            "socket_timeout_s": timeout, "max_rps": max_rps, "max_concurrent": max_concurrent,
+            "cookies": cookies, "proxy": proxy, "ytdlp_opt": list(ytdlp_opt or ()),
+            "retry_failed": [r.strip() for r in retry_failed.split(",") if r.strip()] if retry_failed else None,
+        },
     )
     try:
         _check_model(model, templates)
