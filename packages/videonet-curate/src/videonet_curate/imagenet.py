@@ -1,0 +1,77 @@
+"""ImageNet-1k class names, WordNet ids and the policy for the two duplicated names.
+
+Class names come from open_clip (``IMAGENET_CLASSNAMES``, the names its zero-shot prompts use); the
+WordNet ids, lemmas and definitions from timm's bundled ``ImageNetInfo`` (both offline).
+
+Duplicated names. open_clip's list names two pairs of classes identically:
+
+* 657 ``n03773504`` "missile" and 744 ``n04008634`` "projectile, missile";
+* 836 ``n04355933`` "sunglass" (WordNet: a burning glass) and 837 ``n04356056`` "sunglasses, dark
+  glasses, shades".
+
+With text prototypes the two rows of a pair are identical, so a CLIP scorer splits the probability
+evenly and can never prefer one; a classifier can, but the pairs are notoriously confused in the
+ImageNet labels themselves. Policy (:data:`DUPLICATE_NAME_TWINS`): when assigning a clip's label the
+probability of each twin is folded onto the class whose WordNet synset matches the shared name (744
+onto 657 "missile"; 836 onto 837 "sunglasses"), so a pair never splits a clip's score and labels 744
+and 836 are never assigned. :func:`label_name` gives every index a unique, readable name (the twins
+get their WordNet lemma), so no two labels in a manifest share a name.
+"""
+
+from __future__ import annotations
+
+from functools import cache
+
+import open_clip
+from timm.data import ImageNetInfo
+
+NUM_CLASSES = 1000
+
+IMAGENET_CLASSNAMES: tuple[str, ...] = tuple(open_clip.IMAGENET_CLASSNAMES)
+
+# twin index -> the index its probability is folded onto when a label is assigned
+DUPLICATE_NAME_TWINS: dict[int, int] = {744: 657, 836: 837}
+
+# readable, unique names for the indices whose open_clip name is shared with another class
+_DISAMBIGUATED_NAMES: dict[int, str] = {
+    657: "missile",
+    744: "projectile, missile",
+    836: "sunglass",
+    837: "sunglasses",
+}
+
+if len(IMAGENET_CLASSNAMES) != NUM_CLASSES:  # pragma: no cover - guards an open_clip change
+    raise RuntimeError(f"open_clip ships {len(IMAGENET_CLASSNAMES)} ImageNet class names, expected 1000")
+
+
+@cache
+def _info() -> ImageNetInfo:
+    return ImageNetInfo("imagenet-1k")
+
+
+def _check_index(index: int) -> int:
+    index = int(index)
+    if not 0 <= index < NUM_CLASSES:
+        raise IndexError(f"ImageNet-1k class index {index} is out of range 0..{NUM_CLASSES - 1}")
+    return index
+
+
+def label_name(index: int) -> str:
+    """A unique human-readable name of ImageNet-1k class ``index`` (open_clip's, twins disambiguated)."""
+    index = _check_index(index)
+    return _DISAMBIGUATED_NAMES.get(index, IMAGENET_CLASSNAMES[index])
+
+
+def wnid(index: int) -> str:
+    """The WordNet synset id of class ``index`` (e.g. 89 -> ``n01819313``)."""
+    return _info().index_to_label_name(_check_index(index))
+
+
+def wordnet_description(index: int, *, detailed: bool = False) -> str:
+    """WordNet lemmas of class ``index`` (with the definition when ``detailed``)."""
+    return _info().index_to_description(_check_index(index), detailed=detailed)
+
+
+def unique_label_names() -> list[str]:
+    """:func:`label_name` for all 1000 classes, in index order."""
+    return [label_name(i) for i in range(NUM_CLASSES)]
