@@ -93,18 +93,30 @@ def embeddings_table(clip_ids: list[str] | np.ndarray, matrix: np.ndarray) -> pa
 
 
 def embedding_matrix(table: pa.Table) -> np.ndarray:
-    """The ``embedding`` column of an embeddings table as an (N, D) float32 array, without a row loop."""
+    """The ``embedding`` column as an (N, D) float32 array, without a loop over rows.
+
+    Accepts ``fixed_size_list<float32>[D]`` (the published layout) and ``list<float32>`` whose rows all
+    have the same length (what the build's shards write).
+    """
     column = table.column("embedding").combine_chunks()
-    if not pa.types.is_fixed_size_list(column.type):
+    if column.null_count:
+        raise DedupInputError(f"{column.null_count} clips have a null embedding; re-embed them")
+    if pa.types.is_fixed_size_list(column.type):
+        dim = column.type.list_size
+    elif pa.types.is_list(column.type) or pa.types.is_large_list(column.type):
+        lengths = np.diff(column.offsets.to_numpy())
+        if len(lengths) and (lengths != lengths[0]).any():
+            raise DedupInputError(
+                f"embeddings have different lengths ({lengths.min()}..{lengths.max()}): mixed models?"
+            )
+        dim = int(lengths[0]) if len(lengths) else 0
+    else:
         raise DedupInputError(
-            f"embedding column has type {column.type}; expected fixed_size_list<float32> "
+            f"embedding column has type {column.type}; expected a list of float32 "
             "(write it with videonet_curate.dedup.embeddings_table)"
         )
-    dim = column.type.list_size
-    if column.null_count:
-        raise DedupInputError(f"{column.null_count} clips have a null embedding")
     flat = column.flatten().to_numpy(zero_copy_only=False).astype(np.float32, copy=False)
-    return flat.reshape(-1, dim)
+    return flat.reshape(len(column), dim) if dim else np.empty((len(column), 0), np.float32)
 
 
 def read_embeddings(path: str | os.PathLike[str]) -> pa.Table:

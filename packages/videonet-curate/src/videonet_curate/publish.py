@@ -1,0 +1,332 @@
+"""Publishing a curated manifest as a dataset directory, and verifying one.
+
+``publish(OUT, DIR)`` writes ``DIR/manifest.parquet`` (and ``embeddings.parquet`` on request), the report
+plots under ``DIR/plots/``, a dataset card ``DIR/README.md`` with Hugging-Face-style YAML front matter, and
+``DIR/checksums.sha256`` in ``sha256sum`` format (``sha256sum -c checksums.sha256`` checks it too). The
+directory is assembled under a temporary name and renamed into place, so a half-published directory is
+never visible. ``verify_published(DIR)`` checks every checksum, that no file was added or removed, and the
+manifest (and embeddings) schema; it raises :class:`PublishedDatasetError` naming the offending file.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import re
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pyarrow.compute as pc
+
+from videonet_curate import __version__, dedup, report
+from videonet_curate.manifest import (
+    EMBEDDINGS_FILENAME,
+    MANIFEST_FILENAME,
+    SCHEMA,
+    STATUS_KEPT,
+    ManifestError,
+    read_manifest,
+    read_metadata,
+)
+
+log = logging.getLogger(__name__)
+
+CHECKSUMS_FILENAME = "checksums.sha256"
+CARD_FILENAME = "README.md"
+PLOTS_DIRNAME = "plots"
+_CHECKSUM_LINE = re.compile(r"^([0-9a-f]{64}) [ *](.+)$")
+
+# What we can say about each source's licence without asking the web. Honest about what we do not know.
+SOURCE_LICENCES = {
+    "kinetics": (
+        "Kinetics annotations: CC BY 4.0 (DeepMind). The videos are YouTube uploads owned by their "
+        "uploaders and subject to YouTube's Terms of Service; they are referenced, not relicensed."
+    ),
+    "urls": "Videos fetched from the listed URLs: licence as set by each host or owner (not checked by the tool).",
+    "local": "Local video files: licence as set by their owners (not recorded by the tool).",
+}
+
+
+class PublishError(RuntimeError):
+    """Publishing could not be done (no manifest, destination not empty)."""
+
+
+class PublishedDatasetError(ValueError):
+    """A published dataset directory that does not verify; ``path`` names the offending file."""
+
+    def __init__(self, path: Path | str, problem: str) -> None:
+        self.path = Path(path)
+        self.problem = problem
+        super().__init__(f"{path}: {problem}")
+
+
+@dataclass(frozen=True)
+class PublishResult:
+    directory: Path
+    files: list[str]
+    kept: int
+    rows: int
+
+
+def sha256_file(path: Path, chunk_size: int = 1 << 20) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        while chunk := handle.read(chunk_size):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _relative_files(directory: Path) -> list[str]:
+    return sorted(
+        p.relative_to(directory).as_posix() for p in directory.rglob("*") if p.is_file() or p.is_symlink()
+    )
+
+
+def write_checksums(directory: Path) -> Path:
+    """``checksums.sha256`` over every other file of ``directory`` (sorted, POSIX relative paths)."""
+    lines = [
+        f"{sha256_file(directory / name)}  {name}\n"
+        for name in _relative_files(directory) if name != CHECKSUMS_FILENAME
+    ]
+    path = directory / CHECKSUMS_FILENAME
+    path.write_text("".join(lines), encoding="utf-8")
+    return path
+
+
+def publish(
+    out_dir: str | os.PathLike[str],
+    to_dir: str | os.PathLike[str],
+    *,
+    with_embeddings: bool = False,
+    overwrite: bool = False,
+    title: str = "VideoNet clips",
+) -> PublishResult:
+    """Publish the manifest in ``out_dir`` as a self-describing, checksummed directory ``to_dir``."""
+    out_dir, to_dir = Path(out_dir), Path(to_dir)
+    manifest_path = out_dir / MANIFEST_FILENAME if out_dir.is_dir() else out_dir
+    table = read_manifest(manifest_path)  # refuses a manifest that breaks the contract
+    metadata = read_metadata(manifest_path)
+    embeddings_path = manifest_path.parent / EMBEDDINGS_FILENAME
+    if with_embeddings and not embeddings_path.exists():
+        raise PublishError(f"--with-embeddings given but {embeddings_path} does not exist")
+    if to_dir.exists() and any(to_dir.iterdir()) and not overwrite:
+        raise PublishError(f"{to_dir} exists and is not empty: choose a new directory or pass --overwrite")
+    to_dir.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{to_dir.name}.", suffix=".publishing", dir=to_dir.parent))
+    try:
+        shutil.copyfile(manifest_path, staging / MANIFEST_FILENAME)
+        if with_embeddings:
+            shutil.copyfile(embeddings_path, staging / EMBEDDINGS_FILENAME)
+        paths = report.write_report(manifest_path, report_dir=staging / PLOTS_DIRNAME)
+        summary = json.loads(paths.summary.read_text())
+        paths.html.unlink()  # the card replaces the HTML page; the plots and summary stay
+        (staging / CARD_FILENAME).write_text(
+            render_card(table, metadata, summary, paths.plots, with_embeddings, title), encoding="utf-8"
+        )
+        write_checksums(staging)
+        if to_dir.exists():
+            shutil.rmtree(to_dir)
+        os.replace(staging, to_dir)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    verify_published(to_dir)
+    return PublishResult(to_dir, _relative_files(to_dir), int(summary["kept"]), table.num_rows)
+
+
+def render_card(
+    table: Any, metadata: dict[str, Any], summary: dict[str, Any], plots: dict[str, Path],
+    with_embeddings: bool, title: str,
+) -> str:
+    """The dataset card: YAML front matter (Hugging Face style) then the human-readable description."""
+    sources = summary["sources"]
+    kept = table.filter(pc.equal(table.column("status"), STATUS_KEPT))
+    size = _size_category(summary["kept"])
+    front = [
+        "---",
+        f"pretty_name: {json.dumps(title)}",
+        "license: other",
+        "license_details: per-source, see 'Sources and licences'",
+        "task_categories:",
+        "  - image-classification",
+        "  - video-classification",
+        "size_categories:",
+        f"  - {size}",
+        "tags:",
+        "  - videonet",
+        "  - vito",
+        "  - self-supervised",
+        "configs:",
+        "  - config_name: default",
+        "    data_files:",
+        f"      - split: train\n        path: {MANIFEST_FILENAME}",
+        "videonet:",
+        f"  schema_version: {json.dumps(metadata.get('schema_version', ''))}",
+        f"  tool_version: {json.dumps(metadata.get('tool_version', ''))}",
+        f"  published_with: {json.dumps(__version__)}",
+        f"  model_id: {json.dumps(metadata.get('model_id', ''))}",
+        f"  prototype_set: {json.dumps(metadata.get('prototype_set', ''))}",
+        f"  target: {json.dumps(summary.get('target'))}",
+        f"  rows: {summary['rows']}",
+        f"  kept: {summary['kept']}",
+        f"  kept_classes: {summary['kept_classes']}",
+        f"  with_embeddings: {str(with_embeddings).lower()}",
+        "---",
+    ]
+    status_rows = "\n".join(f"| {k} | {v} |" for k, v in summary["status_counts"].items())
+    licence_rows = "\n".join(
+        f"| {s} | {int(pc.sum(pc.equal(kept.column('source'), s)).as_py() or 0)} | "
+        f"{SOURCE_LICENCES.get(s, 'unknown: not recorded by the tool')} |"
+        for s in sources
+    )
+    schema_rows = "\n".join(f"| `{f.name}` | `{f.type}` |" for f in SCHEMA)
+    figures = "\n\n".join(f"![{name.replace('_', ' ')}]({PLOTS_DIRNAME}/{p.name})" for name, p in plots.items())
+    config = json.dumps(metadata.get("config", {}), indent=2, sort_keys=True)
+    embeddings_note = (
+        f"`{EMBEDDINGS_FILENAME}`: `clip_id` and `embedding` (fixed-size list of float32, the L2-normalised "
+        "mean of the frame embeddings)." if with_embeddings else ""
+    )
+    return f"""{chr(10).join(front)}
+
+# {title}
+
+Video clips whose content matches ImageNet-1k classes, curated with `videonet-curate` (VideoNet, as in
+VITO: "Self-supervised video pretraining yields general image representations"). Each row of
+`{MANIFEST_FILENAME}` is one candidate clip; the trainer uses the rows with `status == "kept"`.
+The videos themselves are not part of this directory: `path` is relative to the directory the manifest
+was built in, and `source`/`source_id`/`source_start_s`/`source_end_s` say where each clip came from.
+
+## Counts
+
+{summary['kept']} clips kept of {summary['rows']} candidates, {summary['kept_classes']} classes present,
+{summary['kept_hours']:.2f} hours kept. Total-variation distance to the `{summary.get('target')}` target
+histogram: {summary['tv_to_target']:.4f}; KL(kept || target): {summary['kl_to_target']:.4f} nats
+(epsilon {summary['kl_epsilon']:g} smoothing).
+
+| status | rows |
+| --- | --- |
+{status_rows}
+
+## Sources and licences
+
+| source | kept clips | licence |
+| --- | --- | --- |
+{licence_rows}
+
+## Model and prototypes
+
+- model: `{metadata.get('model_id', '') or 'not recorded'}`
+- prototype set: `{metadata.get('prototype_set', '') or 'not recorded'}`
+- manifest schema version {metadata.get('schema_version', '')}, written by videonet-curate
+  {metadata.get('tool_version', '')}
+
+Build configuration:
+
+```json
+{config}
+```
+
+## Schema
+
+| column | type |
+| --- | --- |
+{schema_rows}
+
+{embeddings_note}
+
+## Plots
+
+{figures}
+
+## Integrity
+
+`{CHECKSUMS_FILENAME}` lists the SHA-256 of every other file. Check with `videonet-curate verify DIR`
+(also checks the schema) or `sha256sum -c {CHECKSUMS_FILENAME}`.
+"""
+
+
+def _size_category(n: int) -> str:
+    for limit, name in ((1_000, "n<1K"), (10_000, "1K<n<10K"), (100_000, "10K<n<100K"),
+                        (1_000_000, "100K<n<1M"), (10_000_000, "1M<n<10M")):
+        if n < limit:
+            return name
+    return "10M<n<100M"
+
+
+def read_checksums(directory: Path) -> dict[str, str]:
+    """``checksums.sha256`` parsed to {relative path: hex digest}; raises on any malformed line."""
+    path = directory / CHECKSUMS_FILENAME
+    if not path.is_file():
+        raise PublishedDatasetError(
+            path, "missing: this is not a published dataset (run `videonet-curate publish`)"
+        )
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise PublishedDatasetError(path, f"not UTF-8 text ({exc})") from None
+    entries: dict[str, str] = {}
+    for number, line in enumerate(text.splitlines(), start=1):
+        match = _CHECKSUM_LINE.match(line)
+        if not match:
+            raise PublishedDatasetError(path, f"line {number} is not '<sha256>  <file>': {line!r}")
+        digest, name = match.groups()
+        if name in entries or name.startswith("/") or ".." in Path(name).parts:
+            raise PublishedDatasetError(path, f"line {number} names {name!r} twice or outside the directory")
+        entries[name] = digest
+    if not text.endswith("\n") and text:
+        raise PublishedDatasetError(path, "truncated (no final newline)")
+    return entries
+
+
+def verify_published(directory: str | os.PathLike[str]) -> None:
+    """Raise :class:`PublishedDatasetError` unless ``directory`` is exactly what ``publish`` wrote.
+
+    Checks: every listed file exists and matches its SHA-256, no unlisted file is present, the manifest
+    reads and validates against the v1 schema, and the embeddings (when present) have the published layout
+    and only clip_ids of the manifest.
+    """
+    directory = Path(directory)
+    if not directory.is_dir():
+        raise PublishedDatasetError(directory, "not a directory")
+    entries = read_checksums(directory)
+    for name, digest in entries.items():
+        path = directory / name
+        if not path.is_file():
+            raise PublishedDatasetError(path, "listed in checksums.sha256 but missing")
+        if sha256_file(path) != digest:
+            raise PublishedDatasetError(path, "SHA-256 does not match checksums.sha256: the file was changed")
+    unlisted = [n for n in _relative_files(directory) if n != CHECKSUMS_FILENAME and n not in entries]
+    if unlisted:
+        raise PublishedDatasetError(
+            directory / unlisted[0], "not listed in checksums.sha256 (added after publishing)"
+        )
+    for required in (MANIFEST_FILENAME, CARD_FILENAME):
+        if required not in entries:
+            raise PublishedDatasetError(directory / required, "missing from the published dataset")
+    manifest_path = directory / MANIFEST_FILENAME
+    try:
+        table = read_manifest(manifest_path)
+    except ManifestError as exc:
+        raise PublishedDatasetError(manifest_path, f"manifest does not honour the schema: {exc}") from None
+    missing = [f.name for f in SCHEMA if f.name not in table.column_names]
+    if missing:
+        raise PublishedDatasetError(manifest_path, f"lacks schema columns {missing}")
+    if EMBEDDINGS_FILENAME in entries:
+        _verify_embeddings(directory / EMBEDDINGS_FILENAME, set(table.column("clip_id").to_pylist()))
+
+
+def _verify_embeddings(path: Path, clip_ids: set[str]) -> None:
+    try:
+        embeddings = dedup.read_embeddings(path)
+    except (OSError, ValueError, KeyError) as exc:
+        raise PublishedDatasetError(path, f"not a readable embeddings table: {exc}") from None
+    unknown = set(embeddings.column("clip_id").to_pylist()) - clip_ids
+    if unknown:
+        raise PublishedDatasetError(
+            path, f"{len(unknown)} clip_ids are not in the manifest, e.g. {sorted(unknown)[:3]}"
+        )

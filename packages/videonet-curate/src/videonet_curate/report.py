@@ -1,0 +1,268 @@
+"""The curation report: summary statistics, PNG plots and an HTML page for an output directory.
+
+``write_report(OUT)`` reads ``OUT/manifest.parquet`` (and ``OUT/embeddings.parquet`` when present) and
+writes ``OUT/report/`` with ``index.html``, ``summary.json`` and four plots: the kept class histogram
+against the target, the score distribution per status, the nearest-neighbour similarity of the clips
+(with the duplicate threshold), and the status breakdown.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import logging
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")  # files only; never a display
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pyarrow as pa  # noqa: E402
+import pyarrow.compute as pc  # noqa: E402
+
+from videonet_curate import dedup, rebalance, targets  # noqa: E402
+from videonet_curate.manifest import (  # noqa: E402
+    EMBEDDINGS_FILENAME,
+    MANIFEST_FILENAME,
+    STATUS_KEPT,
+    STATUSES,
+    read_manifest,
+    read_metadata,
+)
+
+log = logging.getLogger(__name__)
+
+REPORT_DIRNAME = "report"
+PLOTS = {
+    "class_histogram": "class_histogram.png",
+    "score_distribution": "score_distribution.png",
+    "nearest_similarity": "nearest_similarity.png",
+    "status_breakdown": "status_breakdown.png",
+}
+
+
+@dataclass(frozen=True)
+class ReportPaths:
+    directory: Path
+    html: Path
+    summary: Path
+    plots: dict[str, Path]
+
+
+def summarize(
+    table: pa.Table, target: np.ndarray, metadata: dict[str, Any] | None = None,
+    nearest_sim: np.ndarray | None = None,
+) -> dict[str, Any]:
+    """Counts per status and reason, class coverage, score quantiles and distances to the target."""
+    status = table.column("status").to_numpy(zero_copy_only=False)
+    kept = table.filter(pc.equal(table.column("status"), STATUS_KEPT))
+    labels = kept.column("label").drop_null().to_numpy(zero_copy_only=False).astype(np.int64)
+    counts = np.bincount(labels, minlength=len(target))[: len(target)] if len(labels) else np.zeros(len(target))
+    scores = kept.column("score").drop_null().to_numpy(zero_copy_only=False)
+    reasons = pc.value_counts(table.column("reason").drop_null()).to_pylist()
+    summary: dict[str, Any] = {
+        "rows": table.num_rows,
+        "status_counts": {s: int((status == s).sum()) for s in STATUSES},
+        "reason_counts": {r["values"]: int(r["counts"]) for r in reasons},
+        "sources": sorted(set(table.column("source").to_pylist())),
+        "kept": int(kept.num_rows),
+        "kept_classes": int((counts > 0).sum()),
+        "kept_hours": float(
+            pc.sum(pc.subtract(kept.column("end_s"), kept.column("start_s"))).as_py() or 0.0) / 3600,
+        "kept_score_quantiles": _quantiles(scores),
+        "tv_to_target": rebalance.total_variation(counts, target),
+        "kl_to_target": rebalance.kl_divergence(counts, target),
+        "kl_epsilon": rebalance.KL_EPSILON,
+        "model_id": (metadata or {}).get("model_id", ""),
+        "prototype_set": (metadata or {}).get("prototype_set", ""),
+        "schema_version": (metadata or {}).get("schema_version", ""),
+        "tool_version": (metadata or {}).get("tool_version", ""),
+    }
+    if nearest_sim is not None and np.isfinite(nearest_sim).any():
+        summary["nearest_similarity_quantiles"] = _quantiles(nearest_sim[np.isfinite(nearest_sim)])
+    return summary
+
+
+def _quantiles(values: np.ndarray) -> dict[str, float]:
+    if len(values) == 0:
+        return {}
+    qs = np.quantile(np.asarray(values, dtype=np.float64), [0.0, 0.1, 0.5, 0.9, 1.0])
+    return dict(zip(("min", "p10", "median", "p90", "max"), map(float, qs), strict=True))
+
+
+def nearest_similarities(embeddings: pa.Table, **search_options: Any) -> tuple[np.ndarray, np.ndarray]:
+    """(clip_ids, cosine similarity of each clip to its nearest other clip) via the dedup search."""
+    matrix = dedup.embedding_matrix(embeddings)
+    ids = embeddings.column("clip_id").to_numpy(zero_copy_only=False)
+    if len(matrix) < 2:
+        return ids, np.full(len(matrix), np.nan, np.float32)
+    # threshold 1.0: we only want the nearest-neighbour similarities, not the groups
+    result = dedup.find_duplicates(matrix, np.zeros(len(matrix)), 1.0, **search_options)
+    return ids, result.nearest_sim
+
+
+def _plot_class_histogram(counts: np.ndarray, target: np.ndarray, path: Path) -> None:
+    fig, ax = plt.subplots(figsize=(10, 3.5))
+    classes = np.arange(len(counts))
+    ax.bar(classes, counts, width=1.0, color="tab:blue", label="kept clips")
+    if counts.sum() > 0:
+        ax.plot(classes, target / target.sum() * counts.sum(), color="tab:red", lw=1.0,
+                label="target (scaled to the kept total)")
+    ax.set_xlabel("ImageNet-1k class index")
+    ax.set_ylabel("clips")
+    ax.set_title(f"Kept clips per class ({int((counts > 0).sum())} of {len(counts)} classes present)")
+    ax.legend(loc="upper right")
+    _save(fig, path)
+
+
+def _plot_scores(table: pa.Table, path: Path) -> None:
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    status = table.column("status").to_numpy(zero_copy_only=False)
+    scores = table.column("score").to_numpy(zero_copy_only=False).astype(np.float64)
+    bins = np.linspace(0, 1, 41)
+    for name in STATUSES:
+        values = scores[(status == name) & np.isfinite(scores)]
+        if len(values):
+            ax.hist(np.clip(values, 0, 1), bins=bins, histtype="step", lw=1.5, label=f"{name} ({len(values)})")
+    ax.set_xlabel("score (mean probability of the assigned class)")
+    ax.set_ylabel("clips")
+    ax.set_title("Score distribution by status")
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend()
+    _save(fig, path)
+
+
+def _plot_nearest(nearest: np.ndarray | None, threshold: float | None, path: Path) -> None:
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    values = nearest[np.isfinite(nearest)] if nearest is not None else np.empty(0)
+    if len(values):
+        ax.hist(values, bins=50, color="tab:purple")
+        if threshold is not None:
+            ax.axvline(threshold, color="k", ls="--", label=f"--dup-threshold {threshold:g}")
+            ax.legend()
+    else:
+        ax.text(0.5, 0.5, "no embeddings.parquet: nothing to show", ha="center", va="center",
+                transform=ax.transAxes)
+    ax.set_xlabel("cosine similarity to the nearest other clip")
+    ax.set_ylabel("clips")
+    ax.set_title("Nearest-neighbour similarity")
+    _save(fig, path)
+
+
+def _plot_status(summary: dict[str, Any], path: Path) -> None:
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    names = list(summary["status_counts"])
+    values = [summary["status_counts"][n] for n in names]
+    bars = ax.barh(names, values, color="tab:green")
+    ax.bar_label(bars, labels=[str(v) for v in values], padding=3)
+    ax.set_xlabel("rows")
+    ax.set_title(f"Status of {summary['rows']} candidates")
+    ax.invert_yaxis()
+    _save(fig, path)
+
+
+def _save(fig: plt.Figure, path: Path) -> None:
+    fig.tight_layout()
+    tmp = path.with_name(f".{path.name}.tmp.png")
+    fig.savefig(tmp, dpi=100)
+    plt.close(fig)
+    os.replace(tmp, path)
+
+
+def _atomic_write_text(path: Path, text: str) -> None:
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    with os.fdopen(fd, "w", encoding="utf-8") as handle:
+        handle.write(text)
+    os.replace(tmp, path)
+
+
+def target_from_metadata(metadata: dict[str, Any], override: str | None = None) -> tuple[str, np.ndarray]:
+    """The target named on the command line, else the one the build used (config ``target``), else imagenet."""
+    spec = override or str((metadata.get("config") or {}).get("target") or "imagenet")
+    try:
+        return spec, targets.load_target(spec)
+    except targets.TargetError:
+        if override:
+            raise
+        log.warning("the build's target %r is not readable here; reporting against imagenet", spec)
+        return "imagenet", targets.load_target("imagenet")
+
+
+def write_report(
+    out_dir: str | os.PathLike[str],
+    *,
+    report_dir: str | os.PathLike[str] | None = None,
+    target: str | None = None,
+    dup_threshold: float | None = None,
+) -> ReportPaths:
+    """Write ``index.html``, ``summary.json`` and the PNG plots for the manifest in ``out_dir``."""
+    out_dir = Path(out_dir)
+    manifest_path = out_dir / MANIFEST_FILENAME if out_dir.is_dir() else out_dir
+    table = read_manifest(manifest_path)
+    metadata = read_metadata(manifest_path)
+    target_name, target_weights = target_from_metadata(metadata, target)
+    config = metadata.get("config") or {}
+    if dup_threshold is None and config.get("dup_threshold") is not None:
+        dup_threshold = float(config["dup_threshold"])
+    nearest = None
+    embeddings_path = manifest_path.parent / EMBEDDINGS_FILENAME
+    if embeddings_path.exists():
+        _, nearest = nearest_similarities(dedup.read_embeddings(embeddings_path))
+    directory = Path(report_dir) if report_dir else manifest_path.parent / REPORT_DIRNAME
+    directory.mkdir(parents=True, exist_ok=True)
+    summary = summarize(table, target_weights, metadata, nearest)
+    summary["target"] = target_name
+    summary["dup_threshold"] = dup_threshold
+    plots = {name: directory / filename for name, filename in PLOTS.items()}
+    kept_labels = table.filter(pc.equal(table.column("status"), STATUS_KEPT)).column("label").drop_null()
+    counts = np.bincount(kept_labels.to_numpy(zero_copy_only=False).astype(np.int64),
+                         minlength=len(target_weights))[: len(target_weights)]
+    _plot_class_histogram(counts, target_weights, plots["class_histogram"])
+    _plot_scores(table, plots["score_distribution"])
+    _plot_nearest(nearest, dup_threshold, plots["nearest_similarity"])
+    _plot_status(summary, plots["status_breakdown"])
+    summary_path = directory / "summary.json"
+    _atomic_write_text(summary_path, json.dumps(summary, indent=2, sort_keys=True) + "\n")
+    html_path = directory / "index.html"
+    _atomic_write_text(html_path, render_html(summary, plots))
+    log.info("report written to %s", html_path)
+    return ReportPaths(directory, html_path, summary_path, plots)
+
+
+def render_html(summary: dict[str, Any], plots: dict[str, Path]) -> str:
+    """A self-contained page: the summary table and the plots by relative path."""
+    rows = "\n".join(
+        f"<tr><th>{html.escape(str(k))}</th><td>{html.escape(_fmt(v))}</td></tr>"
+        for k, v in summary.items()
+    )
+    images = "\n".join(
+        f'<figure><img src="{html.escape(p.name)}" alt="{html.escape(name)}">'
+        f"<figcaption>{html.escape(name.replace('_', ' '))}</figcaption></figure>"
+        for name, p in plots.items()
+    )
+    return f"""<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>VideoNet curation report</title>
+<style>body{{font-family:sans-serif;margin:2em;max-width:1100px}}th{{text-align:left;padding-right:1em}}
+td{{font-family:monospace}}img{{max-width:100%}}figure{{margin:1em 0}}</style></head>
+<body><h1>VideoNet curation report</h1>
+<p>{summary['kept']} of {summary['rows']} candidate clips kept, {summary['kept_classes']} classes present;
+total variation to the {html.escape(str(summary.get('target')))} target: {summary['tv_to_target']:.4f}.</p>
+<table>
+{rows}
+</table>
+{images}
+</body></html>
+"""
+
+
+def _fmt(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:.6g}"
+    if isinstance(value, dict):
+        return ", ".join(f"{k}: {_fmt(v)}" for k, v in value.items())
+    return str(value)

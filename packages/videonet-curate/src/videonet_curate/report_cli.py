@@ -1,0 +1,86 @@
+"""The ``report``, ``publish`` and ``verify`` commands (registered in cli.py)."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from videonet_curate.manifest import ManifestError
+from videonet_curate.publish import PublishedDatasetError, PublishError, publish, verify_published
+from videonet_curate.report import write_report
+from videonet_curate.targets import TargetError
+
+EXIT_OK = 0
+EXIT_VERIFY_FAILED = 1
+EXIT_BAD_ARGUMENTS = 2
+
+console = Console(stderr=True)
+
+
+def _logging(verbose: bool) -> None:
+    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+
+
+def report_command(
+    out: Path = typer.Argument(..., help="A build output directory holding manifest.parquet (or the file)."),
+    target: str = typer.Option(
+        None, "--target", help="Compare against imagenet, uniform or a FILE.csv (default: the build's target)."
+    ),
+    dup_threshold: float = typer.Option(
+        None, "--dup-threshold", help="Draw this threshold on the similarity plot (default: the build's)."
+    ),
+    verbose: bool = typer.Option(False, "--verbose", "-v", help="Log more."),
+) -> None:
+    """Write OUT/report/index.html with PNG plots and summary.json."""
+    _logging(verbose)
+    try:
+        with console.status("computing statistics and plots"):
+            paths = write_report(out, target=target, dup_threshold=dup_threshold)
+    except (ManifestError, TargetError) as exc:
+        console.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(EXIT_BAD_ARGUMENTS) from None
+    console.print(f"report: {paths.html}")
+    for path in paths.plots.values():
+        console.print(f"  plot: {path}")
+    console.print(f"  summary: {paths.summary}")
+
+
+def publish_command(
+    out: Path = typer.Argument(..., help="A build output directory holding manifest.parquet."),
+    to: Path = typer.Option(..., "--to", help="The directory to publish into (must be new or empty)."),
+    with_embeddings: bool = typer.Option(False, "--with-embeddings", help="Also publish embeddings.parquet."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace a non-empty --to directory."),
+    title: str = typer.Option("VideoNet clips", "--title", help="The dataset card's title."),
+    verbose: bool = typer.Option(False, "--verbose", "-v", help="Log more."),
+) -> None:
+    """Publish the manifest with a dataset card (README.md), plots and checksums.sha256."""
+    _logging(verbose)
+    try:
+        with console.status(f"publishing to {to}"):
+            result = publish(out, to, with_embeddings=with_embeddings, overwrite=overwrite, title=title)
+    except (ManifestError, PublishError, TargetError) as exc:
+        console.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(EXIT_BAD_ARGUMENTS) from None
+    table = Table(title=f"published {result.directory}")
+    table.add_column("file")
+    table.add_column("bytes", justify="right")
+    for name in result.files:
+        table.add_row(name, f"{(result.directory / name).stat().st_size:,}")
+    console.print(table)
+    console.print(f"{result.kept} kept clips of {result.rows} rows; verified.")
+
+
+def verify_command(
+    directory: Path = typer.Argument(..., help="A directory written by `videonet-curate publish`."),
+) -> None:
+    """Check checksums and schema of a published dataset; exit 1 naming the file on any mismatch."""
+    try:
+        verify_published(directory)
+    except PublishedDatasetError as exc:
+        console.print(f"[red]verification failed:[/red] {exc.path}: {exc.problem}")
+        raise typer.Exit(EXIT_VERIFY_FAILED) from None
+    console.print(f"[green]ok[/green]: {directory} verifies (checksums and schema)")
