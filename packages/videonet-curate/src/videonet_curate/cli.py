@@ -34,3 +34,8 @@ def main(
 from videonet_curate.build_cli import build_command  # noqa: E402
 
 app.command("build")(build_command)
+from videonet_curate.report_cli import publish_command, report_command, verify_command  # noqa: E402
+
+app.command("report")(report_command)
+app.command("publish")(publish_command)
+app.command("verify")(verify_command)
