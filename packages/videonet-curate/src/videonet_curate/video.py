@@ -299,7 +299,7 @@ class _SeekingReader:
             frame = self._land_before(target)
             if frame is None:
                 at_s = float((target - self.start_pts) * self.stream.time_base)
-                raise VideoDecodeError(self.path, f"no frame decodes at or after {at_s:.2f} s (truncated file?)")
+                raise VideoDecodeError(self.path, f"no frame decodes at or after {at_s:.2f} s (truncated?)")
         last = self.current
         while self.current.pts < target:
             if self._next() is None:
@@ -443,7 +443,7 @@ def decode_all_frames(
     *,
     max_side: int | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """``(frames, times)``: every frame with time in ``[start_s, end_s)``, decoded sequentially from the start.
+    """``(frames, times)``: every frame with time in ``[start_s, end_s)``, decoded in one pass from the start.
 
     The reference (and benchmark baseline) for :func:`read_frames_at`; not used by the pipeline.
     """

@@ -1,0 +1,122 @@
+"""Candidate clips from a directory of video files.
+
+Every regular file under the input directory is a candidate (hidden files and directories excepted);
+no extension filter: :func:`videonet_curate.video.probe_video` decides what is a video, and what is not
+gets a ``failed`` row instead of silently vanishing.
+
+Clip ids have the form ``{slug}-{hash8}-{start_ms:09d}``, e.g. ``videos_cockatoo_mp4-3f2a91c0-000010000``:
+
+- ``slug``: the path relative to the input directory with every run of characters outside
+  ``[A-Za-z0-9]`` replaced by ``_`` (at most 80 characters, keeping the end, where the file name is);
+- ``hash8``: the first 8 hex digits of SHA-1 of the relative POSIX path, so paths whose slugs collide
+  (``a b.mp4`` and ``a_b.mp4``) keep distinct ids;
+- ``start_ms``: the window start in milliseconds, zero-padded so ids sort in time order.
+
+The id depends only on the relative path and the window start: rerunning on the same tree gives the
+same ids, and moving the input directory elsewhere does not change them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from videonet_curate import manifest as mf
+from videonet_curate.video import VideoError, VideoInfo, clip_windows
+
+SOURCE = "local"
+SLUG_MAX_CHARS = 80
+
+
+def iter_video_files(input_dir: str | os.PathLike[str]) -> Iterator[Path]:
+    """Every regular file under ``input_dir``, recursively, sorted by relative path; hidden entries skipped.
+
+    Directory symlinks are not followed (no cycles); file symlinks are yielded.
+    """
+    root = Path(input_dir)
+    if not root.is_dir():
+        raise NotADirectoryError(f"{root}: not a directory; pass --input DIR, a directory of video files")
+    found = []
+    for dirpath, dirnames, filenames in os.walk(root):
+        dirnames[:] = [d for d in dirnames if not d.startswith(".")]  # prune hidden directories
+        for name in filenames:
+            path = Path(dirpath) / name
+            if not name.startswith(".") and path.is_file():
+                found.append(path)
+    # one order for the whole tree, by relative path, whatever the file system lists first
+    yield from sorted(found, key=lambda p: p.relative_to(root).as_posix())
+
+
+def relative_source_id(path: str | os.PathLike[str], input_dir: str | os.PathLike[str]) -> str:
+    """``path`` relative to ``input_dir`` as a POSIX string (the local source's ``source_id``)."""
+    return Path(os.path.relpath(Path(path), Path(input_dir))).as_posix()
+
+
+def local_clip_id(source_id: str, start_s: float) -> str:
+    """``{slug}-{hash8}-{start_ms:09d}`` (see the module docstring)."""
+    slug = re.sub(r"[^A-Za-z0-9]+", "_", source_id).strip("_")[-SLUG_MAX_CHARS:].lstrip("_") or "file"
+    digest = hashlib.sha1(source_id.encode("utf-8")).hexdigest()[:8]
+    return f"{slug}-{digest}-{round(start_s * 1000):09d}"
+
+
+def local_candidates(
+    path: str | os.PathLike[str],
+    info: VideoInfo,
+    input_dir: str | os.PathLike[str],
+    clip_seconds: float,
+    *,
+    min_clip_seconds: float = 1.0,
+) -> list[dict[str, Any]]:
+    """One candidate row per :func:`~videonet_curate.video.clip_windows` window of a probed file.
+
+    Empty when the video is shorter than ``min_clip_seconds``.
+    """
+    source_id = relative_source_id(path, input_dir)
+    return [
+        {
+            "clip_id": local_clip_id(source_id, start),
+            "source": SOURCE,
+            "source_id": source_id,
+            "start_s": start,
+            "end_s": end,
+            "duration_s": info.duration_s,
+            "fps": info.fps,
+            "width": info.width,
+            "height": info.height,
+            "codec": info.codec,
+        }
+        for start, end in clip_windows(info.duration_s, clip_seconds, min_clip_seconds)
+    ]
+
+
+def failure_row(
+    path: str | os.PathLike[str],
+    input_dir: str | os.PathLike[str],
+    error: BaseException,
+    *,
+    reason: str | None = None,
+) -> dict[str, Any]:
+    """A ``failed`` row for a file that yields no candidate (not a video, undecodable, too short).
+
+    ``reason`` defaults to the error's own code (:class:`~videonet_curate.video.VideoError.reason`), and
+    to ``internal`` for any other exception.
+    """
+    if reason is None:
+        reason = error.reason if isinstance(error, VideoError) else "internal"
+    if reason not in mf.REASONS:
+        raise ValueError(f"unknown reason code {reason!r}; expected one of {sorted(mf.REASONS)}")
+    source_id = relative_source_id(path, input_dir)
+    return {
+        "clip_id": local_clip_id(source_id, 0.0),
+        "source": SOURCE,
+        "source_id": source_id,
+        "start_s": 0.0,
+        "end_s": 0.0,
+        "status": mf.STATUS_FAILED,
+        "reason": reason,
+        "detail": str(error),
+    }
