@@ -1,0 +1,137 @@
+"""Extract frozen features once, in batches, and cache them on disk.
+
+A cache entry is keyed by the encoder (weights hash, readout, normalisation), the dataset (its source
+files' fingerprint and the exact samples and labels of the split) and the transform (resize policy and
+size). Entries are ``.npz`` files written to a temporary name and renamed, so a partial file is never seen.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset
+from tqdm import tqdm
+
+from vito_eval.datasets.base import ImageDataset, ImageSplit, to_model_input, transform_id
+from vito_eval.encoders import Encoder
+
+log = logging.getLogger(__name__)
+
+CACHE_FORMAT = 1
+DEFAULT_CACHE_DIR = Path(os.environ.get("VITO_EVAL_CACHE", Path.home() / ".cache" / "vito-eval" / "features"))
+
+
+@dataclass(frozen=True)
+class FeatureSet:
+    """Features (N, D) float32 of one split with their int64 labels; ``seconds`` is the extraction time
+    (the original one when read from the cache)."""
+
+    features: np.ndarray
+    labels: np.ndarray
+    seconds: float
+    from_cache: bool
+    key: str
+
+
+class _ModelInputs(Dataset):
+    """A split as uint8 (3, size, size) tensors under the resize policy of `datasets.base`."""
+
+    def __init__(self, split: ImageSplit, image_size: int) -> None:
+        self.split, self.image_size = split, image_size
+
+    def __len__(self) -> int:
+        return len(self.split)
+
+    def __getitem__(self, index: int) -> torch.Tensor:
+        return to_model_input(self.split.image(index), self.image_size)
+
+
+def extract_features(
+    encoder: Encoder,
+    split: ImageSplit,
+    image_size: int,
+    batch_size: int = 64,
+    num_workers: int = 0,
+    progress: bool = False,
+    desc: str = "features",
+) -> np.ndarray:
+    """`Encoder.embed` over a split, in order: (N, D) float32."""
+    loader = DataLoader(_ModelInputs(split, image_size), batch_size=batch_size, shuffle=False,
+                        num_workers=num_workers)
+    chunks = []
+    with tqdm(total=len(split), desc=desc, unit="img", disable=not progress, leave=False) as bar:
+        for images in loader:
+            chunks.append(encoder.embed(images).numpy().astype(np.float32, copy=False))
+            bar.update(len(images))
+    return np.concatenate(chunks) if chunks else np.zeros((0, 0), dtype=np.float32)
+
+
+def feature_cache_key(encoder: Encoder, dataset: ImageDataset, split: ImageSplit, image_size: int) -> str:
+    """sha256 of everything the features depend on (see the module docstring)."""
+    parts = {
+        "format": CACHE_FORMAT,
+        "encoder": encoder.cache_key,
+        "dataset": dataset.fingerprint,
+        "samples": split.content_digest(),
+        "transform": transform_id(image_size),
+    }
+    return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()
+
+
+def _write_atomic(path: Path, features: np.ndarray, labels: np.ndarray, meta: dict) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            np.savez(f, features=features, labels=labels, meta=np.array(json.dumps(meta)))
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _read(path: Path) -> tuple[np.ndarray, np.ndarray, dict] | None:
+    try:
+        with np.load(path) as data:
+            return data["features"], data["labels"], json.loads(str(data["meta"]))
+    except (OSError, ValueError, KeyError) as exc:  # a damaged entry is recomputed, not fatal
+        log.warning("ignoring unreadable feature cache entry %s: %s", path, exc)
+        return None
+
+
+def cached_features(
+    encoder: Encoder,
+    dataset: ImageDataset,
+    split: ImageSplit,
+    image_size: int,
+    cache_dir: Path | None = DEFAULT_CACHE_DIR,
+    batch_size: int = 64,
+    num_workers: int = 0,
+    progress: bool = False,
+    desc: str = "features",
+) -> FeatureSet:
+    """Features of ``split`` from the cache, or extracted and stored there (``cache_dir=None``: no cache)."""
+    key = feature_cache_key(encoder, dataset, split, image_size)
+    path = None if cache_dir is None else Path(cache_dir) / f"{key}.npz"
+    if path is not None and path.is_file():
+        hit = _read(path)
+        if hit is not None and len(hit[1]) == len(split) and np.array_equal(hit[1], split.labels):
+            log.info("feature cache hit %s (%s)", path.name[:16], desc)
+            return FeatureSet(hit[0], hit[1], float(hit[2].get("seconds", 0.0)), True, key)
+    start = time.perf_counter()
+    features = extract_features(encoder, split, image_size, batch_size, num_workers, progress, desc)
+    seconds = time.perf_counter() - start
+    if path is not None:
+        meta = {"encoder": encoder.name, "dataset": dataset.spec, "image_size": image_size,
+                "n": len(split), "seconds": seconds}
+        _write_atomic(path, features, split.labels, meta)
+    return FeatureSet(features, split.labels, seconds, False, key)
