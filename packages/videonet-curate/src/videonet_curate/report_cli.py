@@ -22,7 +22,9 @@ console = Console(stderr=True)
 
 
 def _logging(verbose: bool) -> None:
-    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.INFO if verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s"
+    )
 
 
 def report_command(
@@ -41,7 +43,7 @@ def report_command(
         with console.status("computing statistics and plots"):
             paths = write_report(out, target=target, dup_threshold=dup_threshold)
     except (ManifestError, TargetError) as exc:
-        console.print(f"[red]error:[/red] {exc}")
+        console.print(f"[red]error:[/red] {exc}", soft_wrap=True)
         raise typer.Exit(EXIT_BAD_ARGUMENTS) from None
     console.print(f"report: {paths.html}")
     for path in paths.plots.values():
@@ -63,7 +65,7 @@ def publish_command(
         with console.status(f"publishing to {to}"):
             result = publish(out, to, with_embeddings=with_embeddings, overwrite=overwrite, title=title)
     except (ManifestError, PublishError, TargetError) as exc:
-        console.print(f"[red]error:[/red] {exc}")
+        console.print(f"[red]error:[/red] {exc}", soft_wrap=True)
         raise typer.Exit(EXIT_BAD_ARGUMENTS) from None
     table = Table(title=f"published {result.directory}")
     table.add_column("file")
@@ -81,6 +83,6 @@ def verify_command(
     try:
         verify_published(directory)
     except PublishedDatasetError as exc:
-        console.print(f"[red]verification failed:[/red] {exc.path}: {exc.problem}")
+        console.print(f"[red]verification failed:[/red] {exc.path}: {exc.problem}", soft_wrap=True)
         raise typer.Exit(EXIT_VERIFY_FAILED) from None
     console.print(f"[green]ok[/green]: {directory} verifies (checksums and schema)")
