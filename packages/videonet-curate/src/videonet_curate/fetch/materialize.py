@@ -152,10 +152,12 @@ def _fetch_once(
     pre_cut = template_serves_segments(opts.url_template) and candidate.get("source") == "kinetics"
     wanted = segment[1] - segment[0] if segment else None
     with polite(limiter, urlparse(url).hostname or "local"):
-        fetched = download(url, workdir, opts, segment=None if (pre_cut or segment is None) else segment)
+        fetched, uncut = download(url, workdir, opts, segment=None if (pre_cut or segment is None) else segment)
     clip = decode_clip(fetched)
-    # a downloader that ignored the range hands back the whole video: cut it here instead
-    trim = segment is not None and not pre_cut and clip.duration_s > wanted + 2 * opts.duration_tolerance_s
+    # a whole stream (or a downloader that ignored the range) is longer than asked for: cut it here
+    trim = segment is not None and not pre_cut and (
+        uncut or clip.duration_s > wanted + 2 * opts.duration_tolerance_s
+    )
     spec = NormalizeSpec(opts.max_fps, opts.short_side, opts.crf, opts.preset)
     if needs_normalizing(clip, spec, trim=trim):
         normalized = workdir / "normalized.mp4"

@@ -37,6 +37,15 @@ def _looks_like_text(head: bytes) -> bool:
     return start.startswith(_TEXT_PREFIXES) or (bool(start) and all(32 <= b < 127 or b in b"\r\n\t" for b in start))
 
 
+def _has_container_signature(head: bytes) -> bool:
+    """mp4/mov (ftyp box), Matroska/WebM (EBML), AVI (RIFF), FLV, MPEG-TS, MPEG-PS magic bytes."""
+    return (
+        head[4:8] in (b"ftyp", b"moov", b"mdat", b"free", b"wide")
+        or head.startswith((b"\x1a\x45\xdf\xa3", b"RIFF", b"FLV", b"\x00\x00\x01\xba"))
+        or (len(head) > 188 and head[0] == 0x47 and head[188] == 0x47)
+    )
+
+
 def decode_clip(path: Path) -> DecodedClip:
     """Decode every video frame of ``path``; raise :class:`FetchFailed` (not_a_video/decode_error) if it fails."""
     size = path.stat().st_size if path.exists() else 0
@@ -48,8 +57,10 @@ def decode_clip(path: Path) -> DecodedClip:
         raise FetchFailed(Failure("not_a_video", f"{path.name} holds text/HTML, not a video ({size} bytes)"))
     try:
         container = av.open(str(path))
-    except (av.error.InvalidDataError, av.error.ValueError, av.error.EOFError) as exc:
-        raise FetchFailed(Failure("not_a_video", f"{path.name}: not a video container ({exc})")) from exc
+    except av.error.FFmpegError as exc:
+        # a known container that will not open is a damaged video; anything else is not a video at all
+        reason = "decode_error" if _has_container_signature(head) else "not_a_video"
+        raise FetchFailed(Failure(reason, f"{path.name}: cannot open the container ({exc})")) from exc
     with container:
         if not container.streams.video:
             raise FetchFailed(Failure("not_a_video", f"{path.name}: no video stream ({size} bytes)"))

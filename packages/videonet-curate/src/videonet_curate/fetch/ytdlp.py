@@ -21,8 +21,8 @@ from videonet_curate.fetch.taxonomy import Failure, FetchFailed, classify_except
 
 log = logging.getLogger(__name__)
 
-# how much of a stream the post-mortem reads when ffmpeg failed on it (see diagnose_stream)
-_DIAGNOSE_MAX_BYTES = 256 * 1024 * 1024
+# the largest stream fetched whole when ffmpeg failed on it (see fetch_whole_stream)
+_WHOLE_STREAM_MAX_BYTES = 512 * 1024 * 1024
 
 
 class _YtdlpLogger:
@@ -80,12 +80,13 @@ def ytdlp_params(opts: FetchOptions, workdir: Path, *, segment: tuple[float, flo
     return params
 
 
-def diagnose_stream(ydl: yt_dlp.YoutubeDL, fmt: dict[str, Any]) -> Failure:
-    """Why ffmpeg failed on a stream: fetch it ourselves (same cookies, proxy, timeout) and look.
+def fetch_whole_stream(ydl: yt_dlp.YoutubeDL, fmt: dict[str, Any], dest: Path) -> Failure | None:
+    """After ffmpeg failed on a stream: fetch it ourselves (same cookies, proxy, timeout) into ``dest``.
 
-    ffmpeg's exit code says nothing and its stderr is not ours to read, so we re-request the bytes
-    with a Range header as ffmpeg did: a transport error or short body means network, an HTML or
-    empty body means not_a_video, and a complete body that ffmpeg still rejected means decode_error.
+    ffmpeg's exit code says nothing and its stderr is not ours to read, so we request the bytes as
+    ffmpeg did and look: a transport error or short body means network, an HTML or empty body means
+    not_a_video. A complete body (up to a size cap) is kept in ``dest`` (None is returned): the caller
+    decodes it and cuts the segment itself, which also rescues servers that ignore Range requests.
     """
     url = fmt.get("url")
     if not url or not str(url).startswith(("http://", "https://")):
@@ -98,16 +99,16 @@ def diagnose_stream(ydl: yt_dlp.YoutubeDL, fmt: dict[str, Any]) -> Failure:
     received = 0
     head = b""
     try:
-        with response:
+        with response, open(dest, "wb") as out:
             ctype = (response.headers.get("Content-Type") or "").lower()
             expected = response.headers.get("Content-Length")
-            while received < _DIAGNOSE_MAX_BYTES:
-                chunk = response.read(1 << 16)
-                if not chunk:
-                    break
+            while chunk := response.read(1 << 16):
                 if len(head) < 512:
                     head += chunk[: 512 - len(head)]
                 received += len(chunk)
+                if received > _WHOLE_STREAM_MAX_BYTES:
+                    return Failure("network", f"ffmpeg failed on a stream larger than {_WHOLE_STREAM_MAX_BYTES} bytes")
+                out.write(chunk)
     except Exception as exc:  # noqa: BLE001 - classified
         failure = classify_exception(exc)
         return Failure(failure.reason, f"connection failed after {received} bytes: {failure.detail}")
@@ -115,14 +116,18 @@ def diagnose_stream(ydl: yt_dlp.YoutubeDL, fmt: dict[str, Any]) -> Failure:
         return Failure("not_a_video", f"the server sent {ctype or 'text'} instead of a video")
     if received == 0:
         return Failure("not_a_video", "the server sent an empty body")
-    if expected is not None and expected.isdigit() and received < int(expected) and received < _DIAGNOSE_MAX_BYTES:
+    if expected is not None and expected.isdigit() and received < int(expected):
         return Failure("network", f"the connection closed after {received} of {expected} bytes")
-    ignored = " (the server ignored the Range request)" if response.status == 200 else ""
-    return Failure("decode_error", f"ffmpeg could not read a complete {received}-byte stream{ignored}")
+    log.info("ffmpeg failed on %s; fetched the whole %d-byte stream instead (HTTP %s)", url, received,
+             response.status)
+    return None
 
 
-def download(url: str, workdir: Path, opts: FetchOptions, *, segment: tuple[float, float] | None) -> Path:
-    """Download ``url`` (only ``segment`` when given) into ``workdir``; return the file.
+def download(
+    url: str, workdir: Path, opts: FetchOptions, *, segment: tuple[float, float] | None
+) -> tuple[Path, bool]:
+    """Download ``url`` (only ``segment`` when given) into ``workdir``: (the file, whether it still
+    needs cutting to the segment, i.e. a whole stream fetched after ffmpeg failed on the range).
 
     Raises :class:`FetchFailed` with a classified reason on any failure.
     """
@@ -138,10 +143,13 @@ def download(url: str, workdir: Path, opts: FetchOptions, *, segment: tuple[floa
         try:
             info = ydl.process_ie_result(info, download=True)
         except DownloadError as exc:
-            if "ffmpeg exited with code" in str(exc):
-                formats = info.get("requested_formats") or [info]
-                raise FetchFailed(diagnose_stream(ydl, formats[0])) from exc
-            raise FetchFailed(classify_exception(exc)) from exc
+            if "ffmpeg exited with code" not in str(exc):
+                raise FetchFailed(classify_exception(exc)) from exc
+            whole = workdir / "whole-stream.bin"
+            failure = fetch_whole_stream(ydl, (info.get("requested_formats") or [info])[0], whole)
+            if failure is not None:
+                raise FetchFailed(failure) from exc
+            return whole, segment is not None
         except Exception as exc:  # noqa: BLE001 - classified
             raise FetchFailed(classify_exception(exc)) from exc
     files = [Path(d["filepath"]) for d in (info.get("requested_downloads") or []) if d.get("filepath")]
@@ -150,4 +158,4 @@ def download(url: str, workdir: Path, opts: FetchOptions, *, segment: tuple[floa
     )
     if not files:
         raise FetchFailed(Failure("not_a_video", f"yt-dlp reported success for {url} but wrote no file"))
-    return files[0]
+    return files[0], False

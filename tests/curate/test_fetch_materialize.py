@@ -1,0 +1,160 @@
+"""materialize() against loopback HTTP servers (127.0.0.1 only): segment downloads of the real sample
+clips, every scripted fault ending in the right reason, retries only where they can help."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import av
+import pytest
+from loopback import Loopback, serve
+
+from videonet_curate.fetch import FetchOptions, materialize
+from videonet_curate.fetch.plan import plan_fetch
+from videonet_curate.fetch.ratelimit import LocalLimiter
+from videonet_curate.fetch.validate import decode_clip
+from videonet_curate.sources.urls import read_url_list
+
+
+@pytest.fixture(scope="module")
+def server(sample_videos: Path, tmp_path_factory: pytest.TempPathFactory) -> Loopback:
+    root = tmp_path_factory.mktemp("served")
+    for name in ("bikes.mp4", "cockatoo.mp4", "cup.mp4"):
+        shutil.copy(sample_videos / name, root / name)
+    data = (sample_videos / "bikes.mp4").read_bytes()
+    (root / "cut.mp4").write_bytes(data[: len(data) // 3])  # a complete transfer of a truncated file
+    with serve(root, stall_s=4.0) as lb:
+        yield lb
+
+
+def _opts(lb: Loopback, **kw: object) -> FetchOptions:
+    base = dict(url_template=lb.base_url + "/{youtube_id}.mp4", min_height=100, socket_timeout_s=1.5,
+                max_retries=2, backoff_base_s=0.05, backoff_max_s=0.2, max_rps=100.0, max_concurrent=4)
+    base.update(kw)
+    return FetchOptions(**base)  # type: ignore[arg-type]
+
+
+def _kinetics(youtube_id: str, start: int = 2, end: int = 7) -> dict:
+    return {"clip_id": f"{youtube_id}_{start:06d}_{end:06d}", "source": "kinetics", "source_id": youtube_id,
+            "url": None, "start_s": float(start), "end_s": float(end), "source_label": "x"}
+
+
+def test_url_template_segment_is_downloaded_trimmed_and_valid(server: Loopback, tmp_path: Path) -> None:
+    got = materialize(_kinetics("cockatoo", 3, 8), _opts(server), tmp_path, limiter=LocalLimiter(100, 4))
+    assert got.status == "kept" and got.reason is None and got.attempts == 1
+    assert got.path == tmp_path / "cockatoo_000003_000008.mp4"
+    assert (got.source_start_s, got.source_end_s) == (3.0, 8.0)
+    assert got.start_s == 0.0 and got.end_s == pytest.approx(5.0, abs=0.2)
+    clip = decode_clip(got.path)
+    assert clip.codec == "h264" and min(clip.width, clip.height) <= 360 and clip.fps <= 30.01
+    assert clip.duration_s == pytest.approx(5.0, abs=0.2)
+    # ffmpeg fetched only what it needed, with Range requests
+    assert any(rng for path, rng, _ in server.log.entries if path == "/cockatoo.mp4")
+    assert [p.name for p in tmp_path.iterdir() if p.name != ".partial"] == [got.path.name]
+    assert not any((tmp_path / ".partial").iterdir())
+
+
+def test_url_list_direct_links_with_and_without_segments(server: Loopback, tmp_path: Path) -> None:
+    listing = tmp_path / "list.csv"
+    listing.write_text(f"url,start,end\n{server.url('bikes.mp4')},1,4\n{server.url('cup.mp4')},,\n")
+    candidates = read_url_list(listing)
+    results = [materialize(c, _opts(server, url_template=None), tmp_path / "clips") for c in candidates]
+    assert [r.status for r in results] == ["kept", "kept"]
+    assert results[0].end_s == pytest.approx(3.0, abs=0.2)
+    assert results[1].end_s == pytest.approx(8.0, abs=0.3)  # whole video
+    assert results[1].source_start_s is None
+
+
+FAULTS = [
+    # (script for the video's requests, always?, reason or None for kept, attempts)
+    (["429"], False, None, 2),  # 429 with Retry-After: 1, then fine
+    (["503"], False, None, 2),
+    (["429"], True, "blocked", 3),
+    (["503"], True, "http_error", 3),
+    ([None, "reset"], True, "network", 3),  # reset in the middle of ffmpeg's body read
+    ([None, "reset", None], False, None, 1),  # ffmpeg fails once; the whole stream is fetched and cut
+    ([None, "truncate"], True, "network", 3),  # fewer bytes than Content-Length
+    (["stall"], True, "network", 3),  # nothing within the socket timeout
+    (["403"], True, "http_error", 1),
+    (["404"], True, "unavailable", 1),
+    (["html"], True, "not_a_video", 1),
+    ([None, "empty"], True, "not_a_video", 1),
+]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("script", "always", "reason", "attempts"), FAULTS,
+                         ids=[f"{'+'.join(map(str, s))}{'-always' if a else ''}" for s, a, _, _ in FAULTS])
+def test_faults_end_in_the_right_status(
+    server: Loopback, tmp_path: Path, script: list, always: bool, reason: str | None, attempts: int
+) -> None:
+    server.script("/bikes.mp4", script, always=always)
+    try:
+        got = materialize(_kinetics("bikes"), _opts(server), tmp_path)
+    finally:
+        server.script("/bikes.mp4", [])
+    assert (got.reason, got.attempts) == (reason, attempts), got.detail
+    assert got.status == ("kept" if reason is None else "failed")
+    if reason is None:
+        assert decode_clip(got.path).duration_s == pytest.approx(5.0, abs=0.2)
+    else:
+        assert got.path is None and not list(tmp_path.glob("*.mp4"))
+        assert (got.source_start_s, got.source_end_s) == (2.0, 7.0)
+
+
+def test_a_truncated_file_is_a_decode_error_not_retried(server: Loopback, tmp_path: Path) -> None:
+    got = materialize(_kinetics("cut"), _opts(server), tmp_path)
+    assert (got.status, got.attempts) == ("failed", 1)
+    assert got.reason == "decode_error", got.detail
+
+
+def test_too_short_when_the_video_ends_before_the_segment(server: Loopback, tmp_path: Path) -> None:
+    got = materialize(_kinetics("cup", 4, 14), _opts(server), tmp_path)  # cup.mp4 lasts 8 s
+    assert (got.status, got.reason, got.attempts) == ("failed", "too_short", 1)
+
+
+def test_existing_final_file_is_reused_and_stale_partials_removed(server: Loopback, tmp_path: Path) -> None:
+    first = materialize(_kinetics("cockatoo", 1, 4), _opts(server), tmp_path)
+    stale = tmp_path / ".partial" / "cockatoo_000001_000004.99999"
+    stale.mkdir(parents=True)
+    (stale / "download.mp4.part").write_bytes(b"half")
+    again = materialize(_kinetics("cockatoo", 1, 4), _opts(server), tmp_path)
+    assert again.status == "kept" and again.attempts == 0 and again.path == first.path
+    assert not stale.exists()
+
+
+def test_unreachable_host_is_settled_on_the_driver_fast(tmp_path: Path) -> None:
+    import socket
+    import time
+
+    with socket.socket() as sock:  # a port nobody listens on
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    candidates = [_kinetics(f"vid{i}") for i in range(500)]
+    started = time.perf_counter()
+    plan = plan_fetch(candidates, FetchOptions(url_template=f"http://127.0.0.1:{port}/{{youtube_id}}.mp4"))
+    dns = plan_fetch(candidates[:3], FetchOptions(url_template="http://no-such-host.invalid/{youtube_id}.mp4"))
+    assert time.perf_counter() - started < 10
+    assert plan.to_fetch == [] and len(plan.settled) == 500
+    assert {(r["status"], r["reason"], r["attempts"]) for r in plan.settled + dns.settled} == {("failed", "network", 0)}
+    assert "DNS" in dns.settled[0]["detail"]
+
+
+def test_mirror_flat_and_per_label_folders(sample_videos: Path, tmp_path: Path) -> None:
+    mirror = tmp_path / "mirror"
+    (mirror / "riding a bike").mkdir(parents=True)
+    shutil.copy(sample_videos / "bikes.mp4", mirror / "riding a bike" / "-bk_000010_000020.mp4")
+    shutil.copy(sample_videos / "cup.mp4", mirror / "cup_000000_000010.mp4")  # 8 s: too short
+    opts = FetchOptions(mirror_dir=mirror)
+    cands = [_kinetics("-bk", 10, 20), _kinetics("cup", 0, 10), _kinetics("gone", 0, 10)]
+    plan = plan_fetch(cands, opts)
+    assert [r["clip_id"] for r in plan.settled] == ["gone_000000_000010"]
+    assert (plan.settled[0]["status"], plan.settled[0]["reason"]) == ("missing", "missing_from_mirror")
+    results = {c["clip_id"]: materialize(c, opts, tmp_path / "clips") for c in plan.to_fetch}
+    bike = results["-bk_000010_000020"]
+    assert bike.status == "kept" and bike.path == mirror / "riding a bike" / "-bk_000010_000020.mp4"
+    assert bike.end_s == pytest.approx(10.0, abs=0.1) and (bike.source_start_s, bike.source_end_s) == (10.0, 20.0)
+    assert results["cup_000000_000010"].reason == "too_short"
+    with av.open(str(bike.path)) as container:  # used in place, untouched
+        assert container.streams.video[0].codec_context.name == "h264"
