@@ -136,13 +136,28 @@ def _resolve_device(device: str) -> str:
 
 
 def _check_model(spec: str, templates: str) -> None:
-    """Reject an unknown --model before any work starts."""
-    from videonet_curate.models import UnknownModelError, check_spec
+    """Reject an unknown --model, or pretrained weights that cannot be had offline, before any work starts."""
+    from videonet_curate.models import DEFAULT_MODEL, SPEC_HELP, ModelError
+
+    if templates not in {"openai", "simple"}:
+        raise BuildInputError(f"--templates {templates!r}: expected openai (80 prompts) or simple (7)")
+    spec = spec.strip()
+    if spec == DEFAULT_MODEL:
+        return
+    if not spec.startswith("openclip:"):
+        raise BuildInputError(f"unknown --model {spec!r}; valid specs: {SPEC_HELP}")
+    from videonet_curate.models.openclip import cached_pretrained_file, hub_reachable, parse_openclip_spec
 
     try:
-        check_spec(spec, templates=templates)
-    except UnknownModelError as exc:
-        raise BuildInputError(str(exc)) from exc
+        parsed = parse_openclip_spec(spec)
+    except ModelError as exc:
+        raise BuildInputError(f"--model: {exc}") from exc
+    if parsed.tag and cached_pretrained_file(parsed.arch, parsed.tag) is None and not hub_reachable():
+        raise BuildInputError(
+            f"--model {spec!r}: the weights for tag {parsed.tag!r} are not cached and the hub cannot be reached "
+            f"(offline). Pass a local checkpoint instead (openclip:{parsed.arch}:/path/to/open_clip_model.safetensors), "
+            "run once with network to cache the tag, or use the bundled offline model: --model efficientnet-lite0"
+        )
 
 
 def _run_with_progress(options: BuildOptions) -> BuildReport:
