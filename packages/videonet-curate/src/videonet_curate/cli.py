@@ -39,3 +39,6 @@ from videonet_curate.report_cli import publish_command, report_command, verify_c
 app.command("report")(report_command)
 app.command("publish")(publish_command)
 app.command("verify")(verify_command)
+from videonet_curate.samples import samples_app  # noqa: E402
+
+app.add_typer(samples_app, name="samples")
