@@ -21,13 +21,9 @@ get their WordNet lemma), so no two labels in a manifest share a name.
 from __future__ import annotations
 
 from functools import cache
-
-import open_clip
-from timm.data import ImageNetInfo
+from typing import Any
 
 NUM_CLASSES = 1000
-
-IMAGENET_CLASSNAMES: tuple[str, ...] = tuple(open_clip.IMAGENET_CLASSNAMES)
 
 # twin index -> the index its probability is folded onto when a label is assigned
 DUPLICATE_NAME_TWINS: dict[int, int] = {744: 657, 836: 837}
@@ -40,12 +36,29 @@ _DISAMBIGUATED_NAMES: dict[int, str] = {
     837: "sunglasses",
 }
 
-if len(IMAGENET_CLASSNAMES) != NUM_CLASSES:  # pragma: no cover - guards an open_clip change
-    raise RuntimeError(f"open_clip ships {len(IMAGENET_CLASSNAMES)} ImageNet class names, expected 1000")
 
 
 @cache
-def _info() -> ImageNetInfo:
+def _classnames() -> tuple[str, ...]:
+    # imported on first use: encoders reused elsewhere (vito-eval) must not need open_clip
+    import open_clip
+
+    names = tuple(open_clip.IMAGENET_CLASSNAMES)
+    if len(names) != NUM_CLASSES:  # pragma: no cover - guards an open_clip change
+        raise RuntimeError(f"open_clip ships {len(names)} ImageNet class names, expected {NUM_CLASSES}")
+    return names
+
+
+def __getattr__(name: str) -> Any:
+    if name == "IMAGENET_CLASSNAMES":  # open_clip's 1000 names, in index order (two pairs duplicated)
+        return _classnames()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+@cache
+def _info() -> Any:
+    from timm.data import ImageNetInfo
+
     return ImageNetInfo("imagenet-1k")
 
 
@@ -59,7 +72,7 @@ def _check_index(index: int) -> int:
 def label_name(index: int) -> str:
     """A unique human-readable name of ImageNet-1k class ``index`` (open_clip's, twins disambiguated)."""
     index = _check_index(index)
-    return _DISAMBIGUATED_NAMES.get(index, IMAGENET_CLASSNAMES[index])
+    return _DISAMBIGUATED_NAMES.get(index, _classnames()[index])
 
 
 def wnid(index: int) -> str:

@@ -40,14 +40,20 @@ class UnknownModelError(ModelError, ValueError):
 
 @dataclass(frozen=True)
 class PreprocessSpec:
-    """How frames become network input: resize the shorter side to ``round(size / crop_pct)``,
-    centre-crop ``size`` x ``size``, scale to [0, 1], then ``(x - mean) / std`` per channel."""
+    """How frames become network input: resize the shorter side to ``round(size / crop_pct)`` and
+    centre-crop ``size`` x ``size`` (``resize_mode="shortest"``; ``"squash"`` resizes straight to
+    ``size`` x ``size``), scale to [0, 1], then ``(x - mean) / std`` per channel."""
 
     size: int
     crop_pct: float
     mean: tuple[float, float, float]
     std: tuple[float, float, float]
     interpolation: str = "bicubic"
+    resize_mode: str = "shortest"
+
+    def __post_init__(self) -> None:
+        if self.resize_mode not in ("shortest", "squash"):
+            raise ModelError(f"unsupported resize_mode {self.resize_mode!r}: only 'shortest' and 'squash'")
 
     @property
     def resize_to(self) -> int:
@@ -76,8 +82,11 @@ def preprocess_frames(
         )
     batch = batch.to(device, non_blocking=True).permute(0, 3, 1, 2)
     mode = InterpolationMode(spec.interpolation)
-    batch = TF.resize(batch, [spec.resize_to], interpolation=mode, antialias=True)
-    batch = TF.center_crop(batch, [spec.size, spec.size])
+    if spec.resize_mode == "squash":
+        batch = TF.resize(batch, [spec.size, spec.size], interpolation=mode, antialias=True)
+    else:
+        batch = TF.resize(batch, [spec.resize_to], interpolation=mode, antialias=True)
+        batch = TF.center_crop(batch, [spec.size, spec.size])
     batch = batch.float().div_(255.0)
     batch = TF.normalize(batch, mean=list(spec.mean), std=list(spec.std))
     return batch.to(dtype)
