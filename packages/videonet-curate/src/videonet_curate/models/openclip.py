@@ -29,7 +29,13 @@ from open_clip.constants import HF_SAFE_WEIGHTS_NAME, HF_WEIGHTS_NAME
 
 from videonet_curate.imagenet import IMAGENET_CLASSNAMES, NUM_CLASSES
 from videonet_curate.models import prototype_cache
-from videonet_curate.models.base import ImageNetScorer, ModelError, PreprocessSpec, UnknownModelError, file_sha256
+from videonet_curate.models.base import (
+    ImageNetScorer,
+    ModelError,
+    PreprocessSpec,
+    UnknownModelError,
+    file_sha256,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -68,7 +74,8 @@ def parse_openclip_spec(spec: str) -> OpenClipSpec:
     arch, _, weights = spec[len(PREFIX):].partition(":")
     if arch not in open_clip.list_models():
         raise UnknownModelError(
-            f"unknown open_clip architecture {arch!r} in {spec!r}; known: {', '.join(open_clip.list_models())}"
+            f"unknown open_clip architecture {arch!r} in {spec!r}; "
+            f"known: {', '.join(open_clip.list_models())}"
         )
     if not weights:
         return OpenClipSpec(arch)
@@ -115,7 +122,8 @@ def cached_pretrained_file(arch: str, tag: str, *, weights_cache_dir: str | None
             if isinstance(found, str) and os.path.isfile(found):
                 return found
     if cfg.get("url"):
-        path = os.path.join(weights_cache_dir or os.path.expanduser("~/.cache/clip"), os.path.basename(cfg["url"]))
+        url_cache = weights_cache_dir or os.path.expanduser("~/.cache/clip")  # open_clip's default
+        path = os.path.join(url_cache, os.path.basename(cfg["url"]))
         return path if os.path.isfile(path) else None
     return None
 
