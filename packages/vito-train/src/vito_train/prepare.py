@@ -1,0 +1,222 @@
+"""``vito-train prepare``: decode every kept clip once into a frame cache (see data/cache.py).
+
+Shards are independent jobs run in a process pool; a shard is skipped when its done-marker
+exists, so an interrupted prepare resumes where it stopped. A clip that fails to decode is
+recorded in its shard's marker with the reason and the shard goes on; a shard whose worker
+fails (or dies) gets no marker and is retried by the next prepare with the same arguments.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import multiprocessing
+from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from vito_train.data.cache import (
+    PLAN_FILE,
+    CacheError,
+    CachePlan,
+    atomic_write_text,
+    read_done_marker,
+    write_global_index,
+    write_shard,
+)
+from vito_train.data.pairs import Clip, load_clips
+
+log = logging.getLogger(__name__)
+
+DECODE_CHUNK = 64  # frames per seek-and-decode call: bounds memory on long clips
+
+
+@dataclass
+class PrepareSummary:
+    shards: int = 0
+    shards_done_before: int = 0
+    shards_written: int = 0
+    shards_failed: dict[int, str] = field(default_factory=dict)
+    frames: int = 0
+    clips: int = 0
+    clip_failures: list[dict[str, str]] = field(default_factory=list)
+    complete: bool = False
+
+
+def frame_grid(start_s: float, end_s: float, fps: float) -> list[float]:
+    """Frame times ``start_s + k / fps`` for k = 0, 1, ... while they stay within ``[start_s, end_s]``."""
+    n = int(np.floor((end_s - start_s) * fps + 1e-9)) + 1
+    return [start_s + k / fps for k in range(max(n, 1))]
+
+
+def encode_clip(clip: Clip, fps: float, short_side: int, quality: int) -> list[tuple[float, bytes]]:
+    """(time, JPEG bytes) of the clip's frames on the ``fps`` grid, short side scaled to ``short_side``."""
+    import torch
+    from torchvision.io import encode_jpeg
+
+    from vito_train.data.decode import read_frames_at  # PyAV: only the prepare side needs it
+
+    out = []
+    times = frame_grid(clip.start_s, clip.end_s, fps)
+    for first in range(0, len(times), DECODE_CHUNK):
+        chunk = times[first:first + DECODE_CHUNK]
+        frames = read_frames_at(clip.path, chunk, short_side=short_side)
+        for t, frame in zip(chunk, frames, strict=True):
+            jpeg = encode_jpeg(torch.from_numpy(np.ascontiguousarray(frame)).permute(2, 0, 1), quality=quality)
+            out.append((t, jpeg.numpy().tobytes()))
+    return out
+
+
+def build_shard(root: Path, plan: CachePlan, shard: int, clips: dict[str, Clip]) -> dict:
+    """Decode the shard's clips and write the shard; per-clip failures are recorded, not raised."""
+    from vito_train.data.decode import DecodeError
+
+    failures: list[dict[str, str]] = []
+
+    def frames():
+        for clip_id in plan.shard_clip_ids(shard):
+            try:
+                encoded = encode_clip(clips[clip_id], plan.fps, plan.short_side, plan.quality)
+            except (DecodeError, OSError, ValueError, RuntimeError) as exc:
+                log.warning("prepare: clip %s skipped: %s", clip_id, exc)
+                failures.append({"clip_id": clip_id, "reason": f"{type(exc).__name__}: {exc}"})
+                continue
+            for t, data in encoded:
+                yield clip_id, t, data
+
+    return write_shard(root, shard, frames(), failures)
+
+
+def _worker_init() -> None:
+    import torch
+
+    torch.set_num_threads(1)  # one process per core; decode threads come from FFmpeg
+
+
+def _check_plan(out: Path, plan: CachePlan) -> None:
+    """Write the plan, or make sure an existing one asks for the same cache."""
+    path = out / PLAN_FILE
+    if not path.is_file():
+        atomic_write_text(path, plan.to_json())
+        return
+    existing = CachePlan.from_json(path.read_text())
+    if existing != plan:
+        diffs = [k for k in ("fps", "short_side", "quality", "clips_per_shard", "clip_ids")
+                 if getattr(existing, k) != getattr(plan, k)]
+        raise CacheError(f"{out} holds a cache prepared with other settings ({diffs} differ): rerun with the "
+                         "same arguments and manifest to resume it, or choose a new --out")
+
+
+def prepare_cache(manifest: str | Path, out: str | Path, *, fps: float = 8.0, short_side: int = 256,
+                  quality: int = 90, clips_per_shard: int = 64, workers: int = 0,
+                  on_shard_done: Callable[[int, dict | None], None] | None = None) -> PrepareSummary:
+    """Build (or finish) the frame cache of a manifest's kept clips in ``out``.
+
+    ``workers``: processes (0 = all cores; 1 = in this process). ``on_shard_done(shard, marker)``
+    is called as shards finish (marker None for a failed shard), e.g. to advance a progress bar.
+    """
+    if fps <= 0 or short_side < 16 or not 1 <= quality <= 100 or clips_per_shard < 1:
+        raise CacheError(f"prepare needs fps > 0, short_side >= 16, 1 <= quality <= 100 and clips_per_shard >= 1 "
+                         f"(got fps={fps}, short_side={short_side}, quality={quality}, "
+                         f"clips_per_shard={clips_per_shard})")
+    out = Path(out)
+    clips = load_clips(manifest)
+    plan = CachePlan(fps=float(fps), short_side=int(short_side), quality=int(quality),
+                     clips_per_shard=int(clips_per_shard), clip_ids=tuple(c.clip_id for c in clips),
+                     manifest=str(Path(manifest).resolve()))
+    if len(set(plan.clip_ids)) != len(plan.clip_ids):
+        raise CacheError(f"manifest {manifest} has duplicate clip_id values among kept rows; fix the manifest")
+    out.mkdir(parents=True, exist_ok=True)
+    _check_plan(out, plan)
+    by_id = {c.clip_id: c for c in clips}
+    summary = PrepareSummary(shards=plan.n_shards)
+    todo = []
+    for shard in range(plan.n_shards):
+        if read_done_marker(out, shard) is not None:
+            summary.shards_done_before += 1
+            if on_shard_done:
+                on_shard_done(shard, read_done_marker(out, shard))
+        else:
+            todo.append(shard)
+    workers = workers or multiprocessing.cpu_count()
+    if workers == 1 or len(todo) <= 1:
+        for shard in todo:
+            _record(summary, shard, lambda s=shard: build_shard(out, plan, s, by_id), on_shard_done)
+    else:
+        context = multiprocessing.get_context("spawn")  # no forked torch/FFmpeg state in workers
+        with ProcessPoolExecutor(min(workers, len(todo)), mp_context=context, initializer=_worker_init) as pool:
+            futures = {pool.submit(build_shard, out, plan, shard, by_id): shard for shard in todo}
+            for future in as_completed(futures):
+                _record(summary, futures[future], future.result, on_shard_done)
+    return _finish(out, plan, summary)
+
+
+def _record(summary: PrepareSummary, shard: int, result: Callable[[], dict],
+            on_shard_done: Callable[[int, dict | None], None] | None) -> None:
+    try:
+        marker = result()
+    except Exception as exc:  # a worker that died or a shard that could not be written: retried next time
+        log.error("prepare: shard %d failed: %s: %s", shard, type(exc).__name__, exc)
+        summary.shards_failed[shard] = f"{type(exc).__name__}: {exc}"
+        marker = None
+    else:
+        summary.shards_written += 1
+    if on_shard_done:
+        on_shard_done(shard, marker)
+
+
+def _finish(out: Path, plan: CachePlan, summary: PrepareSummary) -> PrepareSummary:
+    markers = [read_done_marker(out, s) for s in range(plan.n_shards)]
+    done = [m for m in markers if m is not None]
+    summary.frames = sum(m["frames"] for m in done)
+    summary.clips = sum(m["clips"] for m in done)
+    summary.clip_failures = [f for m in done for f in m["failures"]]
+    summary.complete = len(done) == plan.n_shards
+    if summary.complete:
+        write_global_index(out, plan)
+        atomic_write_text(out / "summary.json", json.dumps({
+            "frames": summary.frames, "clips": summary.clips, "shards": plan.n_shards,
+            "clip_failures": summary.clip_failures}, indent=1))
+    return summary
+
+
+def prepare_command(manifest: Path, out: Path, fps: float, short_side: int, quality: int, clips_per_shard: int,
+                    workers: int) -> int:
+    """The CLI body: progress bar, summary table; returns the exit code."""
+    from rich.console import Console
+    from rich.progress import Progress
+    from rich.table import Table
+
+    console = Console(stderr=True)
+    with Progress(console=console, transient=True) as progress:
+        task = progress.add_task("preparing frame cache", total=None)
+
+        def advance(_shard: int, _marker: dict | None) -> None:
+            progress.advance(task)
+
+        try:
+            from vito_train.data.pairs import TrainingDataError
+
+            n_clips = len(load_clips(manifest))
+            progress.update(task, total=-(-n_clips // clips_per_shard))
+            summary = prepare_cache(manifest, out, fps=fps, short_side=short_side, quality=quality,
+                                    clips_per_shard=clips_per_shard, workers=workers, on_shard_done=advance)
+        except (CacheError, TrainingDataError) as exc:
+            console.print(f"[red]error:[/red] {exc}")
+            return 2
+    table = Table(title=f"vito-train prepare {out}")
+    table.add_column("what")
+    table.add_column("value", justify="right")
+    for key in ("shards", "shards_done_before", "shards_written", "frames", "clips", "complete"):
+        table.add_row(key, str(getattr(summary, key)))
+    table.add_row("clips failed", str(len(summary.clip_failures)))
+    table.add_row("shards failed", str(len(summary.shards_failed)))
+    console.print(table)
+    for failure in summary.clip_failures[:10]:
+        console.print(f"  clip {failure['clip_id']}: {failure['reason']}")
+    for shard, reason in list(summary.shards_failed.items())[:10]:
+        console.print(f"  shard {shard}: {reason} (rerun prepare to retry)")
+    return 0 if summary.complete else 1
