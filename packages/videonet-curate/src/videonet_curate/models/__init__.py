@@ -91,7 +91,7 @@ def load_scorer(
     if spec == DEFAULT_MODEL:
         scorer: ImageNetScorer = load_efficientnet_lite0_scorer(class_indices=indices)
     elif spec.startswith(OPENCLIP_PREFIX):
-        from videonet_curate.models.openclip import load_openclip_scorer  # torch text towers load lazily
+        from videonet_curate.models.openclip import load_openclip_scorer  # open_clip only when asked for
 
         scorer = load_openclip_scorer(
             spec, templates=templates, cache_dir=cache_dir, class_indices=indices, device=device
