@@ -40,6 +40,24 @@ def scale_expression(short_side: int) -> tuple[str, str]:
     return width, height
 
 
+def video_filter(spec: NormalizeSpec) -> str | None:
+    """The ffmpeg ``-vf`` chain for ``spec``: fps capped (never raised), short side bounded (never enlarged)."""
+    parts = []
+    if spec.max_fps is not None:
+        parts.append(f"fps='min({spec.max_fps},source_fps)'")
+    if spec.short_side is not None:
+        width, height = scale_expression(spec.short_side)
+        parts.append(f"scale='{width}':'{height}'")
+    return ",".join(parts) or None
+
+
+def ffmpeg_output_args(spec: NormalizeSpec) -> list[str]:
+    """Output arguments that make the cutting ffmpeg (run by yt-dlp) also normalise, in the same encode."""
+    args = ["-an", "-c:v", "libx264", "-preset", spec.preset, "-crf", str(spec.crf), "-pix_fmt", "yuv420p"]
+    chain = video_filter(spec)
+    return args + (["-vf", chain] if chain else [])
+
+
 def normalize_clip(
     src: Path,
     dst: Path,

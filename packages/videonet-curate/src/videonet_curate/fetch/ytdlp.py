@@ -16,6 +16,7 @@ import yt_dlp
 from yt_dlp.networking import Request
 from yt_dlp.utils import DownloadError, download_range_func
 
+from videonet_curate.fetch.normalize import NormalizeSpec, ffmpeg_output_args
 from videonet_curate.fetch.options import FetchOptions
 from videonet_curate.fetch.taxonomy import Failure, FetchFailed, classify_exception
 
@@ -73,6 +74,9 @@ def ytdlp_params(opts: FetchOptions, workdir: Path, *, segment: tuple[float, flo
     if segment is not None:
         params["download_ranges"] = download_range_func(None, [segment])
         params["force_keyframes_at_cuts"] = True
+        # the cut re-encodes anyway: normalise in the same pass rather than encoding twice
+        spec = NormalizeSpec(opts.max_fps, opts.short_side, opts.crf, opts.preset)
+        params["external_downloader_args"]["ffmpeg_o"] = ffmpeg_output_args(spec)
     if opts.cookies is not None:
         params["cookiefile"] = str(opts.cookies)
     if opts.proxy:
