@@ -164,9 +164,9 @@ class ShardLabeler:
         if not pending:
             return
         started = time.perf_counter()
-        frames = np.concatenate([p.frames for p in pending])
         with torch.inference_mode():
-            batch = self.scorer.preprocess(frames)
+            # clips differ in size: preprocess (resize + crop) each, then one forward pass for all
+            batch = torch.cat([self.scorer.preprocess(p.frames) for p in pending])
             emb = self.scorer.embed(batch)
             probs = self.scorer.class_probabilities(emb).float().cpu().numpy()
         emb_np = emb.float().cpu().numpy()

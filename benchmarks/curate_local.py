@@ -1,0 +1,70 @@
+"""Cost split per clip of `videonet-curate build --source local` on the real sample clips.
+
+Runs the build's own stages in this process (no Ray, so the split is not blurred by scheduling):
+probe every file, then sample / embed / score every clip with the default model, and prints seconds per
+clip for each stage and each stage's share of the total. Seek-based sampling against decoding the whole
+clip is measured side by side by benchmarks/video_sampling.py.
+
+    python benchmarks/curate_local.py [--samples DIR] [--clip-seconds 10] [--frames 8] [--threads 2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import tempfile
+import time
+from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table
+
+from videonet_curate.labeling import LabelingConfig, ShardLabeler
+from videonet_curate.pipeline import discover_local
+from videonet_curate.shards import plan_shards
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    default = Path(os.environ.get("VIDEONET_SAMPLES", Path.home() / ".cache/videonet-curate/samples")) / "videos"
+    parser.add_argument("--samples", type=Path, default=default)
+    parser.add_argument("--clip-seconds", type=float, default=10.0)
+    parser.add_argument("--frames", type=int, default=8)
+    parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
+    parser.add_argument("--model", default="efficientnet-lite0")
+    args = parser.parse_args()
+
+    started = time.perf_counter()
+    candidates, failures = discover_local(args.samples, args.clip_seconds, use_ray=False)
+    probe_s = time.perf_counter() - started
+
+    config = LabelingConfig(model=args.model, frames_per_clip=args.frames, threads=args.threads, min_score=0.0)
+    with tempfile.TemporaryDirectory() as out:
+        labeler = ShardLabeler(config, out)
+        (shard,) = plan_shards(candidates, len(candidates), "bench")
+        # warm-up on one clip so one-off costs (first forward pass, allocator) do not count
+        labeler.run_shard(plan_shards(candidates[:1], 1, "warmup")[0])
+        labeler.timings = dict.fromkeys(labeler.timings, 0.0)
+        labeler.run_shard(shard)
+        timings = dict(labeler.timings)
+
+    clips = len(candidates)
+    stages = {"probe": probe_s, "sample": timings["sample"], "embed": timings["embed"], "score": timings["score"]}
+    total = sum(stages.values())
+    console = Console()
+    table = Table(title=f"cost per clip: {clips} clips of <= {args.clip_seconds:g} s, {args.frames} frames each, "
+                        f"{args.model}")
+    table.add_column("stage")
+    table.add_column("ms / clip", justify="right")
+    table.add_column("share", justify="right")
+    for name, seconds in stages.items():
+        table.add_row(name, f"{1000 * seconds / clips:.1f}", f"{100 * seconds / total:.1f}%")
+    table.add_row("total", f"{1000 * total / clips:.1f}", "100%")
+    console.print(table)
+    console.print(f"files that are not videos: {len(failures)}; machine: {platform.processor() or platform.machine()}, "
+                  f"{os.cpu_count()} cores, torch threads {args.threads}")
+
+
+if __name__ == "__main__":
+    main()
