@@ -1,0 +1,153 @@
+"""Frame cache: prepare (parallel, resumable, per-clip failures), read back, pairs, corrupt shards."""
+
+from __future__ import annotations
+
+import json
+import tarfile
+from pathlib import Path
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+import torch
+from conftest import write_sample_manifest
+from torchvision.io import decode_jpeg
+
+from vito_train.data.cache import INDEX_FILE, CacheError, FrameCache, shard_paths
+from vito_train.data.cache_pairs import CachedFramePairDataset, WithPhotometricParams, collate_pair_batch
+from vito_train.data.pairs import clip_for_index, load_clips
+from vito_train.prepare import frame_grid, prepare_cache
+
+CLIPS = ["carphone_pristine.mp4", "dog.mp4", "realshort.mp4"]
+FPS, SHORT = 4.0, 64
+
+
+@pytest.fixture(scope="module")
+def small_manifest(sample_videos, tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("cache_manifest")
+    (root / "videos").mkdir()
+    for name in CLIPS:
+        (root / "videos" / name).symlink_to(sample_videos / name)
+    return write_sample_manifest(root / "videos", root)
+
+
+@pytest.fixture(scope="module")
+def cache_dir(small_manifest, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("cache") / "frames"
+    summary = prepare_cache(small_manifest, out, fps=FPS, short_side=SHORT, clips_per_shard=1, workers=2)
+    assert summary.complete and summary.shards_written == 3 and not summary.clip_failures
+    return out
+
+
+def test_frame_grid_spans_the_clip():
+    assert frame_grid(1.0, 2.0, 4) == [1.0, 1.25, 1.5, 1.75, 2.0]
+    assert frame_grid(0.0, 0.1, 4) == [0.0]
+
+
+def test_prepare_writes_tar_shards_whose_index_points_at_the_jpegs(cache_dir, small_manifest):
+    cache = FrameCache(cache_dir)
+    clips = {c.clip_id: c for c in cache.clips}
+    manifest_clips = load_clips(small_manifest)
+    assert [c.clip_id for c in cache.clips] == [c.clip_id for c in manifest_clips]  # same order as video mode
+    for clip in manifest_clips:
+        cached = clips[clip.clip_id]
+        np.testing.assert_allclose(cached.times, frame_grid(clip.start_s, clip.end_s, FPS))
+        tar_path = shard_paths(cache_dir, cached.shard)[0]
+        with tarfile.open(tar_path) as tar:  # a plain tar: standard tools read it
+            members = tar.getmembers()
+            assert [m.name for m in members][0] == f"{clip.clip_id}/000000.jpg"
+            assert tar.extractfile(members[-1]).read() == cache.read_jpeg(cached, len(cached.times) - 1)
+        image = decode_jpeg(torch.frombuffer(bytearray(cache.read_jpeg(cached, 0)), dtype=torch.uint8))
+        assert min(image.shape[1:]) == SHORT
+
+
+def test_prepare_resumes_only_missing_shards_and_refuses_other_settings(cache_dir, small_manifest, tmp_path):
+    # a copy, so the module's cache stays whole for the other tests
+    copy = tmp_path / "frames"
+    copy.mkdir()
+    for path in cache_dir.rglob("*"):
+        if path.is_file():
+            (copy / path.relative_to(cache_dir)).parent.mkdir(parents=True, exist_ok=True)
+            (copy / path.relative_to(cache_dir)).write_bytes(path.read_bytes())
+    for path in shard_paths(copy, 1):
+        path.unlink()
+    (copy / INDEX_FILE).unlink()
+    with pytest.raises(CacheError, match="incomplete"):
+        FrameCache(copy)
+    summary = prepare_cache(small_manifest, copy, fps=FPS, short_side=SHORT, clips_per_shard=1, workers=1)
+    assert (summary.shards_done_before, summary.shards_written, summary.complete) == (2, 1, True)
+    assert pq.read_table(copy / INDEX_FILE).num_rows == pq.read_table(cache_dir / INDEX_FILE).num_rows
+    with pytest.raises(CacheError, match="other settings"):
+        prepare_cache(small_manifest, copy, fps=FPS * 2, short_side=SHORT, clips_per_shard=1, workers=1)
+
+
+def test_unreadable_clip_is_recorded_and_the_rest_is_cached(sample_videos, tmp_path):
+    videos = tmp_path / "videos"
+    videos.mkdir()
+    (videos / "realshort.mp4").symlink_to(sample_videos / "realshort.mp4")
+    manifest = write_sample_manifest(videos, tmp_path)
+    (videos / "broken.mp4").write_bytes(b"\x00\x00\x00\x18ftypmp42" + b"\x00" * 500)  # truncated MP4
+    import pyarrow as pa
+
+    from videonet_curate.manifest import empty_row, read_manifest, rows_to_table, write_manifest
+
+    rows = read_manifest(manifest).to_pylist()
+    rows.append({**empty_row(clip_id="broken", source="local", source_id="broken.mp4", path="videos/broken.mp4",
+                             start_s=0.0, end_s=2.0, status="kept", label=0, label_name="x", score=1.0)})
+    write_manifest(rows_to_table(rows), manifest)
+    assert isinstance(read_manifest(manifest), pa.Table)
+    summary = prepare_cache(manifest, tmp_path / "frames", fps=FPS, short_side=SHORT, workers=1)
+    assert summary.complete
+    assert [f["clip_id"] for f in summary.clip_failures] == ["broken"]
+    assert [c.clip_id for c in FrameCache(tmp_path / "frames").clips] == ["realshort"]
+    assert json.loads((tmp_path / "frames" / "summary.json").read_text())["clip_failures"][0]["clip_id"] == "broken"
+
+
+def test_cached_pairs_are_deterministic_and_within_the_gap(cache_dir):
+    cache = FrameCache(cache_dir)
+    dataset = CachedFramePairDataset(cache, seed=3, image_size=32, min_scale=0.3, max_gap_s=0.5)
+    a, b = dataset[17], dataset[17]
+    assert torch.equal(a["view_1"], b["view_1"]) and torch.equal(a["view_2"], b["view_2"])
+    assert a["view_1"].shape == (3, 32, 32) and a["view_1"].dtype == torch.uint8
+    rng_gaps = []
+    for index in range(200):
+        clip = cache.clips[clip_for_index(3, index, len(cache.clips))]
+        from vito_train.data.pairs import sample_generator, sample_pair_times
+
+        rng = sample_generator(3, index)
+        t1, t2 = sample_pair_times(rng.random(), rng.random(), clip.start_s, clip.end_s, 0.5)
+        rng_gaps.append(abs(clip.times[clip.nearest_frame(t2)] - clip.times[clip.nearest_frame(t1)]))
+    assert max(rng_gaps) <= 0.5 + 1e-9 and min(rng_gaps) == 0.0 and len(set(rng_gaps)) > 1
+
+
+def test_crop_only_samples_carry_photometric_parameters(cache_dir):
+    cache = FrameCache(cache_dir)
+    dataset = WithPhotometricParams(
+        CachedFramePairDataset(cache, seed=0, image_size=32, min_scale=0.3, max_gap_s=1.0, crop_only=True), seed=0)
+    batch = collate_pair_batch([dataset[i] for i in range(6)])
+    assert batch["view_1"].shape == (6, 3, 32, 32) and batch["photometric"].shape == (2, 6, 13)
+    assert batch["dropped"] == 0 and batch["failed"] == []
+
+
+def test_corrupt_shard_is_skipped_and_bad_frames_are_counted(cache_dir, tmp_path):
+    copy = tmp_path / "frames"
+    (copy / "shards").mkdir(parents=True)
+    for path in cache_dir.rglob("*"):
+        if path.is_file():
+            (copy / path.relative_to(cache_dir)).write_bytes(path.read_bytes())
+    cache = FrameCache(copy)
+    victim = cache.clips[0]
+    tar_path = shard_paths(copy, victim.shard)[0]
+    # bytes inside the JPEGs overwritten: readable shard, undecodable frames
+    data = bytearray(tar_path.read_bytes())
+    for offset, length in zip(victim.offsets, victim.lengths, strict=True):
+        data[offset:offset + length] = b"\x00" * length
+    tar_path.write_bytes(bytes(data))
+    dataset = CachedFramePairDataset(FrameCache(copy), seed=0, image_size=32, min_scale=0.3, max_gap_s=1.0)
+    batch = collate_pair_batch([dataset[i] for i in range(12)])
+    assert victim.clip_id in batch["failed"] and batch["view_1"].shape[0] >= 10
+    # a truncated shard is dropped when the cache is opened; its clips are gone, the others stay
+    tar_path.write_bytes(bytes(data[: len(data) // 3]))
+    reopened = FrameCache(copy)
+    assert victim.shard in reopened.bad_shards
+    assert victim.clip_id not in [c.clip_id for c in reopened.clips] and len(reopened.clips) == 2
