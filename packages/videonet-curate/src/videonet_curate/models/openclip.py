@@ -241,7 +241,7 @@ def load_openclip_scorer(
     }
     tokenizer = open_clip.get_tokenizer(parsed.arch)
     embed_dim = (open_clip.get_model_config(parsed.arch) or {}).get("embed_dim")
-    prototypes, path = prototype_cache.load_or_build(
+    prototypes, _ = prototype_cache.load_or_build(
         identity,
         lambda: build_text_prototypes(model, tokenizer, indices, templates, device=device),
         cache_dir=cache_dir,
