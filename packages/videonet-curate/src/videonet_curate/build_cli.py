@@ -70,9 +70,11 @@ def build_command(
     cookies: Path = typer.Option(None, "--cookies", help="Netscape cookies.txt for yt-dlp."),
     proxy: str = typer.Option(None, "--proxy", help="Proxy URL for yt-dlp and ffmpeg."),
     ytdlp_opt: list[str] = typer.Option(None, "--ytdlp-opt", help="Extra yt-dlp option KEY=VALUE (allow-listed keys only)."),
-    retry_failed: str = typer.Option(
-        None, "--retry-failed", is_flag=False, flag_value="network,blocked",
-        help="Re-fetch only rows of OUT's manifest that failed for these reasons (default: network,blocked).",
+    retry_failed: bool = typer.Option(
+        False, "--retry-failed", help="Re-fetch only the rows of OUT's manifest that failed for --retry-reasons."
+    ),
+    retry_reasons: str = typer.Option(
+        "network,blocked", "--retry-reasons", help="With --retry-failed: the failure reasons to retry (comma-separated)."
     ),
 ) -> None:
     """Curate candidate clips into OUT/manifest.parquet.
@@ -112,7 +114,7 @@ def build_command(
             "url_template": url_template, "min_height": min_height, "max_retries": max_retries,
             "socket_timeout_s": timeout, "max_rps": max_rps, "max_concurrent": max_concurrent,
             "cookies": cookies, "proxy": proxy, "ytdlp_opt": list(ytdlp_opt or ()),
-            "retry_failed": [r.strip() for r in retry_failed.split(",") if r.strip()] if retry_failed else None,
+            "retry_failed": [r.strip() for r in retry_reasons.split(",") if r.strip()] if retry_failed else None,
         },
     )
     try:
