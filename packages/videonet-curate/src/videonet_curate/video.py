@@ -29,6 +29,9 @@ log = logging.getLogger(__name__)
 END_TOLERANCE_S = 1.0
 # Without a trustworthy keyframe index, decode forward rather than seek when the next target is this close.
 FORWARD_DECODE_S = 2.0
+# With an index, seek only when it skips at least this much video: a seek flushes the (threaded) decoder
+# and re-reads packets, which costs more than decoding a few frames forward.
+MIN_SEEK_SKIP_S = 1.0
 # The leading bytes of containers ffmpeg reads: a file that starts like one but will not open is damaged.
 _CONTAINER_SIGNATURES: tuple[tuple[int, bytes], ...] = (
     (4, b"ftyp"), (4, b"moov"), (4, b"mdat"), (4, b"free"), (4, b"wide"), (4, b"skip"),  # ISO BMFF (mp4/mov)
@@ -245,6 +248,7 @@ class _SeekingReader:
         self.keyframes = sorted(e.timestamp for e in entries if e.is_keyframe) if entries is not None else []
         self.index_end = max((e.timestamp for e in entries), default=None) if entries is not None else None
         self.forward_ticks = FORWARD_DECODE_S / float(stream.time_base)
+        self.min_skip_ticks = MIN_SEEK_SKIP_S / float(stream.time_base)
 
     def _next(self) -> av.VideoFrame | None:
         try:
@@ -277,8 +281,9 @@ class _SeekingReader:
             return True
         here = self.current.pts
         if self.keyframes and self.index_end is not None and self.index_end >= target:
-            # a complete index: seek only if a keyframe lies between here and the target
-            return bisect.bisect_right(self.keyframes, target) > bisect.bisect_right(self.keyframes, here)
+            # the index covers the target: seek only if the last keyframe before it lies well ahead of here
+            i = bisect.bisect_right(self.keyframes, target) - 1
+            return i >= 0 and self.keyframes[i] - here > self.min_skip_ticks
         return target - here > self.forward_ticks
 
     def _land_before(self, target: int) -> av.VideoFrame | None:
