@@ -17,7 +17,8 @@ from videonet_curate.dedup import (
 from videonet_curate.manifest import empty_row, rows_to_table, validate
 
 
-def planted(n: int = 3000, dim: int = 48, groups: int = 12, size: int = 6, noise: float = 0.02, seed: int = 0):
+def planted(n: int = 3000, dim: int = 48, groups: int = 12, size: int = 6, noise: float = 0.02,
+            seed: int = 0):
     """Random clips plus ``groups`` groups of ``size`` noisy copies of the first ``groups`` clips."""
     rng = np.random.default_rng(seed)
     x = rng.standard_normal((n, dim)).astype(np.float32)
@@ -87,7 +88,9 @@ def test_embedding_matrix_reads_fixed_and_variable_lists() -> None:
     table = embeddings_table(["a", "b"], np.arange(6).reshape(2, 3))
     assert pa.types.is_fixed_size_list(table.schema.field("embedding").type)
     assert embedding_matrix(table).tolist() == [[0, 1, 2], [3, 4, 5]]
-    ragged = pa.table({"clip_id": ["a", "b"], "embedding": pa.array([[1.0, 2.0], [3.0]], pa.list_(pa.float32()))})
+    ragged = pa.table(
+        {"clip_id": ["a", "b"], "embedding": pa.array([[1.0, 2.0], [3.0]], pa.list_(pa.float32()))}
+    )
     with pytest.raises(DedupInputError, match="different lengths"):
         embedding_matrix(ragged)
 
@@ -95,9 +98,9 @@ def test_embedding_matrix_reads_fixed_and_variable_lists() -> None:
 def test_apply_dedup_marks_only_kept_rows() -> None:
     statuses = ["kept", "kept", "kept", "failed", "kept"]
     rows = [
-        empty_row(clip_id=f"c{i}", source="local", source_id=f"v{i}", path=f"v{i}.mp4", start_s=0.0, end_s=1.0,
-                  status=s, reason=None if s == "kept" else "decode_error", label=1, label_name="goldfish",
-                  score=score)
+        empty_row(clip_id=f"c{i}", source="local", source_id=f"v{i}", path=f"v{i}.mp4", start_s=0.0,
+                  end_s=1.0, status=s, reason=None if s == "kept" else "decode_error", label=1,
+                  label_name="goldfish", score=score)
         for i, (s, score) in enumerate(zip(statuses, [0.2, 0.9, 0.5, 0.99, 0.3], strict=True))
     ]
     table = rows_to_table(rows)
@@ -110,5 +113,6 @@ def test_apply_dedup_marks_only_kept_rows() -> None:
     assert "0.9806" in out.column("detail")[0].as_py() and "c1" in out.column("detail")[0].as_py()
     validate(out)
     # the same from an Arrow embeddings table, with c4's embedding absent (left alone)
-    arrow = embeddings_table(["c0", "c1", "c2", "c3"], np.stack([embeddings[k] for k in ("c0", "c1", "c2", "c3")]))
+    present = ["c0", "c1", "c2", "c3"]
+    arrow = embeddings_table(present, np.stack([embeddings[k] for k in present]))
     assert apply_dedup(table, arrow, 0.95).column("status").to_pylist() == out.column("status").to_pylist()

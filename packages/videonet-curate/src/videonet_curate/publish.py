@@ -47,7 +47,7 @@ SOURCE_LICENCES = {
         "Kinetics annotations: CC BY 4.0 (DeepMind). The videos are YouTube uploads owned by their "
         "uploaders and subject to YouTube's Terms of Service; they are referenced, not relicensed."
     ),
-    "urls": "Videos fetched from the listed URLs: licence as set by each host or owner (not checked by the tool).",
+    "urls": "Videos fetched from the listed URLs: licence as set by each host or owner (not checked).",
     "local": "Local video files: licence as set by their owners (not recorded by the tool).",
 }
 
@@ -185,7 +185,9 @@ def render_card(
         for s in sources
     )
     schema_rows = "\n".join(f"| `{f.name}` | `{f.type}` |" for f in SCHEMA)
-    figures = "\n\n".join(f"![{name.replace('_', ' ')}]({PLOTS_DIRNAME}/{p.name})" for name, p in plots.items())
+    figures = "\n\n".join(
+        f"![{name.replace('_', ' ')}]({PLOTS_DIRNAME}/{p.name})" for name, p in plots.items()
+    )
     config = json.dumps(metadata.get("config", {}), indent=2, sort_keys=True)
     embeddings_note = (
         f"`{EMBEDDINGS_FILENAME}`: `clip_id` and `embedding` (fixed-size list of float32, the L2-normalised "

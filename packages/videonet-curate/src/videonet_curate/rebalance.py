@@ -213,7 +213,9 @@ def apply_rebalance(
     rows = np.nonzero(kept_mask)[0]
     labels_col = table.column("label").take(pa.array(rows))
     if labels_col.null_count:
-        raise RebalanceError(f"{labels_col.null_count} kept rows have no label; label them before rebalancing")
+        raise RebalanceError(
+            f"{labels_col.null_count} kept rows have no label; label them before rebalancing"
+        )
     labels = labels_col.to_numpy(zero_copy_only=False).astype(np.int64)
     scores = pc.fill_null(table.column("score").take(pa.array(rows)), float("nan"))
     result = rebalance(labels, scores.to_numpy(zero_copy_only=False), target, budget=budget,
@@ -224,9 +226,10 @@ def apply_rebalance(
              result.tv_before, result.tv_after)
     if dropped.any():
         mask = pa.array(dropped)
-        detail = (f"class over its quota for the target histogram (budget {budget}, "
-                  f"per-class max {per_class_max}); lower-scoring clips of the class went first")
-        for name, value in (("status", STATUS_REBALANCED_OUT), ("reason", "rebalanced_out"), ("detail", detail)):
+        # short: it is repeated on every dropped row (millions at scale)
+        detail = f"over its class quota (budget {budget}, per-class max {per_class_max})"
+        updates = (("status", STATUS_REBALANCED_OUT), ("reason", "rebalanced_out"), ("detail", detail))
+        for name, value in updates:
             i = table.schema.get_field_index(name)
             column = pc.if_else(mask, pa.scalar(value, pa.string()), table.column(name).cast(pa.string()))
             table = table.set_column(i, table.schema.field(i), column)

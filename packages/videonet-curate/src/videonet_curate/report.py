@@ -62,7 +62,8 @@ def summarize(
     status = table.column("status").to_numpy(zero_copy_only=False)
     kept = table.filter(pc.equal(table.column("status"), STATUS_KEPT))
     labels = kept.column("label").drop_null().to_numpy(zero_copy_only=False).astype(np.int64)
-    counts = np.bincount(labels, minlength=len(target))[: len(target)] if len(labels) else np.zeros(len(target))
+    counts = np.bincount(labels, minlength=len(target))[: len(target)] if len(labels) else (
+        np.zeros(len(target)))
     scores = kept.column("score").drop_null().to_numpy(zero_copy_only=False)
     reasons = pc.value_counts(table.column("reason").drop_null()).to_pylist()
     summary: dict[str, Any] = {
@@ -109,7 +110,8 @@ def nearest_similarities(embeddings: pa.Table, **search_options: Any) -> tuple[n
 def _plot_class_histogram(counts: np.ndarray, target: np.ndarray, path: Path) -> None:
     fig, ax = plt.subplots(figsize=(10, 3.5))
     classes = np.arange(len(counts))
-    ax.bar(classes, counts, width=1.0, color="tab:blue", label="kept clips")
+    # one filled step patch instead of 1,000 bar rectangles: same picture, a fraction of the drawing time
+    ax.stairs(counts, np.arange(len(counts) + 1) - 0.5, fill=True, color="tab:blue", label="kept clips")
     if counts.sum() > 0:
         ax.plot(classes, target / target.sum() * counts.sum(), color="tab:red", lw=1.0,
                 label="target (scaled to the kept total)")
@@ -128,7 +130,8 @@ def _plot_scores(table: pa.Table, path: Path) -> None:
     for name in STATUSES:
         values = scores[(status == name) & np.isfinite(scores)]
         if len(values):
-            ax.hist(np.clip(values, 0, 1), bins=bins, histtype="step", lw=1.5, label=f"{name} ({len(values)})")
+            ax.hist(np.clip(values, 0, 1), bins=bins, histtype="step", lw=1.5,
+                    label=f"{name} ({len(values)})")
     ax.set_xlabel("score (mean probability of the assigned class)")
     ax.set_ylabel("clips")
     ax.set_title("Score distribution by status")
@@ -182,7 +185,7 @@ def _atomic_write_text(path: Path, text: str) -> None:
 
 
 def target_from_metadata(metadata: dict[str, Any], override: str | None = None) -> tuple[str, np.ndarray]:
-    """The target named on the command line, else the one the build used (config ``target``), else imagenet."""
+    """The target given, else the one the build used (config ``target``), else imagenet."""
     spec = override or str((metadata.get("config") or {}).get("target") or "imagenet")
     try:
         return spec, targets.load_target(spec)

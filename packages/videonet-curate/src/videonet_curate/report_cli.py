@@ -30,7 +30,7 @@ def _logging(verbose: bool) -> None:
 def report_command(
     out: Path = typer.Argument(..., help="A build output directory holding manifest.parquet (or the file)."),
     target: str = typer.Option(
-        None, "--target", help="Compare against imagenet, uniform or a FILE.csv (default: the build's target)."
+        None, "--target", help="Compare with imagenet, uniform or a FILE.csv (default: the build's target)."
     ),
     dup_threshold: float = typer.Option(
         None, "--dup-threshold", help="Draw this threshold on the similarity plot (default: the build's)."
