@@ -71,3 +71,18 @@ def test_bad_input_exits_2_without_traceback(encoder: str, dataset: str, message
     result = runner.invoke(app, ["probe", "-e", encoder, "-d", dataset, "--no-cache", "--train-limit", "20"])
     assert result.exit_code == 2
     assert message in result.output and "Traceback" not in result.output
+
+
+def test_undecodable_image_is_named_and_exits_2(tmp_path: Path) -> None:
+    from PIL import Image
+
+    for split in ("train", "val"):
+        for cls, colour in (("a", (255, 0, 0)), ("b", (0, 255, 0))):
+            for i in range(2):
+                (tmp_path / split / cls).mkdir(parents=True, exist_ok=True)
+                Image.new("RGB", (20, 20), colour).save(tmp_path / split / cls / f"{i}.png")
+    (tmp_path / "train" / "b" / "corrupt.png").write_bytes(b"\x89PNG but not really")
+    result = runner.invoke(app, ["probe", "-e", "random:resnet18", "-d", f"imagefolder:{tmp_path}",
+                                 "--image-size", "32", "--no-cache"])
+    assert result.exit_code == 2
+    assert "corrupt.png" in result.output and "Traceback" not in result.output

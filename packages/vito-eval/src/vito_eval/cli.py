@@ -15,6 +15,7 @@ from typing import Any, TypeVar
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from vito_eval import __version__
 from vito_eval.errors import EvalInputError
@@ -29,7 +30,7 @@ def run_command(body: Callable[[], T]) -> T:
     try:
         return body()
     except EvalInputError as exc:
-        console.print(f"[bold red]error:[/] {exc}", highlight=False)
+        console.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
         raise typer.Exit(2) from None
 
 
