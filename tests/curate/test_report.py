@@ -35,7 +35,7 @@ def write_build_output(out: Path, *, n: int = 60, with_embeddings: bool = True) 
         ))
     write_manifest(rows_to_table(rows), out / "manifest.parquet", model_id="efficientnet-lite0",
                    prototype_set="imagenet-1k-classifier",
-                   config={"dup_threshold": 0.9, "target": "imagenet"})
+                   config={"curation": {"dup_threshold": 0.9, "target": "imagenet"}})
     if with_embeddings:
         e = rng.standard_normal((n, 16)).astype(np.float32)
         e[n - 3] = e[0] + 0.01

@@ -314,16 +314,17 @@ def apply_dedup(
     ``detail`` with the cosine similarity to the keeper.
     """
     ids, matrix = _embedding_lookup(embeddings_by_clip_id)
-    status = table.column("status").to_numpy(zero_copy_only=False)
-    clip_ids = table.column("clip_id").to_numpy(zero_copy_only=False)
-    kept_rows = np.nonzero(status == STATUS_KEPT)[0]
-    pos = ids.get_indexer(clip_ids[kept_rows]) if len(kept_rows) else np.empty(0, np.int64)
+    kept = pc.fill_null(pc.equal(table.column("status"), STATUS_KEPT), False)
+    kept_rows = np.nonzero(kept.to_numpy(zero_copy_only=False))[0]
+    # Arrow's hash lookup: no Python object per clip_id, at millions of rows
+    pos = pc.fill_null(pc.index_in(table.column("clip_id").take(kept_rows), value_set=ids), -1)
+    pos = pos.to_numpy(zero_copy_only=False).astype(np.int64)
     if (pos < 0).any():
         log.warning("%d kept clips have no embedding and are not de-duplicated", int((pos < 0).sum()))
     rows, pos = kept_rows[pos >= 0], pos[pos >= 0]
     if len(rows) < 2:
         return table
-    scores = table.column("score").to_numpy(zero_copy_only=False).astype(np.float64)[rows]
+    scores = pc.fill_null(table.column("score").take(rows), float("nan")).to_numpy(zero_copy_only=False)
     emb = l2_normalize(matrix[pos])
     result = find_duplicates(emb, scores, threshold, **search_options)  # type: ignore[arg-type]
     dup_local = np.nonzero(result.dup_of >= 0)[0]
@@ -331,23 +332,21 @@ def apply_dedup(
         return table
     keeper_local = result.dup_of[dup_local]
     sims = np.einsum("ij,ij->i", emb[dup_local], emb[keeper_local])
-    dup_rows = rows[dup_local]
-    n = table.num_rows
-    mask = np.zeros(n, bool)
-    mask[dup_rows] = True
-    dup_of_col = np.full(n, None, object)
-    dup_of_col[dup_rows] = clip_ids[rows[keeper_local]]
-    detail_col = np.full(n, None, object)
-    detail_col[dup_rows] = [
-        f"cosine similarity {sim:.4f} to {keeper} (threshold {threshold:.3f})"
-        for sim, keeper in zip(sims.tolist(), dup_of_col[dup_rows].tolist(), strict=True)
-    ]
-    arrow_mask = pa.array(mask)
+    keeper_ids = table.column("clip_id").take(rows[keeper_local])
+    details = pc.binary_join_element_wise(
+        "cosine similarity ", pc.cast(pc.round(pa.array(sims), 4), pa.string()), " to ", keeper_ids,
+        f" (threshold {threshold:.3f})", "",
+    )
+    # scatter the per-duplicate values into full-length columns: take with null for every other row
+    slot = np.full(table.num_rows, -1, np.int64)
+    slot[rows[dup_local]] = np.arange(len(dup_local))
+    slot_index = pa.array(slot, mask=slot < 0)
+    mask = pc.is_valid(slot_index)
     return _replace_columns(table, {
-        "status": pc.if_else(arrow_mask, STATUS_DUPLICATE, table.column("status")),
-        "reason": pc.if_else(arrow_mask, "duplicate", table.column("reason")),
-        "dup_of": pc.if_else(arrow_mask, pa.array(dup_of_col, pa.string()), table.column("dup_of")),
-        "detail": pc.if_else(arrow_mask, pa.array(detail_col, pa.string()), table.column("detail")),
+        "status": pc.if_else(mask, STATUS_DUPLICATE, table.column("status")),
+        "reason": pc.if_else(mask, "duplicate", table.column("reason")),
+        "dup_of": pc.if_else(mask, pc.take(keeper_ids, slot_index), table.column("dup_of")),
+        "detail": pc.if_else(mask, pc.take(details, slot_index), table.column("detail")),
     })
 
 
@@ -358,17 +357,14 @@ def _replace_columns(table: pa.Table, columns: Mapping[str, pa.Array | pa.Chunke
     return table
 
 
-def _embedding_lookup(source: Mapping[str, np.ndarray] | pa.Table):
-    import pandas as pd  # an Index gives a vectorised clip_id -> row lookup
-
+def _embedding_lookup(source: Mapping[str, np.ndarray] | pa.Table) -> tuple[pa.Array, np.ndarray]:
     if isinstance(source, pa.Table):
-        ids = source.column("clip_id").to_numpy(zero_copy_only=False)
+        ids = source.column("clip_id").combine_chunks()
         matrix = embedding_matrix(source)
     else:
-        ids = np.array(list(source.keys()), dtype=object)
+        ids = pa.array(list(source.keys()), pa.string())
         matrix = np.stack([np.asarray(v, np.float32) for v in source.values()]) if len(source) else (
             np.empty((0, 0), np.float32))
-    index = pd.Index(ids)
-    if not index.is_unique:
+    if pc.count_distinct(ids).as_py() != len(ids):
         raise DedupInputError("embeddings hold a clip_id more than once")
-    return index, matrix
+    return ids, matrix

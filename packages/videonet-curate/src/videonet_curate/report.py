@@ -184,9 +184,15 @@ def _atomic_write_text(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
+def curation_config(metadata: dict[str, Any]) -> dict[str, Any]:
+    """The build's curation settings: ``config["curation"]`` (as `build` writes it), else the top level."""
+    config = metadata.get("config") or {}
+    return {**config, **(config.get("curation") or {})}
+
+
 def target_from_metadata(metadata: dict[str, Any], override: str | None = None) -> tuple[str, np.ndarray]:
     """The target given, else the one the build used (config ``target``), else imagenet."""
-    spec = override or str((metadata.get("config") or {}).get("target") or "imagenet")
+    spec = override or str(curation_config(metadata).get("target") or "imagenet")
     try:
         return spec, targets.load_target(spec)
     except targets.TargetError:
@@ -209,7 +215,7 @@ def write_report(
     table = read_manifest(manifest_path)
     metadata = read_metadata(manifest_path)
     target_name, target_weights = target_from_metadata(metadata, target)
-    config = metadata.get("config") or {}
+    config = curation_config(metadata)
     if dup_threshold is None and config.get("dup_threshold") is not None:
         dup_threshold = float(config["dup_threshold"])
     nearest = None
