@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import math
+import shutil
+import subprocess
 import wave
 from pathlib import Path
 
@@ -176,7 +178,7 @@ def test_mp4_cut_before_its_index_is_a_decode_error(sample_videos: Path, tmp_pat
     assert info.value.reason == "decode_error"
 
 
-def test_truncated_mp4_serves_existing_frames_and_fails_past_them(sample_videos: Path, tmp_path: Path) -> None:
+def test_truncated_mp4_serves_existing_frames_then_fails(sample_videos: Path, tmp_path: Path) -> None:
     data = (sample_videos / "cup.mp4").read_bytes()  # moov first: a cut file still opens
     path = tmp_path / "cup_cut.mp4"
     path.write_bytes(data[: int(len(data) * 0.3)])
@@ -193,3 +195,28 @@ def test_truncated_mp4_serves_existing_frames_and_fails_past_them(sample_videos:
 def test_missing_file_names_the_path(tmp_path: Path) -> None:
     with pytest.raises(FileNotFoundError, match="nope.mp4"):
         probe_video(tmp_path / "nope.mp4")
+
+
+@pytest.mark.parametrize(
+    ("suffix", "extra_args"),
+    [
+        (".h264", ["-bsf:v", "h264_mp4toannexb"]),  # raw stream: no duration, no pts, cannot seek
+        (".ts", []),  # MPEG-TS: pts start at 1.48 s
+    ],
+)
+def test_same_stream_in_other_containers_gives_same_frames(
+    sample_videos: Path, tmp_path: Path, suffix: str, extra_args: list[str]
+) -> None:
+    if shutil.which("ffmpeg") is None:
+        pytest.skip("needs the ffmpeg binary to remux")
+    source = sample_videos / "bikes.mp4"
+    remuxed = tmp_path / f"bikes{suffix}"
+    command = ["ffmpeg", "-v", "error", "-y", "-i", str(source), "-c", "copy", *extra_args, str(remuxed)]
+    subprocess.run(command, check=True)
+    info = probe_video(remuxed)
+    assert info.duration_s == pytest.approx(10.0, abs=0.05)
+    assert info.num_frames == pytest.approx(250, abs=2)
+    stamps = sample_timestamps(0.0, 10.0, 5) + [9.99]
+    expected = read_frames_at(source, stamps)
+    assert np.array_equal(read_frames_at(remuxed, stamps), expected)
+    assert np.array_equal(read_frames_at(remuxed, stamps, seek=False), expected)

@@ -13,10 +13,11 @@ import logging
 import math
 import os
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
+from typing import Any
 
 import av
 import av.error
@@ -136,15 +137,27 @@ def _frame_rate(stream: av.video.stream.VideoStream) -> float:
     return 0.0
 
 
-def _duration_by_demux(container: av.container.InputContainer, stream: av.video.stream.VideoStream,
-                       start_pts: int) -> float:
-    """Last packet end minus start: the fallback when neither stream nor container states a duration."""
-    container.seek(0)
-    end = start_pts
+def _rewound(stack: ExitStack, path: str | os.PathLike[str], container: Any, stream: Any,
+             threads: int = 0) -> tuple[Any, Any]:
+    """Back to the first packet: seek to 0, or reopen when the input cannot seek (raw elementary streams)."""
+    try:
+        container.seek(0)
+        return container, stream
+    except av.error.FFmpegError:
+        return stack.enter_context(_open_video(path, threads))
+
+
+def _duration_by_demux(container: Any, stream: Any, start_pts: int) -> float:
+    """End of the last packet minus start, or packets / fps when packets carry no pts (raw streams)."""
+    end, packets = None, 0
     for packet in container.demux(stream):
+        if packet.size:
+            packets += 1
         if packet.pts is not None:
-            end = max(end, packet.pts + (packet.duration or 0))
-    return float((end - start_pts) * stream.time_base)
+            end = max(end or start_pts, packet.pts + (packet.duration or 0))
+    if end is not None:
+        return float((end - start_pts) * stream.time_base)
+    return packets / (_frame_rate(stream) or 25.0)
 
 
 def probe_video(path: str | os.PathLike[str]) -> VideoInfo:
@@ -153,7 +166,8 @@ def probe_video(path: str | os.PathLike[str]) -> VideoInfo:
     Duration: stream duration x time_base, else the container's duration, else the end of the last
     packet found by demuxing the whole file (no decoding).
     """
-    with _open_video(path) as (container, stream):
+    with ExitStack() as stack:
+        container, stream = stack.enter_context(_open_video(path))
         try:
             first = next(container.decode(stream), None)
         except av.error.FFmpegError as exc:
@@ -162,26 +176,23 @@ def probe_video(path: str | os.PathLike[str]) -> VideoInfo:
             raise VideoDecodeError(path, "the video stream holds no decodable frame (truncated or corrupt)")
         start_pts = _start_pts(container, stream)
         fps = _frame_rate(stream)
-        if stream.duration:
-            duration = float(stream.duration * stream.time_base)
-        elif container.duration:
-            start_s = float(container.start_time or 0) / av.time_base
-            stream_start_s = float(start_pts * stream.time_base)
-            # the container's clock may start before this stream's (audio first)
-            duration = float(container.duration) / av.time_base - max(0.0, stream_start_s - start_s)
-        else:
-            duration = _duration_by_demux(container, stream, start_pts)
-        num_frames = stream.frames or int(round(duration * fps))
-        return VideoInfo(
-            duration_s=duration,
+        info = dict(
             fps=fps,
             width=int(stream.codec_context.width or first.width),
             height=int(stream.codec_context.height or first.height),
             codec=stream.codec_context.name,
-            num_frames=num_frames,
             has_audio=bool(container.streams.audio),
             start_time_s=float(start_pts * stream.time_base),
         )
+        if stream.duration:
+            duration = float(stream.duration * stream.time_base)
+        elif container.duration:
+            # the container's clock may start before this stream's (audio first)
+            late_start_s = info["start_time_s"] - float(container.start_time or 0) / av.time_base
+            duration = float(container.duration) / av.time_base - max(0.0, late_start_s)
+        else:
+            duration = _duration_by_demux(*_rewound(stack, path, container, stream), start_pts)
+        return VideoInfo(duration_s=duration, num_frames=stream.frames or int(round(duration * fps)), **info)
 
 
 def clip_windows(
@@ -326,62 +337,76 @@ def _target_pts(stream, start_pts: int, t: float) -> int:
     return start_pts + max(0, math.ceil(t / float(stream.time_base) - 1e-6))
 
 
-def _pts_out_of_order(container: av.container.InputContainer, stream: av.video.stream.VideoStream) -> bool:
+def _pts_out_of_order(container: Any, stream: Any) -> bool:
     """True for files whose packets carry decode order as pts (pts == dts) while the codec reorders
-    frames (B-frames): the decoder then hands out frame pts that go backwards, so pts cannot be trusted."""
+    frames (B-frames): the decoder then hands out frame pts that go backwards, so pts cannot be trusted.
+    Reads the first packets: rewind before decoding."""
     if not stream.codec_context.has_b_frames:
         return False
-    packets = [p for p, _ in zip(container.demux(stream), range(64)) if p.pts is not None and p.size]
-    container.seek(0)
+    first = zip(container.demux(stream), range(64), strict=False)
+    packets = [p for p, _ in first if p.pts is not None and p.size]
     return len(packets) > 2 and all(p.pts == p.dts for p in packets)
 
 
-def _timed_frames(
-    container: av.container.InputContainer, stream: av.video.stream.VideoStream, reorder: bool
-) -> Iterator[tuple[av.VideoFrame, int]]:
-    """Decode from the start, yielding ``(frame, pts)``; with ``reorder`` the k-th frame out of the decoder
-    gets the k-th smallest packet pts (output order is presentation order), and a frame without pts gets
-    one extrapolated from the frame rate."""
-    sorted_pts: list[int] = []
-    if reorder:
-        sorted_pts = sorted(p.pts for p in container.demux(stream) if p.pts is not None and p.size)
-        container.seek(0)
-    ticks_per_frame = 1.0 / ((_frame_rate(stream) or 25.0) * float(stream.time_base))
-    previous = None
-    for k, frame in enumerate(container.decode(stream)):
-        if reorder and k < len(sorted_pts):
-            pts = sorted_pts[k]
-        elif frame.pts is not None:
-            pts = frame.pts
-        else:
-            pts = int(previous + ticks_per_frame) if previous is not None else _start_pts(container, stream)
-        previous = pts
-        yield frame, pts
+@contextmanager
+def _decode_from_start(
+    path: str | os.PathLike[str], threads: int = 0
+) -> Iterator[tuple[Any, Any, Iterator[tuple[av.VideoFrame, int]]]]:
+    """``(container, stream, frames)`` where ``frames`` yields ``(frame, pts)`` from the first frame on.
+
+    When pts cannot be trusted (:func:`_pts_out_of_order`), the k-th frame out of the decoder (output order
+    is presentation order) gets the k-th smallest packet pts; a frame without pts (raw streams) gets one
+    extrapolated from the frame rate.
+    """
+    with ExitStack() as stack:
+        container, stream = stack.enter_context(_open_video(path, threads))
+        reorder = _pts_out_of_order(container, stream)
+        container, stream = _rewound(stack, path, container, stream, threads)
+        sorted_pts: list[int] = []
+        if reorder:
+            sorted_pts = sorted(p.pts for p in container.demux(stream) if p.pts is not None and p.size)
+            container, stream = _rewound(stack, path, container, stream, threads)
+        ticks_per_frame = 1.0 / ((_frame_rate(stream) or 25.0) * float(stream.time_base))
+        start_pts = _start_pts(container, stream)
+
+        def frames() -> Iterator[tuple[av.VideoFrame, int]]:
+            previous = None
+            try:
+                for k, frame in enumerate(container.decode(stream)):
+                    if k < len(sorted_pts):
+                        pts = sorted_pts[k]
+                    elif frame.pts is not None:
+                        pts = frame.pts
+                    else:
+                        pts = int(previous + ticks_per_frame) if previous is not None else start_pts
+                    previous = pts
+                    yield frame, pts
+            except av.error.FFmpegError as exc:
+                raise VideoDecodeError(path, f"decoding failed ({exc})") from exc
+
+        yield container, stream, frames()
 
 
 def _read_sequential(path: str | os.PathLike[str], timestamps: Sequence[float], max_side: int | None,
                      threads: int) -> np.ndarray:
     """One decode pass keeping, for each time, the first frame at or after it (the fallback path)."""
-    with _open_video(path, threads) as (container, stream):
+    with _decode_from_start(path, threads) as (container, stream, frames):
         start_pts = _start_pts(container, stream)
         order = sorted(range(len(timestamps)), key=lambda i: timestamps[i])
         targets = [_target_pts(stream, start_pts, timestamps[i]) for i in order]
         out: list[np.ndarray | None] = [None] * len(timestamps)
         size = None
         k, last, last_pts = 0, None, None
-        try:
-            for frame, pts in _timed_frames(container, stream, _pts_out_of_order(container, stream)):
-                size = size or _output_size(frame.width, frame.height, max_side)
-                image = None
-                while k < len(order) and targets[k] <= pts:
-                    image = image if image is not None else _to_rgb(frame, size)
-                    out[order[k]] = image
-                    k += 1
-                if k == len(order):
-                    break
-                last, last_pts = frame, pts
-        except av.error.FFmpegError as exc:
-            raise VideoDecodeError(path, f"decoding failed ({exc})") from exc
+        for frame, pts in frames:
+            size = size or _output_size(frame.width, frame.height, max_side)
+            image = None
+            while k < len(order) and targets[k] <= pts:
+                image = image if image is not None else _to_rgb(frame, size)
+                out[order[k]] = image
+                k += 1
+            if k == len(order):
+                break
+            last, last_pts = frame, pts
         if k < len(order):
             if last is None:
                 raise VideoDecodeError(path, "no frame decodes (truncated or corrupt)")
@@ -452,22 +477,19 @@ def decode_all_frames(
 
     The reference (and benchmark baseline) for :func:`read_frames_at`; not used by the pipeline.
     """
-    with _open_video(path) as (container, stream):
+    with _decode_from_start(path) as (container, stream, frames):
         start_pts = _start_pts(container, stream)
         images, times = [], []
         size = None
-        try:
-            for frame, pts in _timed_frames(container, stream, _pts_out_of_order(container, stream)):
-                time = float((pts - start_pts) * stream.time_base)
-                if end_s is not None and time >= end_s:
-                    break
-                if time < start_s:
-                    continue
-                size = size or _output_size(frame.width, frame.height, max_side)
-                images.append(_to_rgb(frame, size))
-                times.append(time)
-        except av.error.FFmpegError as exc:
-            raise VideoDecodeError(path, f"decoding failed ({exc})") from exc
+        for frame, pts in frames:
+            time = float((pts - start_pts) * stream.time_base)
+            if end_s is not None and time >= end_s:
+                break
+            if time < start_s:
+                continue
+            size = size or _output_size(frame.width, frame.height, max_side)
+            images.append(_to_rgb(frame, size))
+            times.append(time)
     if not images:
         raise VideoDecodeError(path, f"no frame in [{start_s}, {end_s})")
     return np.stack(images), np.asarray(times)
