@@ -116,3 +116,15 @@ def test_apply_dedup_marks_only_kept_rows() -> None:
     present = ["c0", "c1", "c2", "c3"]
     arrow = embeddings_table(present, np.stack([embeddings[k] for k in present]))
     assert apply_dedup(table, arrow, 0.95).column("status").to_pylist() == out.column("status").to_pylist()
+
+
+def test_folding_edges_keeps_the_same_groups(monkeypatch: pytest.MonkeyPatch) -> None:
+    """With a tiny edge budget the edges are folded into stars often; the groups must not change."""
+    import videonet_curate.dedup as dedup
+
+    x, _, scores = planted(n=800, groups=5, size=30)
+    expected = find_duplicates(x, scores, 0.95)
+    monkeypatch.setattr(dedup, "_EDGE_FOLD_LIMIT", 10)
+    monkeypatch.setattr(dedup, "_QUERY_BATCH", 64)
+    folded = find_duplicates(x, scores, 0.95)
+    assert np.array_equal(expected.dup_of, folded.dup_of) and folded.groups == 5

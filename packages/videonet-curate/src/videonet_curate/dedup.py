@@ -185,7 +185,8 @@ def _fold_edges(edges: np.ndarray, n: int) -> np.ndarray:
 
 
 def _components(edges: np.ndarray, n: int) -> np.ndarray:
-    graph = coo_matrix((np.ones(edges.shape[1], np.int8), (edges[0], edges[1])), shape=(n, n))
+    # bool weights: repeated edges sum to True, never overflow to zero
+    graph = coo_matrix((np.ones(edges.shape[1], bool), (edges[0], edges[1])), shape=(n, n))
     _, labels = connected_components(graph, directed=False)
     return labels
 
