@@ -1,0 +1,181 @@
+"""The training configuration: one dataclass, YAML presets, ``key=value`` overrides.
+
+Every hyper-parameter lives here and is configurable. Defaults follow the BYOL/MoCLR family
+(online network with projector and predictor, EMA target, LARS, large batches) with the three VITO
+changes: gentler crops, temporal views, multi-scale attention pooling. The VITO paper's own values
+could not be read; the presets mark each default that is a choice rather than a fact.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+log = logging.getLogger(__name__)
+
+ARCHS = ("resnet18", "resnet34", "resnet50", "resnet101")
+POOLINGS = ("gap", "attention", "multiscale")
+
+
+class ConfigError(ValueError):
+    """A preset, file or override that does not describe a valid configuration."""
+
+
+@dataclass
+class TrainConfig:
+    # model
+    arch: str = "resnet50"
+    pooling: str = "multiscale"  # gap | attention | multiscale (last two stages)
+    attention_hidden: int = 512  # channels of the 1x1-conv head that scores positions
+    projector_hidden: int = 4096  # BYOL/MoCLR projector: Linear-BN-ReLU-Linear
+    projector_dim: int = 256
+    predictor_hidden: int = 4096
+    # data
+    image_size: int = 224
+    decode_short_side: int = 320  # frames are scaled so their short side is this before cropping
+    crop_min_scale: float = 0.3  # VITO: gentler than the image-SSL 0.08 (value is our choice)
+    max_gap_s: float = 1.0  # temporal offset between the two views; 0 = both from one frame
+    num_workers: int = 8
+    decode_retries: int = 3  # other clips tried when one fails to decode
+    # objective
+    temperature: float = 0.1  # InfoNCE temperature (MoCLR/DetCon use 0.1)
+    ema_base: float = 0.996  # BYOL: target decay starts here and follows a cosine to 1
+    # optimisation
+    batch_size: int = 4096
+    base_lr: float = 0.2  # BYOL LARS: lr = base_lr * batch_size / 256
+    weight_decay: float = 1.5e-6
+    momentum: float = 0.9
+    lars_trust_coeff: float = 1e-3
+    warmup_steps: int = 3000
+    max_steps: int = 100_000  # also the length of the cosine schedules
+    final_lr_ratio: float = 0.0
+    grad_clip: float = 0.0  # max global grad norm; 0 disables
+    # runtime
+    device: str = "auto"  # auto | cpu | cuda
+    precision: str = "bf16"  # bf16 | fp16 | fp32 (autocast applies on GPU only)
+    channels_last: bool = True
+    compile: bool = False
+    deterministic: bool = False
+    torch_threads: int = 0  # intra-op threads of the training process; 0 = torch's default
+    seed: int = 0
+    log_every: int = 10
+    ckpt_every: int = 1000  # numbered checkpoints; last.pt is refreshed every ckpt_last_every
+    ckpt_last_every: int = 100
+    stop_after: int = 0  # stop (as if interrupted) after this step; 0 = run to max_steps
+    notes: dict[str, str] = field(default_factory=dict)
+
+    def validate(self) -> TrainConfig:
+        problems = []
+        if self.arch not in ARCHS:
+            problems.append(f"arch={self.arch!r} is not one of {ARCHS}")
+        if self.pooling not in POOLINGS:
+            problems.append(f"pooling={self.pooling!r} is not one of {POOLINGS}")
+        if not 0 < self.crop_min_scale <= 1:
+            problems.append(f"crop_min_scale={self.crop_min_scale} must lie in (0, 1]")
+        if self.max_gap_s < 0:
+            problems.append(f"max_gap_s={self.max_gap_s} must be >= 0")
+        if self.batch_size < 2:
+            problems.append("batch_size must be >= 2 (InfoNCE needs negatives)")
+        if not 0 <= self.ema_base <= 1:
+            problems.append(f"ema_base={self.ema_base} must lie in [0, 1]")
+        if self.temperature <= 0:
+            problems.append("temperature must be > 0")
+        if self.max_steps < 1 or self.warmup_steps < 0:
+            problems.append("max_steps must be >= 1 and warmup_steps >= 0")
+        if self.precision not in ("bf16", "fp16", "fp32"):
+            problems.append(f"precision={self.precision!r} is not bf16, fp16 or fp32")
+        if self.device not in ("auto", "cpu", "cuda") and not self.device.startswith("cuda:"):
+            problems.append(f"device={self.device!r} is not auto, cpu or cuda[:N]")
+        if problems:
+            raise ConfigError("invalid training config: " + "; ".join(problems))
+        return self
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def preset_names() -> list[str]:
+    files = resources.files("vito_train") / "presets"
+    return sorted(p.name.removesuffix(".yaml") for p in files.iterdir() if p.name.endswith(".yaml"))
+
+
+def _load_yaml(text: str, origin: str) -> dict[str, Any]:
+    data = yaml.safe_load(text) or {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{origin} must hold a mapping of config keys, got {type(data).__name__}")
+    return data
+
+
+def load_preset(name_or_file: str | Path) -> dict[str, Any]:
+    """The raw mapping of a bundled preset name (e.g. ``cpu-smoke``) or a YAML file."""
+    path = Path(name_or_file)
+    if path.suffix in (".yaml", ".yml") or path.exists():
+        if not path.is_file():
+            raise ConfigError(f"preset file {path} does not exist")
+        return _load_yaml(path.read_text(), str(path))
+    resource = resources.files("vito_train") / "presets" / f"{name_or_file}.yaml"
+    if not resource.is_file():
+        raise ConfigError(f"unknown preset {name_or_file!r}; bundled presets: {preset_names()} (or a .yaml file)")
+    return _load_yaml(resource.read_text(), f"preset {name_or_file}")
+
+
+def _coerce(key: str, raw: str, current: Any) -> Any:
+    value = yaml.safe_load(raw)
+    if isinstance(current, bool):
+        if not isinstance(value, bool):
+            raise ConfigError(f"--set {key}={raw}: expected true or false")
+        return value
+    if isinstance(current, int) and not isinstance(current, bool):
+        if isinstance(value, float) and value.is_integer():
+            value = int(value)
+        if not isinstance(value, int):
+            raise ConfigError(f"--set {key}={raw}: expected an integer")
+        return value
+    if isinstance(current, float):
+        if not isinstance(value, int | float):
+            raise ConfigError(f"--set {key}={raw}: expected a number")
+        return float(value)
+    if isinstance(current, str):
+        return str(value) if value is not None else raw
+    return value
+
+
+def apply_overrides(values: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """Apply ``key=value`` strings (YAML-typed) on top of ``values``."""
+    defaults = TrainConfig().to_dict()
+    merged = dict(values)
+    for item in overrides:
+        if "=" not in item:
+            raise ConfigError(f"--set expects key=value, got {item!r}")
+        key, raw = item.split("=", 1)
+        key = key.strip()
+        if key not in defaults:
+            raise ConfigError(f"--set {key}: not a config key; known keys: {sorted(defaults)}")
+        merged[key] = _coerce(key, raw.strip(), merged.get(key, defaults[key]))
+    return merged
+
+
+def from_dict(values: dict[str, Any]) -> TrainConfig:
+    known = {f.name for f in dataclasses.fields(TrainConfig)}
+    unknown = sorted(set(values) - known)
+    if unknown:
+        raise ConfigError(f"unknown config keys {unknown}; known keys: {sorted(known)}")
+    return TrainConfig(**values).validate()
+
+
+def resolve_config(preset: str | Path | None = None, overrides: list[str] | None = None) -> TrainConfig:
+    """Defaults <- preset (name or file) <- ``key=value`` overrides, validated."""
+    values = load_preset(preset) if preset else {}
+    return from_dict(apply_overrides(values, overrides or []))
+
+
+def save_config(config: TrainConfig, path: Path) -> None:
+    from vito_train.checkpoint import atomic_write_bytes
+
+    atomic_write_bytes(path, yaml.safe_dump(config.to_dict(), sort_keys=False).encode())

@@ -1,0 +1,43 @@
+"""LARS (timm's implementation) with BYOL's exclusions, and the warmup-cosine learning rate."""
+
+from __future__ import annotations
+
+import math
+
+from timm.optim import Lars
+from torch import nn
+
+
+def learning_rate(step: int, *, base_lr: float, batch_size: int, warmup_steps: int, total_steps: int,
+                  final_ratio: float = 0.0) -> float:
+    """``lr_peak = base_lr * B / 256``; linear warmup ``lr_peak * (k+1) / W`` for ``k < W``, then
+    ``lr_peak * (r + (1 - r) * (1 + cos(pi (k - W) / (K - W))) / 2)`` with final ratio ``r``."""
+    peak = base_lr * batch_size / 256
+    if step < warmup_steps:
+        return peak * (step + 1) / warmup_steps
+    decay_steps = max(total_steps - warmup_steps, 1)
+    progress = min((step - warmup_steps) / decay_steps, 1.0)
+    return peak * (final_ratio + (1 - final_ratio) * 0.5 * (1 + math.cos(math.pi * progress)))
+
+
+def lars_param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
+    """Biases and normalisation parameters (all 1-d tensors) get neither weight decay nor the LARS
+    trust ratio (timm adapts only groups with weight_decay != 0), as in BYOL/SimCLR."""
+    decay, no_decay = [], []
+    for _name, param in model.named_parameters():
+        if not param.requires_grad:
+            continue
+        (no_decay if param.ndim <= 1 else decay).append(param)
+    return [
+        {"params": decay, "weight_decay": weight_decay},
+        {"params": no_decay, "weight_decay": 0.0},
+    ]
+
+
+def build_lars(model: nn.Module, *, weight_decay: float, momentum: float, trust_coeff: float) -> Lars:
+    return Lars(lars_param_groups(model, weight_decay), lr=0.0, momentum=momentum, trust_coeff=trust_coeff)
+
+
+def set_learning_rate(optimizer, lr: float) -> None:  # noqa: ANN001 - any torch optimizer
+    for group in optimizer.param_groups:
+        group["lr"] = lr
