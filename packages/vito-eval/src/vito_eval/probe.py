@@ -98,13 +98,13 @@ def _solver_threads(work: int) -> Iterator[None]:
 
 
 def stratified_validation_split(labels: np.ndarray, fraction: float = 0.2, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    """(train indices, validation indices): ``fraction`` of each class (rounded; classes with one
-    sample stay in train), chosen with a seeded permutation."""
+    """(train indices, validation indices): ``fraction`` of each class (rounded, at least one; classes
+    with one sample stay in train), chosen with a seeded permutation."""
     rng = np.random.default_rng(seed)
     val = []
     for c in np.unique(labels):
         idx = rng.permutation(np.flatnonzero(labels == c))
-        n_val = int(round(fraction * len(idx))) if len(idx) > 1 else 0
+        n_val = max(1, int(round(fraction * len(idx)))) if len(idx) > 1 else 0
         val.append(idx[:n_val])
     val_idx = np.sort(np.concatenate(val)) if val else np.zeros(0, dtype=np.int64)
     train_idx = np.setdiff1d(np.arange(len(labels)), val_idx)
@@ -229,6 +229,10 @@ def run_probe_eval(config: ProbeEvalConfig) -> dict[str, Any]:
         raise EvalInputError(f"--features {config.features!r}: choose one of {FEATURE_KINDS}")
     if not config.encoders:
         raise EvalInputError("give at least one --encoder")
+    for option, value, least in (("--image-size", config.image_size, 8), ("--batch-size", config.batch_size, 1),
+                                 ("--knn-k", config.knn_k, 1)):
+        if value is not None and value < least:
+            raise EvalInputError(f"{option} must be at least {least}, got {value}")
     dataset = load_dataset(config.dataset)
     image_size = config.image_size or dataset.default_image_size
     if config.train_limit is not None and config.train_limit < 2 * dataset.num_classes:

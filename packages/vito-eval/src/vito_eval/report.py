@@ -107,7 +107,7 @@ def _pct(value: float | None) -> str:
 def results_table(results: Sequence[dict[str, Any]], title: str) -> Table:
     """One row per encoder, side by side: linear and kNN accuracies, feature dimension, time."""
     table = Table(title=title)
-    k = next((key for key in results[0]["knn"] if key != "k1"), "k20") if results else "k20"
+    k = next((key for key in results[0]["knn"] if key != "k1"), "k1") if results else "k1"
     for column in ("encoder", "dim", "linear top-1", "linear top-5", f"kNN-{k[1:]} top-1", f"kNN-{k[1:]} top-5",
                    "1-NN top-1", "L2", "extract s", "fit s"):
         table.add_column(column, justify="left" if column == "encoder" else "right",
