@@ -251,7 +251,8 @@ class _SeekUnsupported(Exception):
 class _SeekingReader:
     """Serves sorted target pts by seeking to the keyframe before each, or decoding forward when cheaper."""
 
-    def __init__(self, path: str | os.PathLike[str], container, stream, start_pts: int) -> None:
+    def __init__(self, path: str | os.PathLike[str], container: Any, stream: Any, start_pts: int,
+                 duration_ticks: float) -> None:
         self.path, self.container, self.stream, self.start_pts = path, container, stream, start_pts
         self.frames: Iterator[av.VideoFrame] | None = None
         self.current: av.VideoFrame | None = None  # the last frame decoded
@@ -260,6 +261,22 @@ class _SeekingReader:
         self.index_end = max((e.timestamp for e in entries), default=None) if entries is not None else None
         self.forward_ticks = FORWARD_DECODE_S / float(stream.time_base)
         self.min_skip_ticks = MIN_SEEK_SKIP_S / float(stream.time_base)
+        self.target = start_pts  # the pts being decoded towards
+        # below this pts a later frame surely exists, so a target there never falls back to "the last frame"
+        two_frames = 2 / (_frame_rate(stream) or 25.0) / float(stream.time_base)
+        self.skip_bound = start_pts + duration_ticks - two_frames
+
+    def _decode(self) -> Iterator[av.VideoFrame]:
+        """Decode from the current demuxer position, skipping frames nobody needs.
+
+        A non-reference frame (e.g. most B-frames) before the target can be neither the answer nor a
+        reference of a later frame, so the decoder may drop it (``skip_frame = NONREF``, set per packet).
+        """
+        context = self.stream.codec_context
+        for packet in self.container.demux(self.stream):
+            skip = packet.pts is not None and packet.pts < self.target <= self.skip_bound
+            context.skip_frame = "NONREF" if skip else "DEFAULT"
+            yield from packet.decode()
 
     def _next(self) -> av.VideoFrame | None:
         try:
@@ -283,7 +300,7 @@ class _SeekingReader:
                 self.container.seek(pts, backward=True, any_frame=False, stream=self.stream)
         except av.error.FFmpegError as exc:
             raise _SeekUnsupported(str(exc)) from exc
-        self.frames = self.container.decode(self.stream)
+        self.frames = self._decode()
         self.current = None
         return self._next()
 
@@ -311,6 +328,7 @@ class _SeekingReader:
         if self.current is not None and self.current.pts >= target:
             # targets come sorted, so every frame before `current` lies before the previous target
             return self.current
+        self.target = target
         if self._should_seek(target):
             frame = self._land_before(target)
             if frame is None:
@@ -330,6 +348,15 @@ class _SeekingReader:
                     "time: the file is truncated or its stated duration is wrong"
                 )
         return last
+
+
+def _duration_ticks(container: Any, stream: Any) -> float:
+    """The stated duration in stream ticks (0 when neither stream nor container states one)."""
+    if stream.duration:
+        return float(stream.duration)
+    if container.duration:
+        return float(container.duration) / av.time_base / float(stream.time_base)
+    return 0.0
 
 
 def _target_pts(stream, start_pts: int, t: float) -> int:
@@ -445,7 +472,7 @@ def read_frames_at(
         if _pts_out_of_order(container, stream):
             log.info("%s: frame pts are in decode order; reading sequentially", path)
             return _read_sequential(path, timestamps, max_side, threads)
-        reader = _SeekingReader(path, container, stream, start_pts)
+        reader = _SeekingReader(path, container, stream, start_pts, _duration_ticks(container, stream))
         order = sorted(range(len(timestamps)), key=lambda i: timestamps[i])
         out: list[np.ndarray | None] = [None] * len(timestamps)
         try:
