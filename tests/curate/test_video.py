@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import pickle
 import shutil
 import subprocess
 import wave
@@ -168,6 +169,23 @@ def test_audio_only_file_is_not_a_video(tmp_path: Path) -> None:
         out.writeframes(tone.tobytes())
     with pytest.raises(NotAVideoError, match="no video stream"):
         probe_video(path)
+
+
+@pytest.mark.parametrize("name", ["photo.png", "photo.jpg", "photo.mp4"])
+def test_still_image_is_not_a_video(tmp_path: Path, name: str) -> None:
+    from PIL import Image
+
+    path = tmp_path / name
+    image_format = "PNG" if name.endswith("png") else "JPEG"  # photo.mp4: a JPEG named .mp4
+    Image.fromarray(np.zeros((32, 48, 3), np.uint8)).save(path, format=image_format)
+    with pytest.raises(NotAVideoError, match="still image"):
+        probe_video(path)
+
+
+def test_errors_survive_pickling() -> None:  # Ray ships exceptions between processes
+    error = pickle.loads(pickle.dumps(VideoDecodeError("/x/a.mp4", "truncated")))
+    assert isinstance(error, VideoDecodeError) and error.reason == "decode_error"
+    assert str(error) == "/x/a.mp4: truncated" and error.path == "/x/a.mp4"
 
 
 def test_mp4_cut_before_its_index_is_a_decode_error(sample_videos: Path, tmp_path: Path) -> None:

@@ -50,8 +50,11 @@ class VideoError(ValueError):
     reason = "decode_error"
 
     def __init__(self, path: str | os.PathLike[str], message: str) -> None:
-        self.path = str(path)
+        self.path, self.message = str(path), message
         super().__init__(f"{path}: {message}")
+
+    def __reduce__(self) -> tuple[type, tuple[str, str]]:  # picklable across Ray workers
+        return type(self), (self.path, self.message)
 
 
 class NotAVideoError(VideoError):
@@ -110,6 +113,8 @@ def _open_video(
             raise NotAVideoError(
                 path, f"the {container.format.name} container has no video stream (audio or data only)"
             )
+        if container.format.name == "image2" or container.format.name.endswith("_pipe"):
+            raise NotAVideoError(path, f"a still image ({container.format.name}), not a video")
         stream = container.streams.video[0]
         # Frame + slice threads: several times faster on h264; decoded pixels are identical.
         stream.thread_type = "AUTO"
