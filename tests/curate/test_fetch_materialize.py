@@ -158,3 +158,10 @@ def test_mirror_flat_and_per_label_folders(sample_videos: Path, tmp_path: Path) 
     assert results["cup_000000_000010"].reason == "too_short"
     with av.open(str(bike.path)) as container:  # used in place, untouched
         assert container.streams.video[0].codec_context.name == "h264"
+
+
+def test_preflight_checks_the_proxy_not_the_hosts_behind_it(server: Loopback) -> None:
+    cands = [_kinetics("bikes")]
+    through_proxy = plan_fetch(cands, FetchOptions(url_template="http://no-such-host.invalid/{youtube_id}.mp4",
+                                                   proxy=server.base_url))
+    assert len(through_proxy.to_fetch) == 1 and through_proxy.settled == []

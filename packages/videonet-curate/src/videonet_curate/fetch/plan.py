@@ -89,7 +89,12 @@ def plan_fetch(candidates: Sequence[Mapping[str, Any]], opts: FetchOptions) -> F
         stats = {"mirror_files": len(index), "mirror_hits": len(to_fetch), "missing_from_mirror": len(settled)}
         return FetchPlan(to_fetch, settled, stats)
 
-    endpoints = {cand["clip_id"]: _host_port(source_url(cand, opts)) for cand in candidates}
+    if opts.proxy:
+        # through a proxy only the proxy must be reachable from here; it resolves the hosts itself
+        proxy = _host_port(opts.proxy if "://" in opts.proxy else f"http://{opts.proxy}")
+        endpoints = {cand["clip_id"]: proxy for cand in candidates}
+    else:
+        endpoints = {cand["clip_id"]: _host_port(source_url(cand, opts)) for cand in candidates}
     verdicts: dict[tuple[str, int], str | None] = {}
     for endpoint in Counter(e for e in endpoints.values() if e is not None):
         verdicts[endpoint] = check_host(*endpoint, timeout_s=opts.preflight_timeout_s)
