@@ -14,6 +14,7 @@ from videonet_curate.sources.local import (
     iter_video_files,
     local_candidates,
     local_clip_id,
+    too_short_row,
 )
 from videonet_curate.video import NotAVideoError, VideoDecodeError, VideoInfo, probe_video
 
@@ -97,4 +98,14 @@ def test_failure_rows_carry_the_reason_code(tmp_path: Path, sample_videos: Path)
     assert failure_row(cut, tmp_path, RuntimeError("1 s"), reason="too_short")["reason"] == "too_short"
     with pytest.raises(ValueError, match="reason"):
         failure_row(cut, tmp_path, RuntimeError("x"), reason="bogus")
+    mf.validate(mf.rows_to_table([row]))
+
+
+def test_too_short_row(tmp_path: Path) -> None:
+    info = VideoInfo(duration_s=0.4, fps=25.0, width=64, height=48, codec="h264", num_frames=10,
+                     has_audio=False)
+    assert local_candidates(tmp_path / "blip.mp4", info, tmp_path, 10.0) == []
+    row = too_short_row(tmp_path / "blip.mp4", info, tmp_path)
+    assert row["status"] == "failed" and row["reason"] == "too_short"
+    assert "0.40 s" in row["detail"] and row["end_s"] == 0.4 and row["codec"] == "h264"
     mf.validate(mf.rows_to_table([row]))
