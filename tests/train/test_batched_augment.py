@@ -8,6 +8,7 @@ import torch
 import torchvision.transforms.v2.functional as TF
 from scipy.stats import ks_2samp
 from torchvision.transforms import v2
+from videonet_curate.video import read_frames_at
 
 from vito_train.data.augment import VIEW_1, VIEW_2, build_view_transform
 from vito_train.data.batched_augment import (
@@ -29,7 +30,6 @@ from vito_train.data.batched_augment import (
     hsv_to_rgb,
     rgb_to_hsv,
 )
-from vito_train.data.decode import read_frames_at
 
 SIZE = 48
 KERNEL = 5  # BYOL's 10% of the side, odd, at 48 px
@@ -38,11 +38,13 @@ KERNEL = 5  # BYOL's 10% of the side, odd, at 48 px
 @pytest.fixture(scope="module")
 def real_crops(sample_videos) -> torch.Tensor:
     """(16, 3, SIZE, SIZE) uint8 crops of real frames from two sample clips."""
-    frames = read_frames_at(sample_videos / "cockatoo.mp4", [0.5, 2.0, 4.0, 6.0, 8.0, 10.0, 12.0, 13.0],
-                            short_side=96)
-    frames += read_frames_at(sample_videos / "bikes.mp4", [0.5, 1.5, 3.0, 4.5, 6.0, 7.5, 8.5, 9.5], short_side=96)
-    crop = v2.Compose([v2.CenterCrop(96), v2.Resize(SIZE, antialias=True)])
-    return torch.stack([crop(torch.from_numpy(f).permute(2, 0, 1)) for f in frames])
+    frames = list(read_frames_at(sample_videos / "cockatoo.mp4", [0.5, 2.0, 4.0, 6.0, 8.0, 10.0, 12.0, 13.0],
+                                 max_side=256))
+    frames += list(read_frames_at(sample_videos / "bikes.mp4", [0.5, 1.5, 3.0, 4.5, 6.0, 7.5, 8.5, 9.5],
+                                  max_side=256))
+    images = [torch.from_numpy(f).permute(2, 0, 1) for f in frames]
+    return torch.stack([v2.functional.resize(v2.functional.center_crop(x, min(x.shape[1:])), [SIZE, SIZE],
+                                             antialias=True) for x in images])
 
 
 def _reference(image: torch.Tensor, p: np.ndarray) -> torch.Tensor:

@@ -26,6 +26,7 @@ from vito_train.distributed import (
     RankBatchSampler,
     StopRequest,
     all_reduce_mean,
+    exchange_counts,
     gather_rows,
     gathered_symmetric_loss,
     wrap_online,
@@ -105,9 +106,11 @@ def _rank_main(rank: int, world: int, port: int, out_dir: str) -> None:
             v1, v2 = _views(sum(sizes))
             lo, hi = sum(sizes[:rank]), sum(sizes[: rank + 1])
             parts = _forward(ddp, target, v1[lo:hi], v2[lo:hi])
-            loss, local_mean = gathered_symmetric_loss(*parts, TEMPERATURE)
+            counts = exchange_counts(hi - lo, env)  # as the loop does, on the host, before the step
+            loss, local_mean = gathered_symmetric_loss(*parts, TEMPERATURE, counts=counts)
             loss.backward()
-            result = {"loss": all_reduce_mean(local_mean, weight=hi - lo), "grads": _grads(online)}
+            result = {"loss": all_reduce_mean(local_mean, weight=hi - lo, env=env), "grads": _grads(online),
+                      "counts": counts}
             # the two usual mistakes, for the test to show they are caught
             online.zero_grad()
             naive = symmetric_multiscale_loss(*_forward(ddp, target, v1[lo:hi], v2[lo:hi]), TEMPERATURE)
@@ -144,6 +147,7 @@ def test_two_ranks_equal_one_process_on_the_combined_batch(two_rank_results, sce
     ref_loss, ref_grads = single_process_reference(sum(SCENARIOS[scenario]))
     for rank_result in two_rank_results:
         result = rank_result[scenario]
+        assert result["counts"] == list(SCENARIOS[scenario])
         assert result["loss"] == pytest.approx(ref_loss, rel=1e-5)
         for name, grad in ref_grads.items():
             torch.testing.assert_close(result["grads"][name], grad, atol=1e-6, rtol=1e-4, msg=name)

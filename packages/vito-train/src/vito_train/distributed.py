@@ -17,8 +17,9 @@ from __future__ import annotations
 import logging
 import os
 import signal
-from collections.abc import Iterator
-from dataclasses import dataclass
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 import torch.distributed as dist
@@ -34,11 +35,14 @@ class DistributedConfigError(ValueError):
     """A launch whose world size, batch size or device cannot work together."""
 
 
-@dataclass(frozen=True)
+@dataclass
 class DistEnv:
     rank: int = 0
     world_size: int = 1
     local_rank: int = 0
+    # a gloo group for small host-side exchanges (sample counts, stop flags) that must not wait
+    # for the GPU stream; NCCL collectives on host values would force a device sync each step
+    host_group: Any = field(default=None, compare=False, repr=False)
 
     @property
     def is_main(self) -> bool:
@@ -70,6 +74,7 @@ def init_distributed(device: torch.device) -> tuple[DistEnv, torch.device]:
         torch.cuda.set_device(device)
     if not dist.is_initialized():
         dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    env.host_group = dist.new_group(backend="gloo") if dist.get_backend() == "nccl" else dist.group.WORLD
     log.info("rank %d of %d (local rank %d) on %s", env.rank, env.world_size, env.local_rank, device)
     return env, device
 
@@ -122,20 +127,36 @@ def convert_sync_bn(module: nn.Module, env: DistEnv, enabled: bool) -> nn.Module
     return nn.SyncBatchNorm.convert_sync_batchnorm(module) if enabled and env.active else module
 
 
+def _distributed() -> bool:
+    return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
+
+
+def exchange_counts(n_local: int, env: DistEnv | None = None) -> list[int]:
+    """Every rank's local sample count, in rank order (on the host; ``[n_local]`` on one process)."""
+    if not _distributed():
+        return [int(n_local)]
+    group = env.host_group if env is not None else None
+    device = None if group is not None or dist.get_backend() != "nccl" else torch.device("cuda", torch.cuda.current_device())
+    mine = torch.tensor([int(n_local)], dtype=torch.long, device=device)
+    counts = [torch.zeros_like(mine) for _ in range(dist.get_world_size())]
+    dist.all_gather(counts, mine, group=group)
+    return [int(c.item()) for c in counts]
+
+
 @torch.no_grad()
-def gather_rows(local: torch.Tensor) -> tuple[torch.Tensor, int, int]:
+def gather_rows(local: torch.Tensor, counts: Sequence[int] | None = None) -> tuple[torch.Tensor, int, int]:
     """All ranks' rows in rank order, without gradient: ``(all_rows, offset, total)``.
 
-    Ranks may hold different row counts (samples dropped by the loader): counts are exchanged
-    first and rows padded to the largest, then trimmed. ``offset`` is the count on lower ranks.
+    Ranks may hold different row counts (samples dropped by the loader): ``counts`` (from
+    ``exchange_counts``; exchanged here when None) lets rows be padded to the largest and trimmed.
+    ``offset`` is the count on lower ranks.
     """
-    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+    if not _distributed():
         return local.detach(), 0, local.shape[0]
     world, rank = dist.get_world_size(), dist.get_rank()
-    count = torch.tensor([local.shape[0]], device=local.device, dtype=torch.long)
-    counts = [torch.zeros_like(count) for _ in range(world)]
-    dist.all_gather(counts, count)
-    sizes = [int(c.item()) for c in counts]
+    sizes = list(counts) if counts is not None else exchange_counts(local.shape[0])
+    if sizes[rank] != local.shape[0]:
+        raise ValueError(f"rank {rank} holds {local.shape[0]} rows but its exchanged count is {sizes[rank]}")
     padded = local.detach().new_zeros((max(sizes), *local.shape[1:]))
     padded[: local.shape[0]] = local.detach()
     gathered = [torch.empty_like(padded) for _ in range(world)]
@@ -145,8 +166,8 @@ def gather_rows(local: torch.Tensor) -> tuple[torch.Tensor, int, int]:
 
 
 def gathered_symmetric_loss(predictions_1: list[torch.Tensor], predictions_2: list[torch.Tensor],
-                            targets_1: list[torch.Tensor], targets_2: list[torch.Tensor], temperature: float
-                            ) -> tuple[torch.Tensor, torch.Tensor]:
+                            targets_1: list[torch.Tensor], targets_2: list[torch.Tensor], temperature: float,
+                            counts: Sequence[int] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """``(loss_to_backward, global_mean_loss_estimate)`` for this rank.
 
     The targets of every scale and both views are gathered in one collective; each local query's
@@ -154,10 +175,10 @@ def gathered_symmetric_loss(predictions_1: list[torch.Tensor], predictions_2: li
     docstring); the second value is this rank's unscaled mean, for logging.
     """
     n = targets_1[0].shape[0]
-    world = dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
+    world = dist.get_world_size() if _distributed() else 1
     widths = [z.shape[1] for z in targets_1]
     local = torch.cat([z.detach().float() for z in (*targets_1, *targets_2)], dim=1)
-    gathered, offset, total = gather_rows(local)
+    gathered, offset, total = gather_rows(local, counts)
     parts = list(torch.split(gathered, widths * 2, dim=1))
     keys_1, keys_2 = parts[: len(widths)], parts[len(widths):]
     loss = symmetric_multiscale_loss(predictions_1, predictions_2, keys_1, keys_2, temperature,
@@ -165,25 +186,26 @@ def gathered_symmetric_loss(predictions_1: list[torch.Tensor], predictions_2: li
     return loss * (world * n / total), loss.detach()
 
 
-def all_reduce_mean(value: float | torch.Tensor, weight: float = 1.0) -> float:
-    """The ``weight``-weighted mean of a scalar over ranks (for logs; a no-op on one process)."""
-    if not (dist.is_available() and dist.is_initialized()):
+def _host_reduce(values: list[float], env: DistEnv | None, dtype: torch.dtype) -> torch.Tensor:
+    group = env.host_group if env is not None else None
+    device = None if group is not None or dist.get_backend() != "nccl" else torch.device("cuda", torch.cuda.current_device())
+    t = torch.tensor(values, dtype=dtype, device=device)
+    dist.all_reduce(t, group=group)
+    return t.cpu()
+
+
+def all_reduce_mean(value: float | torch.Tensor, weight: float = 1.0, env: DistEnv | None = None) -> float:
+    """The ``weight``-weighted mean of a scalar over ranks (for logs; the value itself on one process)."""
+    if not _distributed():
         return float(value)
-    device = value.device if isinstance(value, torch.Tensor) else torch.device("cpu")
-    if dist.get_backend() == "nccl":
-        device = torch.device("cuda", torch.cuda.current_device())
-    t = torch.tensor([float(value) * weight, weight], device=device, dtype=torch.float64)
-    dist.all_reduce(t)
-    return float(t[0] / t[1])
+    total, weights = _host_reduce([float(value) * weight, float(weight)], env, torch.float64).tolist()
+    return total / weights
 
 
-def all_reduce_sum(value: int) -> int:
-    if not (dist.is_available() and dist.is_initialized()):
+def all_reduce_sum(value: int, env: DistEnv | None = None) -> int:
+    if not _distributed():
         return int(value)
-    device = torch.device("cuda", torch.cuda.current_device()) if dist.get_backend() == "nccl" else None
-    t = torch.tensor([int(value)], dtype=torch.long, device=device)
-    dist.all_reduce(t)
-    return int(t.item())
+    return int(_host_reduce([int(value)], env, torch.long)[0])
 
 
 def barrier() -> None:
@@ -197,8 +219,9 @@ class StopRequest:
     all-reduced (every ``check_every`` steps, to keep the hot loop free of syncs) so that every rank
     stops after the same step and the collectives stay matched."""
 
-    def __init__(self, check_every: int = 10, signals: tuple[int, ...] = (signal.SIGTERM,)) -> None:
-        self.requested, self.check_every = False, max(1, check_every)
+    def __init__(self, env: DistEnv | None = None, check_every: int = 10,
+                 signals: tuple[int, ...] = (signal.SIGTERM,)) -> None:
+        self.env, self.requested, self.check_every = env, False, max(1, check_every)
         self._previous = {}
         for sig in signals:
             self._previous[sig] = signal.getsignal(sig)
@@ -209,11 +232,11 @@ class StopRequest:
         self.requested = True
 
     def should_stop(self, step: int) -> bool:
-        if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        if not _distributed():
             return self.requested
         if step % self.check_every:
             return False
-        return all_reduce_sum(int(self.requested)) > 0
+        return all_reduce_sum(int(self.requested), self.env) > 0
 
     def restore(self) -> None:
         for sig, handler in self._previous.items():

@@ -52,18 +52,29 @@ def frame_grid(start_s: float, end_s: float, fps: float) -> list[float]:
     return [start_s + k / fps for k in range(max(n, 1))]
 
 
+def max_side_for(width: int, height: int, short_side: int) -> int | None:
+    """The long-side bound that puts the short side at ``short_side`` (None: already that small)."""
+    short, long = min(width, height), max(width, height)
+    return None if short <= short_side else max(1, round(long * short_side / short))
+
+
 def encode_clip(clip: Clip, fps: float, short_side: int, quality: int) -> list[tuple[float, bytes]]:
-    """(time, JPEG bytes) of the clip's frames on the ``fps`` grid, short side scaled to ``short_side``."""
+    """(time, JPEG bytes) of the clip's frames on the ``fps`` grid, short side scaled to ``short_side``.
+
+    Frames come from videonet_curate's PyAV reader (seeks, or decodes forward when the next time is
+    close, which on a dense grid means one pass); scaling happens in its colour conversion.
+    """
     import torch
     from torchvision.io import encode_jpeg
+    from videonet_curate.video import probe_video, read_frames_at  # PyAV: only the prepare side needs it
 
-    from vito_train.data.decode import read_frames_at  # PyAV: only the prepare side needs it
-
+    info = probe_video(clip.path)
+    max_side = max_side_for(info.width, info.height, short_side)
     out = []
     times = frame_grid(clip.start_s, clip.end_s, fps)
     for first in range(0, len(times), DECODE_CHUNK):
         chunk = times[first:first + DECODE_CHUNK]
-        frames = read_frames_at(clip.path, chunk, short_side=short_side)
+        frames = read_frames_at(clip.path, chunk, max_side=max_side, threads=1)
         for t, frame in zip(chunk, frames, strict=True):
             jpeg = encode_jpeg(torch.from_numpy(np.ascontiguousarray(frame)).permute(2, 0, 1), quality=quality)
             out.append((t, jpeg.numpy().tobytes()))
@@ -72,7 +83,7 @@ def encode_clip(clip: Clip, fps: float, short_side: int, quality: int) -> list[t
 
 def build_shard(root: Path, plan: CachePlan, shard: int, clips: dict[str, Clip]) -> dict:
     """Decode the shard's clips and write the shard; per-clip failures are recorded, not raised."""
-    from vito_train.data.decode import DecodeError
+    from videonet_curate.video import VideoError
 
     failures: list[dict[str, str]] = []
 
@@ -80,7 +91,7 @@ def build_shard(root: Path, plan: CachePlan, shard: int, clips: dict[str, Clip])
         for clip_id in plan.shard_clip_ids(shard):
             try:
                 encoded = encode_clip(clips[clip_id], plan.fps, plan.short_side, plan.quality)
-            except (DecodeError, OSError, ValueError, RuntimeError) as exc:
+            except (VideoError, OSError, ValueError, RuntimeError) as exc:
                 log.warning("prepare: clip %s skipped: %s", clip_id, exc)
                 failures.append({"clip_id": clip_id, "reason": f"{type(exc).__name__}: {exc}"})
                 continue

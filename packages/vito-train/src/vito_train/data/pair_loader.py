@@ -1,0 +1,125 @@
+"""The training batches of one rank: source (video or frame cache), augmentation split, workers.
+
+``build_pair_dataset`` picks the source and where the photometric augmentation runs: per sample
+in the CPU workers, or (``batched``) only crop + flip there and the rest on the training device
+from per-sample parameters (``data/batched_augment.py``). ``ResilientBatches`` wraps the
+DataLoader so that a worker process that dies costs one batch (recorded), not the run.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from vito_train.data.cache import FrameCache
+from vito_train.data.cache_pairs import CachedFramePairDataset, WithPhotometricParams, collate_pair_batch
+from vito_train.distributed import RankBatchSampler
+
+log = logging.getLogger(__name__)
+
+BATCHED_AUGMENT_CHOICES = ("auto", "on", "off")
+
+
+def use_batched_augment(setting: str, device: torch.device) -> bool:
+    """``auto``: on when training on a GPU (where it is nearly free), off on CPU (where the workers
+    parallelise the per-sample version across cores)."""
+    if setting not in BATCHED_AUGMENT_CHOICES:
+        raise ValueError(f"batched_augment={setting!r} is not one of {BATCHED_AUGMENT_CHOICES}")
+    return setting == "on" or (setting == "auto" and device.type == "cuda")
+
+
+def build_pair_dataset(config: Any, *, manifest: str | Path | None = None, cache: str | Path | None = None,
+                       batched: bool = False) -> Dataset:
+    """Video mode (``manifest``: PyAV seeks per sample) or cache mode (``cache``: prepared JPEGs)."""
+    if (manifest is None) == (cache is None):
+        raise ValueError("pass exactly one of manifest (video mode) or cache (frame-cache mode)")
+    if cache is not None:
+        frame_cache = FrameCache(cache)
+        if frame_cache.bad_shards:
+            log.warning("frame cache %s: %d shard(s) unreadable and skipped: %s", cache,
+                        len(frame_cache.bad_shards), frame_cache.bad_shards)
+        dataset: Dataset = CachedFramePairDataset(
+            frame_cache, seed=config.seed, image_size=config.image_size, min_scale=config.crop_min_scale,
+            max_gap_s=config.max_gap_s, retries=config.decode_retries, crop_only=batched)
+    else:
+        from vito_train.data.batched_augment import CropPairAugmentation
+        from vito_train.data.dataset import FramePairDataset  # PyAV only in video mode
+        from vito_train.data.pairs import load_clips
+
+        dataset = FramePairDataset(load_clips(manifest), seed=config.seed, image_size=config.image_size,
+                                   min_scale=config.crop_min_scale, max_gap_s=config.max_gap_s,
+                                   decode_max_side=config.decode_max_side, retries=config.decode_retries)
+        if batched:
+            dataset.augment = CropPairAugmentation(config.image_size, config.crop_min_scale)
+    return WithPhotometricParams(dataset, config.seed) if batched else dataset
+
+
+def is_worker_death(exc: BaseException) -> bool:
+    """DataLoader's error for a worker process that exited (crash, OOM kill) rather than raised."""
+    return isinstance(exc, RuntimeError) and "DataLoader worker" in str(exc) and (
+        "exited unexpectedly" in str(exc) or "killed by signal" in str(exc))
+
+
+def empty_batch(n: int) -> dict[str, Any]:
+    return {"view_1": None, "view_2": None, "photometric": None, "failed": [], "dropped": n}
+
+
+@dataclass
+class ResilientBatches:
+    """``(step, batch)`` for steps ``[start_step, end_step)``, surviving dead loader workers.
+
+    ``make_loader(first, last)`` builds a DataLoader over those steps. When a worker dies, the
+    batch being waited for is replaced by an empty one (all samples counted as dropped; the loop
+    skips it as it skips an all-failed batch), the loader is rebuilt from the following step and
+    ``worker_restarts`` counts it. More than ``max_restarts`` deaths re-raise: something is wrong.
+    """
+
+    make_loader: Callable[[int, int], DataLoader]
+    start_step: int
+    end_step: int
+    per_rank_batch: int
+    max_restarts: int = 20
+    worker_restarts: int = 0
+
+    def __iter__(self) -> Iterator[tuple[int, dict[str, Any]]]:
+        step = self.start_step
+        while step < self.end_step:
+            iterator = iter(self.make_loader(step, self.end_step))
+            try:
+                for batch in iterator:
+                    yield step, batch
+                    step += 1
+            except RuntimeError as exc:
+                if not is_worker_death(exc) or self.worker_restarts >= self.max_restarts:
+                    raise
+                self.worker_restarts += 1
+                log.error("step %d: %s; batch skipped, loader restarted (%d so far)", step + 1, exc,
+                          self.worker_restarts)
+                yield step, empty_batch(self.per_rank_batch)
+                step += 1
+            finally:
+                del iterator  # shuts the remaining workers down before new ones start
+
+
+def build_rank_batches(config: Any, dataset: Dataset, *, start_step: int, end_step: int, rank: int = 0,
+                       world_size: int = 1, pin_memory: bool = False) -> ResilientBatches:
+    """This rank's batches (its slice of every global batch), from ``start_step``."""
+    def make_loader(first: int, last: int) -> DataLoader:
+        return DataLoader(
+            dataset,
+            batch_sampler=RankBatchSampler(config.batch_size, first, last, rank, world_size),
+            num_workers=config.num_workers,
+            collate_fn=collate_pair_batch,
+            pin_memory=pin_memory,
+            prefetch_factor=4 if config.num_workers > 0 else None,
+            persistent_workers=False,
+        )
+
+    per_rank = RankBatchSampler(config.batch_size, 0, 0, rank, world_size).per_rank
+    return ResilientBatches(make_loader, start_step, end_step, per_rank)
