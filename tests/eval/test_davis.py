@@ -17,6 +17,15 @@ from vito_eval.fixtures import write_davis_fixture
 from vito_eval.propagation import PRESETS
 
 
+@pytest.fixture(autouse=True, scope="module")
+def one_torch_thread():
+    """On this shared 2-core machine two intra-op threads spin against each other (20x slower steps)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(scope="module")
 def davis(tmp_path_factory, samples_dir):
     return write_davis_fixture(tmp_path_factory.mktemp("davis") / "DAVIS", samples_dir)

@@ -186,6 +186,7 @@ class SegmentationFixture:
     train_ids: list[str]
     val_ids: list[str]
     labels: dict[str, np.ndarray]  # the label file's values (dataset coding, before any remapping)
+    regions: dict[str, np.ndarray]  # the pasted regions' classes without void borders (dataset coding)
 
 
 def _compose(
@@ -204,17 +205,22 @@ def _compose(
 
 
 def _void_border(labels: np.ndarray, width: int = 2) -> np.ndarray:
-    """VOC marks object outlines as 255 ('void'): pixels whose 4-neighbourhood (within ``width``) differs."""
-    out = labels.copy()
+    """VOC marks object outlines as 255 ('void'): here a band of ``width`` pixels on each side of every edge."""
     edge = np.zeros(labels.shape, dtype=bool)
-    edge[:, 1:] |= labels[:, 1:] != labels[:, :-1]
-    edge[1:, :] |= labels[1:, :] != labels[:-1, :]
-    grown = edge.copy()
+    horizontal = labels[:, 1:] != labels[:, :-1]
+    vertical = labels[1:, :] != labels[:-1, :]
+    edge[:, 1:] |= horizontal
+    edge[:, :-1] |= horizontal
+    edge[1:, :] |= vertical
+    edge[:-1, :] |= vertical
     for _ in range(width - 1):
-        grown[:, 1:] |= grown[:, :-1].copy()
-        grown[1:, :] |= grown[:-1, :].copy()
-    out[grown] = 255
-    return out
+        grown = edge.copy()
+        grown[:, 1:] |= edge[:, :-1]
+        grown[:, :-1] |= edge[:, 1:]
+        grown[1:, :] |= edge[:-1, :]
+        grown[:-1, :] |= edge[1:, :]
+        edge = grown
+    return np.where(edge, 255, labels).astype(np.uint8)
 
 
 def write_voc_fixture(root: Path, samples_dir: Path, n_train: int = 8, n_val: int = 4, size: int = 96, seed: int = 0) -> SegmentationFixture:
@@ -227,10 +233,10 @@ def write_voc_fixture(root: Path, samples_dir: Path, n_train: int = 8, n_val: in
     background = texture(samples_dir, "tree.avi", 10.0, (size, size))
     textures = {c: texture(samples_dir, v, s, (size, size)) for c, (v, s) in VOC_FIXTURE_TEXTURES.items()}
     ids = [f"2012_{i:06d}" for i in range(n_train + n_val)]
-    labels = {}
+    labels, regions = {}, {}
     for image_id in ids:
-        image, lab = _compose(rng, background, textures, bg_label=0, cell=16)
-        lab = _void_border(lab)
+        image, regions[image_id] = _compose(rng, background, textures, bg_label=0, cell=16)
+        lab = _void_border(regions[image_id])
         (root / "JPEGImages").mkdir(parents=True, exist_ok=True)
         Image.fromarray(image).save(root / "JPEGImages" / f"{image_id}.jpg", quality=95)
         write_index_png(root / "SegmentationClass" / f"{image_id}.png", lab, _default_palette())
@@ -239,7 +245,7 @@ def write_voc_fixture(root: Path, samples_dir: Path, n_train: int = 8, n_val: in
     sets.mkdir(parents=True, exist_ok=True)
     (sets / "train.txt").write_text("\n".join(ids[:n_train]) + "\n")
     (sets / "val.txt").write_text("\n".join(ids[n_train:]) + "\n")
-    return SegmentationFixture(root, ids[:n_train], ids[n_train:], labels)
+    return SegmentationFixture(root, ids[:n_train], ids[n_train:], labels, regions)
 
 
 def write_ade20k_fixture(root: Path, samples_dir: Path, n_train: int = 8, n_val: int = 4, size: int = 96, seed: int = 1) -> SegmentationFixture:
@@ -263,4 +269,4 @@ def write_ade20k_fixture(root: Path, samples_dir: Path, n_train: int = 8, n_val:
             Image.fromarray(image).save(root / "images" / split / f"{image_id}.jpg", quality=95)
             Image.fromarray(lab, mode="L").save(root / "annotations" / split / f"{image_id}.png")
             labels[image_id] = lab
-    return SegmentationFixture(root, train_ids, val_ids, labels)
+    return SegmentationFixture(root, train_ids, val_ids, labels, dict(labels))
