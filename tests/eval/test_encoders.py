@@ -15,7 +15,11 @@ IMAGES = torch.randint(0, 256, (2, 3, 64, 64), dtype=torch.uint8)
 
 
 def test_random_encoder_is_seeded_and_frozen() -> None:
-    a, b, c = load_encoder("random:resnet18"), load_encoder("random:resnet18"), load_encoder("random:resnet18:1")
+    a, b, c = (
+        load_encoder("random:resnet18"),
+        load_encoder("random:resnet18"),
+        load_encoder("random:resnet18:1"),
+    )
     assert a.weights_hash == b.weights_hash != c.weights_hash
     torch.testing.assert_close(a.embed(IMAGES), b.embed(IMAGES))
     assert a.embed(IMAGES).shape == (2, 512) and a.feature_dim == 512
@@ -96,12 +100,22 @@ def vito_run(tmp_path: Path) -> Path:
     from vito_train.model import OnlineNetwork, build_encoder
 
     torch.manual_seed(0)
-    encoder = build_encoder("resnet18", "multiscale", attention_hidden=16, projector_hidden=8, projector_dim=8)
+    encoder = build_encoder(
+        "resnet18", "multiscale", attention_hidden=16, projector_hidden=8, projector_dim=8
+    )
     online = OnlineNetwork(encoder, predictor_hidden=8)
     run = tmp_path / "run"
     run.mkdir()
-    save_checkpoint(run / LAST, {"online": online.state_dict(), "config": {"attention_hidden": 16},
-                                 "arch": "resnet18", "pooling": "multiscale", "step": 7})
+    save_checkpoint(
+        run / LAST,
+        {
+            "online": online.state_dict(),
+            "config": {"attention_hidden": 16},
+            "arch": "resnet18",
+            "pooling": "multiscale",
+            "step": 7,
+        },
+    )
     return run
 
 

@@ -23,16 +23,35 @@ def mnist_spec(samples_dir: Path) -> str:
 @pytest.mark.slow
 def test_probe_two_encoders_side_by_side(mnist_spec: str, tmp_path: Path) -> None:
     out = tmp_path / "res.json"
-    args = ["probe", "--encoder", "random:resnet18", "--encoder", "efficientnet-lite0", "--dataset", mnist_spec,
-            "--train-limit", "200", "--test-limit", "100", "--image-size", "32", "--cache-dir", str(tmp_path / "c"),
-            "--out", str(out)]
+    args = [
+        "probe",
+        "--encoder",
+        "random:resnet18",
+        "--encoder",
+        "efficientnet-lite0",
+        "--dataset",
+        mnist_spec,
+        "--train-limit",
+        "200",
+        "--test-limit",
+        "100",
+        "--image-size",
+        "32",
+        "--cache-dir",
+        str(tmp_path / "c"),
+        "--out",
+        str(out),
+    ]
     result = runner.invoke(app, args)
     assert result.exit_code == 0, result.output
     payload = json.loads(out.read_text())
     assert payload["dataset"]["train_size"] == 200 and payload["dataset"]["test_size"] == 100
     by_name = {r["encoder"]: r for r in payload["results"]}
     assert set(by_name) == {"random:resnet18", "efficientnet-lite0"}
-    assert by_name["random:resnet18"]["feature_dim"] == 512 and by_name["efficientnet-lite0"]["feature_dim"] == 1280
+    assert (
+        by_name["random:resnet18"]["feature_dim"] == 512
+        and by_name["efficientnet-lite0"]["feature_dim"] == 1280
+    )
     for r in payload["results"]:
         assert r["linear"]["top1"] > 0.3 and r["knn"]["k20"]["top1"] > 0.3  # chance is 0.1
         assert r["linear"]["top5"] >= r["linear"]["top1"] and "top5" not in r["knn"]["k1"]
@@ -64,8 +83,9 @@ def _wrong_arch_weights(tmp_path: Path) -> str:
         ("WRONG_ARCH", "MNIST", "r18.pth"),
     ],
 )
-def test_bad_input_exits_2_without_traceback(encoder: str, dataset: str, message: str, mnist_spec: str,
-                                             tmp_path: Path) -> None:
+def test_bad_input_exits_2_without_traceback(
+    encoder: str, dataset: str, message: str, mnist_spec: str, tmp_path: Path
+) -> None:
     encoder = _wrong_arch_weights(tmp_path) if encoder == "WRONG_ARCH" else encoder
     dataset = mnist_spec if dataset == "MNIST" else dataset
     result = runner.invoke(app, ["probe", "-e", encoder, "-d", dataset, "--no-cache", "--train-limit", "20"])
@@ -82,7 +102,18 @@ def test_undecodable_image_is_named_and_exits_2(tmp_path: Path) -> None:
                 (tmp_path / split / cls).mkdir(parents=True, exist_ok=True)
                 Image.new("RGB", (20, 20), colour).save(tmp_path / split / cls / f"{i}.png")
     (tmp_path / "train" / "b" / "corrupt.png").write_bytes(b"\x89PNG but not really")
-    result = runner.invoke(app, ["probe", "-e", "random:resnet18", "-d", f"imagefolder:{tmp_path}",
-                                 "--image-size", "32", "--no-cache"])
+    result = runner.invoke(
+        app,
+        [
+            "probe",
+            "-e",
+            "random:resnet18",
+            "-d",
+            f"imagefolder:{tmp_path}",
+            "--image-size",
+            "32",
+            "--no-cache",
+        ],
+    )
     assert result.exit_code == 2
     assert "corrupt.png" in result.output and "Traceback" not in result.output

@@ -106,8 +106,12 @@ def test_csv_dataset_with_and_without_split(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize(
     ("spec", "match"),
-    [("cifar:/x", "unknown dataset kind 'cifar'"), ("fashion-mnist", "KIND:PATH"),
-     ("imagefolder:/no/such/dir", "/no/such/dir is not a directory"), ("mnist-csv:/no/file.csv", "/no/file.csv")],
+    [
+        ("cifar:/x", "unknown dataset kind 'cifar'"),
+        ("fashion-mnist", "KIND:PATH"),
+        ("imagefolder:/no/such/dir", "/no/such/dir is not a directory"),
+        ("mnist-csv:/no/file.csv", "/no/file.csv"),
+    ],
 )
 def test_bad_dataset_specs(spec: str, match: str) -> None:
     with pytest.raises(DatasetError, match=match):

@@ -33,7 +33,9 @@ def test_one_nn_is_the_nearest_label() -> None:
     rng = np.random.default_rng(1)
     train, query = rng.normal(size=(100, 8)), rng.normal(size=(30, 8))
     labels = rng.integers(0, 4, 100)
-    cos = (query / np.linalg.norm(query, axis=1, keepdims=True)) @ (train / np.linalg.norm(train, axis=1, keepdims=True)).T
+    cos = (query / np.linalg.norm(query, axis=1, keepdims=True)) @ (
+        train / np.linalg.norm(train, axis=1, keepdims=True)
+    ).T
     assert (knn_scores(train, labels, query, 4, k=1).argmax(1) == labels[cos.argmax(1)]).all()
 
 

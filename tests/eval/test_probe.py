@@ -6,7 +6,12 @@ import numpy as np
 import pytest
 from sklearn.linear_model import LogisticRegression
 
-from vito_eval.probe import Standardizer, fit_linear_probe, fit_logistic_regression, stratified_validation_split
+from vito_eval.probe import (
+    Standardizer,
+    fit_linear_probe,
+    fit_logistic_regression,
+    stratified_validation_split,
+)
 
 
 def _blobs(n: int, dim: int, classes: int, spread: float, seed: int) -> tuple[np.ndarray, np.ndarray]:

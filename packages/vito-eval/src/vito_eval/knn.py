@@ -25,8 +25,9 @@ def nearest_neighbours(train: np.ndarray, query: np.ndarray, k: int) -> tuple[np
     return index.search(query_n, k)
 
 
-def weighted_votes(similarities: np.ndarray, neighbour_labels: np.ndarray, num_classes: int,
-                   temperature: float = 0.07) -> np.ndarray:
+def weighted_votes(
+    similarities: np.ndarray, neighbour_labels: np.ndarray, num_classes: int, temperature: float = 0.07
+) -> np.ndarray:
     """Class scores (Q, C): score_c = sum over neighbours j of class c of exp(sim_j / T) (DINO eq.)."""
     weights = np.exp(similarities.astype(np.float64) / temperature)
     scores = np.zeros((len(similarities), num_classes))
@@ -34,8 +35,14 @@ def weighted_votes(similarities: np.ndarray, neighbour_labels: np.ndarray, num_c
     return scores
 
 
-def knn_scores(train: np.ndarray, train_labels: np.ndarray, query: np.ndarray, num_classes: int,
-               k: int = 20, temperature: float = 0.07) -> np.ndarray:
+def knn_scores(
+    train: np.ndarray,
+    train_labels: np.ndarray,
+    query: np.ndarray,
+    num_classes: int,
+    k: int = 20,
+    temperature: float = 0.07,
+) -> np.ndarray:
     """Temperature-weighted kNN class scores (Q, C) of ``query`` against labelled ``train`` features.
 
     With k=1 the argmax is the nearest neighbour's label."""

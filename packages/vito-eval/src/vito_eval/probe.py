@@ -70,8 +70,15 @@ def fit_logistic_regression(
     w0, b0 = init if init is not None else (np.zeros((num_classes, dim)), np.zeros(num_classes))
     weight = torch.tensor(w0, dtype=torch.float64, requires_grad=True)
     bias = torch.tensor(b0, dtype=torch.float64, requires_grad=True)
-    optimizer = torch.optim.LBFGS([weight, bias], lr=1.0, max_iter=max_iter, tolerance_grad=tol,
-                                  tolerance_change=1e-12, history_size=20, line_search_fn="strong_wolfe")
+    optimizer = torch.optim.LBFGS(
+        [weight, bias],
+        lr=1.0,
+        max_iter=max_iter,
+        tolerance_grad=tol,
+        tolerance_change=1e-12,
+        history_size=20,
+        line_search_fn="strong_wolfe",
+    )
 
     def closure() -> torch.Tensor:
         optimizer.zero_grad()
@@ -97,7 +104,9 @@ def _solver_threads(work: int) -> Iterator[None]:
         torch.set_num_threads(previous)
 
 
-def stratified_validation_split(labels: np.ndarray, fraction: float = 0.2, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+def stratified_validation_split(
+    labels: np.ndarray, fraction: float = 0.2, seed: int = 0
+) -> tuple[np.ndarray, np.ndarray]:
     """(train indices, validation indices): ``fraction`` of each class (rounded, at least one; classes
     with one sample stay in train), chosen with a seeded permutation."""
     rng = np.random.default_rng(seed)
@@ -187,15 +196,30 @@ class ProbeEvalConfig:
     progress: bool = False
 
 
-def evaluate_encoder(encoder: Encoder, dataset: ImageDataset, train: ImageSplit, test: ImageSplit,
-                     config: ProbeEvalConfig, image_size: int) -> dict[str, Any]:
+def evaluate_encoder(
+    encoder: Encoder,
+    dataset: ImageDataset,
+    train: ImageSplit,
+    test: ImageSplit,
+    config: ProbeEvalConfig,
+    image_size: int,
+) -> dict[str, Any]:
     """Linear probe and kNN of one encoder; the returned dict is one entry of the JSON's ``results``."""
     timing: dict[str, Any] = {}
     feats = {}
     for name, split in (("train", train), ("test", test)):
         start = time.perf_counter()
-        feats[name] = cached_features(encoder, dataset, split, image_size, config.cache_dir, config.batch_size,
-                                      config.num_workers, config.progress, desc=f"{encoder.name} {name}")
+        feats[name] = cached_features(
+            encoder,
+            dataset,
+            split,
+            image_size,
+            config.cache_dir,
+            config.batch_size,
+            config.num_workers,
+            config.progress,
+            desc=f"{encoder.name} {name}",
+        )
         timing[f"extract_{name}_s"] = time.perf_counter() - start
         timing[f"{name}_from_cache"] = feats[name].from_cache
     timing["extract_s"] = timing["extract_train_s"] + timing["extract_test_s"]
@@ -205,20 +229,32 @@ def evaluate_encoder(encoder: Encoder, dataset: ImageDataset, train: ImageSplit,
     start = time.perf_counter()
     probe = fit_linear_probe(xtr, ytr, len(classes), config.l2_grid, seed=config.seed)
     linear = classification_summary(probe.logits(xte), yte, classes)
-    linear.update(l2=probe.l2, validation_accuracy={f"{k:g}": v for k, v in probe.validation_accuracy.items()})
+    linear.update(
+        l2=probe.l2, validation_accuracy={f"{k:g}": v for k, v in probe.validation_accuracy.items()}
+    )
     timing["linear_s"] = time.perf_counter() - start
 
     start = time.perf_counter()
-    knn = {f"k{config.knn_k}": classification_summary(
-        knn_scores(xtr, ytr, xte, len(classes), config.knn_k, config.knn_temperature), yte, classes)}
+    knn = {
+        f"k{config.knn_k}": classification_summary(
+            knn_scores(xtr, ytr, xte, len(classes), config.knn_k, config.knn_temperature), yte, classes
+        )
+    }
     nearest = classification_summary(knn_scores(xtr, ytr, xte, len(classes), 1), yte, classes)
     nearest.pop("top5", None)  # one vote per query: a top-5 would only rank classes by index
     knn["k1"] = nearest
     timing["knn_s"] = time.perf_counter() - start
     return {
-        "encoder": encoder.name, "source": encoder.source, "arch": encoder.arch, "features": encoder.features,
-        "weights_sha256": encoder.weights_hash, "feature_dim": int(xtr.shape[1]),
-        "linear": linear, "knn": knn, "knn_temperature": config.knn_temperature, "timing": timing,
+        "encoder": encoder.name,
+        "source": encoder.source,
+        "arch": encoder.arch,
+        "features": encoder.features,
+        "weights_sha256": encoder.weights_hash,
+        "feature_dim": int(xtr.shape[1]),
+        "linear": linear,
+        "knn": knn,
+        "knn_temperature": config.knn_temperature,
+        "timing": timing,
     }
 
 
@@ -229,14 +265,19 @@ def run_probe_eval(config: ProbeEvalConfig) -> dict[str, Any]:
         raise EvalInputError(f"--features {config.features!r}: choose one of {FEATURE_KINDS}")
     if not config.encoders:
         raise EvalInputError("give at least one --encoder")
-    for option, value, least in (("--image-size", config.image_size, 8), ("--batch-size", config.batch_size, 1),
-                                 ("--knn-k", config.knn_k, 1)):
+    for option, value, least in (
+        ("--image-size", config.image_size, 8),
+        ("--batch-size", config.batch_size, 1),
+        ("--knn-k", config.knn_k, 1),
+    ):
         if value is not None and value < least:
             raise EvalInputError(f"{option} must be at least {least}, got {value}")
     dataset = load_dataset(config.dataset)
     image_size = config.image_size or dataset.default_image_size
     if config.train_limit is not None and config.train_limit < 2 * dataset.num_classes:
-        raise EvalInputError(f"--train-limit {config.train_limit} is below 2 per class ({dataset.num_classes} classes)")
+        raise EvalInputError(
+            f"--train-limit {config.train_limit} is below 2 per class ({dataset.num_classes} classes)"
+        )
     if config.test_limit is not None and config.test_limit < 1:
         raise EvalInputError(f"--test-limit must be positive, got {config.test_limit}")
     train = dataset.train.subset(stratified_subsample(dataset.train.labels, config.train_limit, config.seed))
@@ -252,20 +293,33 @@ def run_probe_eval(config: ProbeEvalConfig) -> dict[str, Any]:
         result["timing"]["load_s"] = load_s
         if config.out is not None:
             png = config.out.with_name(f"{config.out.stem}.{slug(encoder.name)}.confusion.png")
-            title = f"{encoder.name}: linear probe on {dataset.spec.split(':')[0]} (top-1 {result['linear']['top1']:.3f})"
+            kind, top1 = dataset.spec.split(":")[0], result["linear"]["top1"]
+            title = f"{encoder.name}: linear probe on {kind} (top-1 {top1:.3f})"
             plot_confusion(np.asarray(result["linear"]["confusion"]), dataset.class_names, title, png)
             result["confusion_png"] = png.name
         results.append(result)
     payload = {
-        "tool": f"vito-eval {__version__}", "command": "probe",
+        "tool": f"vito-eval {__version__}",
+        "command": "probe",
         "dataset": {
-            "spec": dataset.spec, "num_classes": dataset.num_classes, "class_names": list(dataset.class_names),
-            "train_size": len(train), "test_size": len(test), "train_limit": config.train_limit,
-            "test_limit": config.test_limit, "seed": config.seed, "image_size": image_size,
+            "spec": dataset.spec,
+            "num_classes": dataset.num_classes,
+            "class_names": list(dataset.class_names),
+            "train_size": len(train),
+            "test_size": len(test),
+            "train_limit": config.train_limit,
+            "test_limit": config.test_limit,
+            "seed": config.seed,
+            "image_size": image_size,
             "transform": transform_id(image_size),
         },
-        "probe": {"solver": "torch L-BFGS, float64, standardised features", "l2_grid": list(config.l2_grid),
-                  "val_fraction": 0.2, "knn_k": config.knn_k, "knn_temperature": config.knn_temperature},
+        "probe": {
+            "solver": "torch L-BFGS, float64, standardised features",
+            "l2_grid": list(config.l2_grid),
+            "val_fraction": 0.2,
+            "knn_k": config.knn_k,
+            "knn_temperature": config.knn_temperature,
+        },
         "results": results,
     }
     if config.out is not None:

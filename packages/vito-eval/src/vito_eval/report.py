@@ -34,7 +34,9 @@ def per_class_accuracy(matrix: np.ndarray) -> np.ndarray:
         return np.where(totals > 0, np.diag(matrix) / np.maximum(totals, 1), np.nan)
 
 
-def classification_summary(scores: np.ndarray, labels: np.ndarray, class_names: Sequence[str]) -> dict[str, Any]:
+def classification_summary(
+    scores: np.ndarray, labels: np.ndarray, class_names: Sequence[str]
+) -> dict[str, Any]:
     """top-1 (and top-5 when there are more than 5 classes), per-class accuracy and the confusion matrix."""
     num_classes = len(class_names)
     matrix = confusion_matrix(labels, scores.argmax(axis=1), num_classes)
@@ -42,7 +44,8 @@ def classification_summary(scores: np.ndarray, labels: np.ndarray, class_names: 
     if num_classes > 5:
         summary["top5"] = topk_accuracy(scores, labels, 5)
     summary["per_class"] = {
-        name: (None if np.isnan(acc) else float(acc)) for name, acc in zip(class_names, per_class_accuracy(matrix))
+        name: (None if np.isnan(acc) else float(acc))
+        for name, acc in zip(class_names, per_class_accuracy(matrix), strict=True)
     }
     summary["confusion"] = matrix.tolist()
     return summary
@@ -108,16 +111,38 @@ def results_table(results: Sequence[dict[str, Any]], title: str) -> Table:
     """One row per encoder, side by side: linear and kNN accuracies, feature dimension, time."""
     table = Table(title=title)
     k = next((key for key in results[0]["knn"] if key != "k1"), "k1") if results else "k1"
-    for column in ("encoder", "dim", "linear top-1", "linear top-5", f"kNN-{k[1:]} top-1", f"kNN-{k[1:]} top-5",
-                   "1-NN top-1", "L2", "extract s", "fit s"):
-        table.add_column(column, justify="left" if column == "encoder" else "right",
-                         no_wrap=column == "encoder", overflow="fold")
+    for column in (
+        "encoder",
+        "dim",
+        "linear top-1",
+        "linear top-5",
+        f"kNN-{k[1:]} top-1",
+        f"kNN-{k[1:]} top-5",
+        "1-NN top-1",
+        "L2",
+        "extract s",
+        "fit s",
+    ):
+        table.add_column(
+            column,
+            justify="left" if column == "encoder" else "right",
+            no_wrap=column == "encoder",
+            overflow="fold",
+        )
     for r in results:
         linear, knn, knn1 = r["linear"], r["knn"][k], r["knn"]["k1"]
         table.add_row(
-            r["encoder"], str(r["feature_dim"]), _pct(linear["top1"]), _pct(linear.get("top5")),
-            _pct(knn["top1"]), _pct(knn.get("top5")), _pct(knn1["top1"]), f"{linear['l2']:.0e}",
-            "cached" if r["timing"].get("train_from_cache") and r["timing"].get("test_from_cache")
-            else f"{r['timing']['extract_s']:.1f}", f"{r['timing']['linear_s'] + r['timing']['knn_s']:.1f}",
+            r["encoder"],
+            str(r["feature_dim"]),
+            _pct(linear["top1"]),
+            _pct(linear.get("top5")),
+            _pct(knn["top1"]),
+            _pct(knn.get("top5")),
+            _pct(knn1["top1"]),
+            f"{linear['l2']:.0e}",
+            "cached"
+            if r["timing"].get("train_from_cache") and r["timing"].get("test_from_cache")
+            else f"{r['timing']['extract_s']:.1f}",
+            f"{r['timing']['linear_s'] + r['timing']['knn_s']:.1f}",
         )
     return table

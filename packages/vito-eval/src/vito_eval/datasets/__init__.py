@@ -36,11 +36,19 @@ def load_dataset(spec: str) -> ImageDataset:
     if not sep or not path:
         raise DatasetError(f"dataset {spec!r} is not KIND:PATH (kinds: {', '.join(DATASET_KINDS)})")
     if kind not in DATASET_KINDS:
-        raise DatasetError(f"unknown dataset kind {kind!r} in {spec!r}; known kinds: {', '.join(DATASET_KINDS)}")
+        raise DatasetError(
+            f"unknown dataset kind {kind!r} in {spec!r}; known kinds: {', '.join(DATASET_KINDS)}"
+        )
     return DATASET_KINDS[kind](spec, Path(path).expanduser())
 
 
 __all__ = [
-    "DATASET_KINDS", "RESIZE_POLICY", "ImageDataset", "ImageSplit", "load_dataset", "stratified_subsample",
-    "to_model_input", "transform_id",
+    "DATASET_KINDS",
+    "RESIZE_POLICY",
+    "ImageDataset",
+    "ImageSplit",
+    "load_dataset",
+    "stratified_subsample",
+    "to_model_input",
+    "transform_id",
 ]

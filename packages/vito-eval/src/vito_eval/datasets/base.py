@@ -136,9 +136,12 @@ def stratified_subsample(labels: np.ndarray, limit: int | None, seed: int = 0) -
         order = np.argsort(-(exact - np.floor(exact)), kind="stable")
         quota[order[:remainder]] += 1
     elif remainder < 0:  # the at-least-one rule overshot: take back from the largest quotas
-        for i in np.argsort(-quota, kind="stable")[: -remainder]:
+        for i in np.argsort(-quota, kind="stable")[:-remainder]:
             quota[i] -= 1
-    chosen = [rng.choice(np.flatnonzero(labels == c), size=q, replace=False) for c, q in zip(classes, quota)]
+    chosen = [
+        rng.choice(np.flatnonzero(labels == c), size=q, replace=False)
+        for c, q in zip(classes, quota, strict=True)
+    ]
     return np.sort(np.concatenate(chosen))
 
 
@@ -161,6 +164,8 @@ def check_classes(spec: str, train: ImageSplit, test: ImageSplit, class_names: S
     counts = np.bincount(train.labels, minlength=len(class_names))
     empty = [class_names[i] for i in np.flatnonzero(counts == 0)]
     if empty:
-        raise DatasetError(f"{spec}: class(es) {empty} have no training images; add images or remove the class")
+        raise DatasetError(
+            f"{spec}: class(es) {empty} have no training images; add images or remove the class"
+        )
     if test.labels.max() >= len(class_names) or test.labels.min() < 0:
         raise DatasetError(f"{spec}: test labels outside the {len(class_names)} training classes")

@@ -27,7 +27,9 @@ from vito_eval.errors import DatasetError
 
 def _scan(spec: str, split_dir: Path, class_to_idx: dict[str, int], allow_empty: bool) -> ImageSplit:
     try:
-        samples = make_dataset(str(split_dir), class_to_idx, extensions=IMG_EXTENSIONS, allow_empty=allow_empty)
+        samples = make_dataset(
+            str(split_dir), class_to_idx, extensions=IMG_EXTENSIONS, allow_empty=allow_empty
+        )
     except FileNotFoundError as exc:  # torchvision's message names the empty class folders
         raise DatasetError(f"{spec}: {split_dir}: {exc}") from exc
     paths = tuple(Path(p) for p, _ in samples)
@@ -51,8 +53,9 @@ def load_image_folder(spec: str, root: Path) -> ImageDataset:
         raise DatasetError(f"{spec}: {test_dir} has classes {extra} that train/ lacks")
     test = _scan(spec, test_dir, class_to_idx, allow_empty=True)
     check_classes(spec, train, test, class_names)
-    return ImageDataset(spec, train, test, tuple(class_names),
-                        files_fingerprint([*(train.paths or ()), *(test.paths or ())]))
+    return ImageDataset(
+        spec, train, test, tuple(class_names), files_fingerprint([*(train.paths or ()), *(test.paths or ())])
+    )
 
 
 def load_csv(spec: str, path: Path) -> ImageDataset:

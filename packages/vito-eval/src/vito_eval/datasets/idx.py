@@ -17,13 +17,28 @@ from vito_eval.errors import DatasetError
 MNIST_CLASSES = tuple(str(d) for d in range(10))
 # The order of torchvision.datasets.FashionMNIST.classes (label index -> name).
 FASHION_MNIST_CLASSES = (
-    "T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot",
+    "T-shirt/top",
+    "Trouser",
+    "Pullover",
+    "Dress",
+    "Coat",
+    "Sandal",
+    "Shirt",
+    "Sneaker",
+    "Bag",
+    "Ankle boot",
 )
 # Upsampled 28 -> 96 so a stride-32 network still ends on a 3x3 map; small enough for a CPU run.
 SMALL_IMAGE_SIZE = 96
 
-_IDX_DTYPES = {0x08: np.uint8, 0x09: np.int8, 0x0B: np.dtype(">i2"), 0x0C: np.dtype(">i4"),
-               0x0D: np.dtype(">f4"), 0x0E: np.dtype(">f8")}
+_IDX_DTYPES = {
+    0x08: np.uint8,
+    0x09: np.int8,
+    0x0B: np.dtype(">i2"),
+    0x0C: np.dtype(">i4"),
+    0x0D: np.dtype(">f4"),
+    0x0E: np.dtype(">f8"),
+}
 
 
 def read_idx(path: Path) -> np.ndarray:
@@ -43,7 +58,9 @@ def read_idx(path: Path) -> np.ndarray:
     offset = 4 + 4 * ndim
     expected = int(np.prod(shape)) * dtype.itemsize
     if len(data) - offset != expected:
-        raise DatasetError(f"{path}: header says shape {shape} ({expected} bytes) but {len(data) - offset} follow")
+        raise DatasetError(
+            f"{path}: header says shape {shape} ({expected} bytes) but {len(data) - offset} follow"
+        )
     return np.frombuffer(data, dtype=dtype, offset=offset).reshape(shape).astype(dtype.newbyteorder("="))
 
 
@@ -51,16 +68,21 @@ def _find(root: Path, stem: str) -> Path:
     for candidate in (root / stem, root / f"{stem}.gz"):
         if candidate.is_file():
             return candidate
-    raise DatasetError(f"{root}: missing {stem}[.gz]; expected the standard IDX files "
-                       "{train,t10k}-{images-idx3,labels-idx1}-ubyte[.gz] in this directory")
+    raise DatasetError(
+        f"{root}: missing {stem}[.gz]; expected the standard IDX files "
+        "{train,t10k}-{images-idx3,labels-idx1}-ubyte[.gz] in this directory"
+    )
 
 
 def load_idx_dataset(spec: str, root: Path, class_names: tuple[str, ...]) -> ImageDataset:
     """Both splits of an MNIST-format directory, in memory as uint8 (N, 28, 28)."""
     if not root.is_dir():
         raise DatasetError(f"{spec}: {root} is not a directory")
-    files = {f"{split}-{part}": _find(root, f"{split}-{part}-ubyte")
-             for split in ("train", "t10k") for part in ("images-idx3", "labels-idx1")}
+    files = {
+        f"{split}-{part}": _find(root, f"{split}-{part}-ubyte")
+        for split in ("train", "t10k")
+        for part in ("images-idx3", "labels-idx1")
+    }
     splits = {}
     for split in ("train", "t10k"):
         images = read_idx(files[f"{split}-images-idx3"])
@@ -69,5 +91,11 @@ def load_idx_dataset(spec: str, root: Path, class_names: tuple[str, ...]) -> Ima
             raise DatasetError(f"{spec}: {split} has images of shape {images.shape} and {len(labels)} labels")
         splits[split] = ImageSplit(labels=labels, pixels=images.astype(np.uint8))
     check_classes(spec, splits["train"], splits["t10k"], class_names)
-    return ImageDataset(spec, splits["train"], splits["t10k"], class_names,
-                        files_fingerprint(list(files.values())), default_image_size=SMALL_IMAGE_SIZE)
+    return ImageDataset(
+        spec,
+        splits["train"],
+        splits["t10k"],
+        class_names,
+        files_fingerprint(list(files.values())),
+        default_image_size=SMALL_IMAGE_SIZE,
+    )

@@ -11,7 +11,13 @@ from pathlib import Path
 
 import numpy as np
 
-from vito_eval.datasets.base import ImageDataset, ImageSplit, check_classes, every_fifth_split, files_fingerprint
+from vito_eval.datasets.base import (
+    ImageDataset,
+    ImageSplit,
+    check_classes,
+    every_fifth_split,
+    files_fingerprint,
+)
 from vito_eval.datasets.idx import MNIST_CLASSES, SMALL_IMAGE_SIZE
 from vito_eval.errors import DatasetError
 
@@ -24,7 +30,9 @@ def load_mnist_csv(spec: str, path: Path) -> ImageDataset:
     except (ValueError, OSError, EOFError) as exc:
         raise DatasetError(f"{spec}: {path} is not a numeric CSV of 784 pixels + label: {exc}") from exc
     if table.shape[1] != 1 + 28 * 28:
-        raise DatasetError(f"{spec}: {path} has {table.shape[1]} columns; expected 785 (28x28 pixels + label)")
+        raise DatasetError(
+            f"{spec}: {path} has {table.shape[1]} columns; expected 785 (28x28 pixels + label)"
+        )
     labels, pixels = table[:, -1], table[:, :-1]
     if labels.min() < 0 or labels.max() > 9 or pixels.min() < 0 or pixels.max() > 255:
         raise DatasetError(f"{spec}: labels must be 0..9 and pixels 0..255")
@@ -32,5 +40,6 @@ def load_mnist_csv(spec: str, path: Path) -> ImageDataset:
     train_idx, test_idx = every_fifth_split(labels)
     train, test = images.subset(train_idx), images.subset(test_idx)
     check_classes(spec, train, test, MNIST_CLASSES)
-    return ImageDataset(spec, train, test, MNIST_CLASSES, files_fingerprint([path]),
-                        default_image_size=SMALL_IMAGE_SIZE)
+    return ImageDataset(
+        spec, train, test, MNIST_CLASSES, files_fingerprint([path]), default_image_size=SMALL_IMAGE_SIZE
+    )
