@@ -160,3 +160,19 @@ def test_real_fetch_recreates_the_layout(tmp_path: Path) -> None:
         s.dest for s in ALL_FILES
     )
     assert all(file_status(tmp_path, s) == "ok" for s in ALL_FILES)
+
+
+def test_apt_update_runs_only_when_apt_lacks_lists(tmp_path: Path, monkeypatch) -> None:  # noqa: ANN001
+    calls: list[list[str]] = []
+
+    def no_lists(command, **kwargs):  # noqa: ANN001, ANN003, ANN202
+        calls.append(command)
+        if command[:2] == ["apt-get", "update"]:
+            return subprocess.CompletedProcess(command, 100, "", "E: Could not open lock file, are you root?")
+        return subprocess.CompletedProcess(command, 100, "", "E: Unable to locate package python3-imageio\n")
+
+    monkeypatch.setattr(subprocess, "run", no_lists)
+    with pytest.raises(SampleFetchError, match="apt-get update") as info:
+        samples.download_deb("python3-imageio", tmp_path)
+    assert calls == [["apt-get", "download", "python3-imageio"], ["apt-get", "update"]]
+    assert "are you root" in str(info.value)

@@ -180,7 +180,8 @@ def download_deb(name: str, workdir: Path) -> Path:
     """``apt-get download NAME`` into ``workdir``; runs ``apt-get update`` once if apt has no lists."""
     command = ["apt-get", "download", name]
     result = _run(command, "apt", name, workdir)
-    if result.returncode != 0 and "Unable to locate package" in (result.stderr + result.stdout):
+    no_lists = ("Unable to locate package", "has no installation candidate", "Can't select candidate")
+    if result.returncode != 0 and any(text in result.stderr + result.stdout for text in no_lists):
         log.info("apt has no package lists for %s; running apt-get update", name)
         update = _run(["apt-get", "update"], "apt", name, workdir)
         if update.returncode != 0:
