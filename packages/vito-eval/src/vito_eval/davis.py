@@ -191,8 +191,10 @@ def run_davis(
     encoder_name: str = "",
     sequences: list[str] | None = None,
     track: Callable[[Iterable, str], Iterable] | None = None,
+    extra: dict | None = None,
 ) -> dict:
-    """Propagate, write predictions, score every sequence; returns (and writes) the summary JSON dict.
+    """Propagate, write predictions, score every sequence; returns (and writes) the summary JSON dict
+    (``extra`` is merged into it).
 
     A sequence that fails is recorded in ``failed`` with its reason and the run goes on.
     """
@@ -235,6 +237,7 @@ def run_davis(
         "sequences": sorted({o.sequence for o in objects}),
         "failed": failed,
         "seconds": round(time.time() - started, 2),
+        **(extra or {}),
     }
     _write_json(out / "summary.json", result)
     return result
@@ -286,3 +289,67 @@ def _write_json(path: Path, obj: dict) -> None:
     tmp = path.with_suffix(".json.tmp")
     tmp.write_text(json.dumps(obj, indent=2, default=str))
     os.replace(tmp, path)
+
+
+@dataclass
+class DavisEvalConfig:
+    """Options of `vito-eval davis`: an encoder spec, the dataset, the preset and any overrides."""
+
+    encoder: str
+    root: Path
+    out: Path
+    preset: str = "crw"
+    n_context: int | None = None
+    topk: int | None = None
+    radius: float | None = None
+    temperature: float | None = None
+    stage: int = 3
+    output_stride: int | None = 8
+    split: str = "val"
+    resolution: str = "480p"
+    sequences: list[str] | None = None
+    n_overlay_frames: int = 3
+    bound_th: float = DEFAULT_BOUND_TH
+    device: str = "cpu"
+
+
+def propagation_config(preset: str, **overrides: float | int | None) -> PropagationConfig:
+    """A preset (crw, vfs, dino) with the given non-None fields replaced."""
+    from dataclasses import replace
+
+    from vito_eval.propagation import PRESETS
+
+    if preset not in PRESETS:
+        raise DatasetError(f"--preset {preset!r}: choose one of {sorted(PRESETS)}")
+    try:
+        return replace(PRESETS[preset], **{k: v for k, v in overrides.items() if v is not None})
+    except ValueError as err:
+        raise DatasetError(f"invalid propagation options: {err}") from err
+
+
+def encoder_feature_fn(encoder, stage: int, output_stride: int | None) -> DenseFeatureFn:
+    """Dense features of an `vito_eval.encoders.Encoder`. ResNets remove the strides after ``stage`` as
+    CRW/VFS do (layer3 at stride 8); other networks take the stage that already has that stride."""
+    if output_stride is not None and encoder.family != "resnet":
+        natural = {8: 2, 16: 3, 32: 4}[output_stride]
+        log.warning("%s is not a ResNet: using its stage %d (stride %d) instead of removing strides",
+                    encoder.name, natural, output_stride)
+        return lambda x: encoder.dense(x, stage=natural)
+    return lambda x: encoder.dense(x, stage=stage, output_stride=output_stride)
+
+
+def run_davis_eval(config: DavisEvalConfig, track: Callable[[Iterable, str], Iterable] | None = None) -> dict:
+    """Load the encoder and run `run_davis` with the chosen preset and overrides."""
+    from vito_eval.encoders import load_encoder
+
+    prop = propagation_config(config.preset, n_context=config.n_context, topk=config.topk, radius=config.radius,
+                              temperature=config.temperature)
+    list_sequences(config.root, config.split, config.resolution)  # a wrong layout fails before the model loads
+    encoder = load_encoder(config.encoder, device=config.device)
+    run = DavisRunConfig(root=config.root, out=config.out, split=config.split, resolution=config.resolution,
+                         bound_th=config.bound_th, n_overlay_frames=config.n_overlay_frames)
+    result = run_davis(encoder_feature_fn(encoder, config.stage, config.output_stride), run, prop,
+                       encoder_name=encoder.name, sequences=config.sequences, track=track,
+                       extra={"preset": config.preset, "stage": config.stage, "output_stride": config.output_stride,
+                              "weights_sha256": encoder.weights_hash})
+    return result
