@@ -42,3 +42,22 @@ def sample_manifest(sample_videos: Path, tmp_path_factory: pytest.TempPathFactor
     for video in sorted(sample_videos.iterdir()):
         (root / "videos" / video.name).symlink_to(video)
     return write_sample_manifest(root / "videos", root)
+
+
+SMOKE_OVERRIDES = ["max_steps=40", "image_size=64", "batch_size=8", "decode_short_side=96", "num_workers=2",
+                   "projector_hidden=256", "predictor_hidden=256", "ckpt_every=20"]
+
+
+@pytest.fixture(scope="session")
+def smoke_run(sample_manifest: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """`vito-train run --preset cpu-smoke` for 40 steps on the sample clips (tiny images, batch 8)."""
+    from typer.testing import CliRunner
+    from vito_train.cli import app
+
+    run_dir = tmp_path_factory.mktemp("smoke") / "run"
+    args = ["run", "--manifest", str(sample_manifest), "--out", str(run_dir), "--preset", "cpu-smoke", "--no-progress"]
+    for item in SMOKE_OVERRIDES:
+        args += ["--set", item]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output + repr(result.exception)
+    return run_dir

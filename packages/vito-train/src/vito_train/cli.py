@@ -35,22 +35,31 @@ def main(
 
 @app.command()
 def run(
-    manifest: Path = typer.Option(..., "--manifest", "-m", help="manifest.parquet (or its directory)."),
+    manifest: Path | None = typer.Option(None, "--manifest", "-m",
+                                         help="manifest.parquet (or its directory): decode frames from the videos."),
+    cache: Path | None = typer.Option(None, "--cache", "-c",
+                                      help="Frame cache from `vito-train prepare` (instead of --manifest; faster)."),
     out: Path = typer.Option(..., "--out", "-o", help="Run directory; an existing run there is resumed."),
     preset: str = typer.Option("paper-r50", "--preset", "-p", help="Preset name or a YAML file."),
     overrides: list[str] = typer.Option([], "--set", "-s", help="Override a config key: key=value (repeatable)."),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar."),
 ) -> None:
-    """Train a VITO encoder on the kept clips of a manifest (resumes from OUT/last.pt)."""
+    """Train a VITO encoder on the kept clips of a manifest or a frame cache (resumes from OUT/last.pt).
+
+    Several GPUs or nodes: `torchrun --nproc_per_node N -m vito_train run ...` (batch_size is global).
+    """
     from vito_train.checkpoint import CheckpointError
     from vito_train.config import ConfigError, resolve_config
+    from vito_train.data.cache import CacheError
     from vito_train.data.pairs import TrainingDataError
+    from vito_train.distributed import DistributedConfigError
     from vito_train.loop import NonFiniteLossError, train
 
     try:
         config = resolve_config(preset, overrides)
-        summary = train(config, manifest, out, progress=progress)
-    except (ConfigError, TrainingDataError, CheckpointError, NonFiniteLossError) as exc:
+        summary = train(config, manifest, out, progress=progress, cache=cache)
+    except (ConfigError, TrainingDataError, CheckpointError, NonFiniteLossError, CacheError,
+            DistributedConfigError) as exc:
         console.print(f"[red]error:[/red] {exc}")
         raise typer.Exit(2) from exc
     table = Table(title=f"vito-train run {out}")
@@ -59,6 +68,24 @@ def run(
     for key, value in summary.items():
         table.add_row(key, f"{value:.4g}" if isinstance(value, float) else str(value))
     console.print(table)
+
+
+@app.command()
+def prepare(
+    manifest: Path = typer.Option(..., "--manifest", "-m", help="manifest.parquet (or its directory)."),
+    out: Path = typer.Option(..., "--out", "-o", help="Cache directory (an unfinished one is resumed)."),
+    fps: float = typer.Option(8.0, "--fps", help="Frames kept per second of each clip."),
+    short_side: int = typer.Option(256, "--short-side", help="Frames are scaled so their short side is this."),
+    quality: int = typer.Option(90, "--quality", help="JPEG quality."),
+    clips_per_shard: int = typer.Option(64, "--clips-per-shard", help="Clips per tar shard (the unit of work)."),
+    workers: int = typer.Option(0, "--workers", "-j", help="Decoding processes (0 = all cores)."),
+) -> None:
+    """Decode each kept clip once into a frame cache (JPEG tar shards + index) for `run --cache`."""
+    from vito_train.prepare import prepare_command
+
+    code = prepare_command(manifest, out, fps, short_side, quality, clips_per_shard, workers)
+    if code:
+        raise typer.Exit(code)
 
 
 @app.command("export")

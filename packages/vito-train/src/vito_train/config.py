@@ -43,6 +43,7 @@ class TrainConfig:
     max_gap_s: float = 1.0  # temporal offset between the two views; 0 = both from one frame
     num_workers: int = 8
     decode_retries: int = 3  # other clips tried when one fails to decode
+    photometric_augment: str = "auto"  # where colour/blur/solarize run: device (batched) | workers | auto
     # objective
     temperature: float = 0.1  # InfoNCE temperature (MoCLR/DetCon use 0.1)
     ema_base: float = 0.996  # BYOL: target decay starts here and follows a cosine to 1
@@ -60,6 +61,7 @@ class TrainConfig:
     device: str = "auto"  # auto | cpu | cuda
     precision: str = "bf16"  # bf16 | fp16 | fp32 (autocast applies on GPU only)
     channels_last: bool = True
+    sync_bn: bool = False  # SyncBatchNorm across ranks (torchrun on GPUs); per-rank BN statistics otherwise
     compile: bool = False
     deterministic: bool = False
     torch_threads: int = 0  # intra-op threads of the training process; 0 = torch's default
@@ -88,6 +90,8 @@ class TrainConfig:
             problems.append("temperature must be > 0")
         if self.max_steps < 1 or self.warmup_steps < 0:
             problems.append("max_steps must be >= 1 and warmup_steps >= 0")
+        if self.photometric_augment not in ("auto", "device", "workers"):
+            problems.append(f"photometric_augment={self.photometric_augment!r} is not auto, device or workers")
         if self.precision not in ("bf16", "fp16", "fp32"):
             problems.append(f"precision={self.precision!r} is not bf16, fp16 or fp32")
         if self.device not in ("auto", "cpu", "cuda") and not self.device.startswith("cuda:"):

@@ -1,7 +1,8 @@
 """The VITO training loop, top-down: config, data, model, optimiser, resume, loop, checkpoint.
 
-One machine, one process. Every piece it calls lives in its own module; issue 8 (DDP, frame
-cache, batched augmentation) replaces pieces, not this outline.
+One process per GPU under torchrun (or one process alone). Every piece it calls lives in its own
+module: distributed.py (ranks, gathered loss, stop signals), data/pair_loader.py (video or frame
+cache source, where the photometric augmentation runs, loader-worker failures).
 """
 
 from __future__ import annotations
@@ -16,7 +17,6 @@ from typing import Any
 
 import torch
 from torch import nn
-from torch.utils.data import DataLoader
 
 from vito_train.checkpoint import (
     LAST,
@@ -27,9 +27,27 @@ from vito_train.checkpoint import (
     step_checkpoint_name,
 )
 from vito_train.config import ConfigError, TrainConfig, from_dict, save_config
-from vito_train.data.augment import normalize_on_device
-from vito_train.data.dataset import FramePairDataset, collate_pairs
-from vito_train.data.pairs import StepBatchSampler, load_clips
+from vito_train.data.augment import blur_kernel_size, normalize_on_device
+from vito_train.data.batched_augment import N_PARAMS, augment_and_normalize
+from vito_train.data.pair_loader import (
+    ResilientBatches,
+    build_pair_dataset,
+    build_rank_batches,
+    check_data_source,
+    use_batched_augment,
+)
+from vito_train.distributed import (
+    DistEnv,
+    StopRequest,
+    all_reduce_mean,
+    all_reduce_sum,
+    cleanup_distributed,
+    convert_sync_bn,
+    exchange_counts,
+    gathered_symmetric_loss,
+    init_distributed,
+    wrap_online,
+)
 from vito_train.ema import ema_decay, ema_update_
 from vito_train.loss import symmetric_multiscale_loss
 from vito_train.metrics import MetricsLog, plot_loss_curve
@@ -58,8 +76,9 @@ class TrainState:
     scaler: torch.amp.GradScaler
     step: int = 0  # optimiser steps completed; the data position is step * batch_size
     failed_clips: int = 0
-    online_forward: nn.Module | None = None  # compiled wrappers, when config.compile
+    online_forward: nn.Module | None = None  # DDP and/or compiled wrappers
     target_forward: nn.Module | None = None
+    env: DistEnv | None = None  # rank and world size (None: one process)
 
     def autocast(self) -> torch.autocast:
         dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(self.config.precision)
@@ -75,8 +94,9 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def build_state(config: TrainConfig, device: torch.device) -> TrainState:
-    """Fresh online and target networks (target = copy of the online encoder), LARS, scaler."""
+def build_state(config: TrainConfig, device: torch.device, env: DistEnv | None = None) -> TrainState:
+    """Fresh online and target networks (target = copy of the online encoder), LARS, scaler;
+    under several ranks the online network is DDP-wrapped (SyncBatchNorm when config.sync_bn)."""
     torch.manual_seed(config.seed)
     online = build_online(config).to(device)
     if device.type == "cuda" and config.channels_last:
@@ -86,22 +106,41 @@ def build_state(config: TrainConfig, device: torch.device) -> TrainState:
     optimizer = build_lars(online, weight_decay=config.weight_decay, momentum=config.momentum,
                            trust_coeff=config.lars_trust_coeff)
     scaler = torch.amp.GradScaler(device.type, enabled=device.type == "cuda" and config.precision == "fp16")
-    state = TrainState(config, device, online, target, optimizer, scaler)
-    state.online_forward, state.target_forward = online, target
+    env = env or DistEnv()
+    target = convert_sync_bn(target, env, config.sync_bn)
+    state = TrainState(config, device, online, target, optimizer, scaler, env=env)
+    state.online_forward, state.target_forward = wrap_online(online, env, device, sync_bn=config.sync_bn), target
     if config.compile:
-        state.online_forward, state.target_forward = torch.compile(online), torch.compile(target)
+        state.online_forward = torch.compile(state.online_forward)
+        state.target_forward = torch.compile(target)
     return state
 
 
-def train_step(state: TrainState, views_1: torch.Tensor, views_2: torch.Tensor) -> torch.Tensor:
-    """One optimiser step on a batch of uint8 view pairs; returns the loss (a 0-d tensor).
-
-    Raises NonFiniteLossError before touching the weights when the loss is NaN or infinite.
-    """
+def device_images(state: TrainState, views_1: torch.Tensor, views_2: torch.Tensor,
+                  photometric: torch.Tensor | None = None) -> torch.Tensor:
+    """uint8 view pairs -> normalised float images on the device (views 1 then views 2); with
+    ``photometric`` (2, B, N_PARAMS) the colour/blur/solarize augmentation runs here, batched."""
     cfg, device = state.config, state.device
     memory_format = torch.channels_last if device.type == "cuda" and cfg.channels_last else torch.contiguous_format
     images = torch.cat([views_1, views_2]).to(device, non_blocking=True)
-    images = normalize_on_device(images).contiguous(memory_format=memory_format)
+    if photometric is None:
+        return normalize_on_device(images).contiguous(memory_format=memory_format)
+    dtype = torch.bfloat16 if device.type == "cuda" and cfg.precision == "bf16" else torch.float32
+    params = photometric.reshape(-1, N_PARAMS).to(device, non_blocking=True)
+    images = augment_and_normalize(images, params, kernel_size=blur_kernel_size(cfg.image_size), dtype=dtype)
+    return images.contiguous(memory_format=memory_format)
+
+
+def train_step(state: TrainState, views_1: torch.Tensor, views_2: torch.Tensor,
+               photometric: torch.Tensor | None = None, counts: list[int] | None = None) -> torch.Tensor:
+    """One optimiser step on a batch of uint8 view pairs; returns this rank's mean loss (0-d tensor).
+
+    ``counts``: every rank's sample count this step (``exchange_counts``); the InfoNCE negatives
+    are the keys of all ranks. Raises NonFiniteLossError before touching the weights when the loss
+    is NaN or infinite (on any rank).
+    """
+    cfg = state.config
+    images = device_images(state, views_1, views_2, photometric)
     n = views_1.shape[0]
     lr = learning_rate(state.step, base_lr=cfg.base_lr, batch_size=cfg.batch_size, warmup_steps=cfg.warmup_steps,
                        total_steps=cfg.max_steps, final_ratio=cfg.final_lr_ratio)
@@ -110,14 +149,17 @@ def train_step(state: TrainState, views_1: torch.Tensor, views_2: torch.Tensor) 
         predictions = state.online_forward(images)
         with torch.no_grad():
             targets = state.target_forward(images)
-        loss = symmetric_multiscale_loss(
+        loss, local_loss = gathered_symmetric_loss(
             [p[:n] for p in predictions], [p[n:] for p in predictions],
             [z[:n].detach() for z in targets], [z[n:].detach() for z in targets],
-            cfg.temperature,
+            cfg.temperature, counts=counts, loss_fn=symmetric_multiscale_loss,
         )
-    if not torch.isfinite(loss):
+    finite = bool(torch.isfinite(loss))
+    if state.env is not None and state.env.world_size > 1:
+        finite = all_reduce_sum(int(not finite), state.env) == 0  # every rank stops together
+    if not finite:
         raise NonFiniteLossError(
-            f"loss is {loss.item()} at step {state.step + 1}; the weights were not updated and the last "
+            f"loss is {local_loss.item()} at step {state.step + 1}; the weights were not updated and the last "
             "checkpoint is intact. Lower base_lr, set grad_clip, or use precision=fp32 and resume."
         )
     state.optimizer.zero_grad(set_to_none=True)
@@ -129,7 +171,7 @@ def train_step(state: TrainState, views_1: torch.Tensor, views_2: torch.Tensor) 
     state.scaler.update()
     ema_update_(state.target, state.online.encoder, ema_decay(state.step, cfg.max_steps, cfg.ema_base))
     state.step += 1
-    return loss.detach()
+    return local_loss
 
 
 def checkpoint_payload(state: TrainState) -> dict[str, Any]:
@@ -169,22 +211,16 @@ def restore(state: TrainState, payload: dict[str, Any]) -> None:
     state.failed_clips = int(payload.get("failed_clips", 0))
 
 
-def build_loader(config: TrainConfig, manifest: Path, start_step: int, end_step: int,
-                 device: torch.device) -> DataLoader:
-    clips = load_clips(manifest)
-    log.info("%d kept clips from %s", len(clips), manifest)
-    dataset = FramePairDataset(clips, seed=config.seed, image_size=config.image_size,
-                               min_scale=config.crop_min_scale, max_gap_s=config.max_gap_s,
-                               decode_short_side=config.decode_short_side, retries=config.decode_retries)
-    return DataLoader(
-        dataset,
-        batch_sampler=StepBatchSampler(config.batch_size, start_step, end_step),
-        num_workers=config.num_workers,
-        collate_fn=collate_pairs,
-        pin_memory=device.type == "cuda",
-        prefetch_factor=4 if config.num_workers > 0 else None,
-        persistent_workers=False,
-    )
+def build_loader(config: TrainConfig, start_step: int, end_step: int, state: TrainState, *,
+                 manifest: Path | None = None, cache: Path | None = None) -> ResilientBatches:
+    """This rank's batches from the manifest's videos or from a frame cache (``vito-train prepare``)."""
+    env = state.env or DistEnv()
+    batched = use_batched_augment(config.photometric_augment, state.device)
+    log.info("data: %s; photometric augmentation %s", f"frame cache {cache}" if cache else f"videos of {manifest}",
+             "batched on the training device" if batched else "per sample in the loader workers")
+    dataset = build_pair_dataset(config, manifest=manifest, cache=cache, batched=batched)
+    return build_rank_batches(config, dataset, start_step=start_step, end_step=end_step, rank=env.rank,
+                              world_size=env.world_size, pin_memory=state.device.type == "cuda")
 
 
 def save(state: TrainState, run_dir: Path, *, numbered: bool) -> None:
@@ -194,12 +230,23 @@ def save(state: TrainState, run_dir: Path, *, numbered: bool) -> None:
         save_checkpoint(run_dir / step_checkpoint_name(state.step), payload)
 
 
-def train(config: TrainConfig, manifest: str | Path, run_dir: str | Path, *, progress: bool = False
-          ) -> dict[str, Any]:
-    """Train (or resume training of) a VITO encoder; returns a summary of this invocation."""
-    run_dir, manifest = Path(run_dir), Path(manifest)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    device = resolve_device(config.device)
+def train(config: TrainConfig, manifest: str | Path | None, run_dir: str | Path, *, progress: bool = False,
+          cache: str | Path | None = None) -> dict[str, Any]:
+    """Train (or resume training of) a VITO encoder from a manifest's videos or a frame ``cache``;
+    returns a summary of this invocation. Under torchrun every rank calls it; rank 0 writes."""
+    run_dir = Path(run_dir)
+    manifest, cache = (Path(manifest) if manifest else None), (Path(cache) if cache else None)
+    env, device = init_distributed(resolve_device(config.device))
+    try:
+        return _train(config, manifest, cache, run_dir, env, device, progress=progress)
+    finally:
+        cleanup_distributed()
+
+
+def _train(config: TrainConfig, manifest: Path | None, cache: Path | None, run_dir: Path, env: DistEnv,
+           device: torch.device, *, progress: bool) -> dict[str, Any]:
+    if env.is_main:
+        run_dir.mkdir(parents=True, exist_ok=True)
     if config.torch_threads > 0:
         # on a shared or small CPU, OpenMP threads spin against the loader workers and other jobs
         torch.set_num_threads(config.torch_threads)
@@ -211,23 +258,26 @@ def train(config: TrainConfig, manifest: str | Path, run_dir: str | Path, *, pro
     torch.backends.cuda.matmul.allow_tf32 = True
     torch.backends.cudnn.allow_tf32 = True
 
-    # data first: a bad manifest should fail before minutes of model setup
-    load_clips(manifest)
-    state = build_state(config, device)
-    if (run_dir / LAST).exists():
+    # data first: a bad manifest or cache should fail before minutes of model setup
+    check_data_source(manifest=manifest, cache=cache)
+    state = build_state(config, device, env)
+    if (run_dir / LAST).exists():  # any world size: the data position is in global samples
         restore(state, load_checkpoint(run_dir / LAST))
         log.info("resumed %s at step %d", run_dir, state.step)
-    save_config(config, run_dir / "config.yaml")
+    if env.is_main:
+        save_config(config, run_dir / "config.yaml")
     start_step = state.step
     end_step = min(config.max_steps, config.stop_after) if config.stop_after > 0 else config.max_steps
     if start_step >= end_step:
         log.info("nothing to do: run is at step %d of %d", start_step, end_step)
         return {"start_step": start_step, "end_step": start_step, "steps": 0, "failed_clips": state.failed_clips}
 
-    loader = build_loader(config, manifest, start_step, end_step, device)
-    metrics = MetricsLog(run_dir, start_step)
+    batches = build_loader(config, start_step, end_step, state, manifest=manifest, cache=cache)
+    metrics = MetricsLog(run_dir, start_step) if env.is_main else None
+    stop = StopRequest(env)
+    stopped = False
     bar = None
-    if progress:
+    if progress and env.is_main:
         from tqdm import tqdm
 
         bar = tqdm(total=end_step, initial=start_step, unit="step", dynamic_ncols=True)
@@ -235,42 +285,56 @@ def train(config: TrainConfig, manifest: str | Path, run_dir: str | Path, *, pro
     state.target.train()
     started, window_start, window_pairs, last_loss = time.perf_counter(), time.perf_counter(), 0, math.nan
     try:
-        for batch in loader:
+        for _step, batch in batches:
             state.failed_clips += len(batch["failed"])
-            if batch["view_1"] is None:  # every clip of the batch failed: skip the step, keep position
-                log.warning("step %d: no decodable clip in the batch; skipped", state.step + 1)
+            counts = exchange_counts(0 if batch["view_1"] is None else batch["view_1"].shape[0], env)
+            if min(counts) == 0:  # a rank has no decodable clip (or lost a worker): all skip, keep position
+                log.warning("step %d: no decodable clip in a rank's batch (counts %s); skipped", state.step + 1, counts)
                 state.step += 1
                 continue
-            loss = train_step(state, batch["view_1"], batch["view_2"])
-            window_pairs += batch["view_1"].shape[0]
+            loss = train_step(state, batch["view_1"], batch["view_2"], batch.get("photometric"), counts)
+            window_pairs += sum(counts)
             numbered = config.ckpt_every > 0 and state.step % config.ckpt_every == 0
             if state.step % config.log_every == 0 or state.step == end_step:
-                last_loss = loss.item()
+                last_loss = all_reduce_mean(loss.item(), weight=counts[env.rank], env=env)  # global mean
+                failed_clips = all_reduce_sum(state.failed_clips, env)
+                dropped = all_reduce_sum(batch["dropped"], env)
                 now = time.perf_counter()
                 pairs_per_s = window_pairs / max(now - window_start, 1e-9)
                 window_start, window_pairs = now, 0
-                metrics.log({
-                    "step": state.step, "loss": last_loss, "lr": state.optimizer.param_groups[0]["lr"],
-                    "ema_decay": ema_decay(state.step - 1, config.max_steps, config.ema_base),
-                    "pairs_per_s": pairs_per_s, "failed_clips": state.failed_clips,
-                    "dropped_samples": batch["dropped"],
-                })
+                if metrics is not None:
+                    metrics.log({
+                        "step": state.step, "loss": last_loss, "lr": state.optimizer.param_groups[0]["lr"],
+                        "ema_decay": ema_decay(state.step - 1, config.max_steps, config.ema_base),
+                        "pairs_per_s": pairs_per_s, "failed_clips": failed_clips,
+                        "dropped_samples": dropped, "loader_worker_restarts": batches.worker_restarts,
+                    })
                 if bar is not None:
                     bar.set_postfix(loss=f"{last_loss:.3f}", pairs_s=f"{pairs_per_s:.1f}")
             if bar is not None:
                 bar.update(1)
-            if numbered or state.step % config.ckpt_last_every == 0 or state.step == end_step:
+            if stop.should_stop(state.step):  # SIGTERM from a scheduler: checkpoint, then leave
+                log.warning("stop requested: saving step %d to %s", state.step, run_dir / LAST)
+                stopped = True
+                if env.is_main:
+                    save(state, run_dir, numbered=False)
+                break
+            if env.is_main and (numbered or state.step % config.ckpt_last_every == 0 or state.step == end_step):
                 save(state, run_dir, numbered=numbered)
     except KeyboardInterrupt:
         log.warning("interrupted: saving step %d to %s", state.step, run_dir / LAST)
-        save(state, run_dir, numbered=False)
+        if env.is_main:
+            save(state, run_dir, numbered=False)
         raise
     finally:
-        metrics.close()
+        stop.restore()
+        if metrics is not None:
+            metrics.close()
+            plot_loss_curve(run_dir)
         if bar is not None:
             bar.close()
-        plot_loss_curve(run_dir)
     elapsed = time.perf_counter() - started
     return {"start_step": start_step, "end_step": state.step, "steps": state.step - start_step,
             "final_loss": last_loss, "seconds": elapsed, "failed_clips": state.failed_clips,
+            "loader_worker_restarts": batches.worker_restarts, "stopped_by_signal": stopped,
             "pairs_per_s": (state.step - start_step) * config.batch_size / max(elapsed, 1e-9)}

@@ -1,0 +1,45 @@
+import math
+
+import pytest
+import torch
+from torch import nn
+from vito_train.optim import build_lars, lars_param_groups, learning_rate
+
+
+def test_learning_rate_warmup_then_cosine():
+    kw = dict(base_lr=0.2, batch_size=512, warmup_steps=10, total_steps=110)
+    peak = 0.2 * 512 / 256
+    assert learning_rate(0, **kw) == pytest.approx(peak / 10)
+    assert learning_rate(9, **kw) == pytest.approx(peak)
+    assert learning_rate(10, **kw) == pytest.approx(peak)
+    assert learning_rate(60, **kw) == pytest.approx(peak * 0.5)
+    assert learning_rate(110, **kw) == pytest.approx(0.0, abs=1e-12)
+    assert learning_rate(110, final_ratio=0.1, **kw) == pytest.approx(peak * 0.1)
+
+
+def test_biases_and_norm_parameters_are_excluded_from_decay():
+    model = nn.Sequential(nn.Linear(3, 4), nn.BatchNorm1d(4))
+    decay, no_decay = lars_param_groups(model, 1e-6)
+    assert [p.shape for p in decay["params"]] == [(4, 3)]
+    assert sorted(p.numel() for p in no_decay["params"]) == [4, 4, 4]
+    assert no_decay["weight_decay"] == 0.0
+
+
+def test_lars_step_matches_hand_computed_update():
+    model = nn.Linear(2, 1)
+    with torch.no_grad():
+        model.weight.copy_(torch.tensor([[3.0, 4.0]]))  # |w| = 5
+        model.bias.fill_(1.0)
+    model.weight.grad = torch.tensor([[0.6, 0.8]])  # |g| = 1
+    model.bias.grad = torch.tensor([0.5])
+    lr, wd, eta = 0.1, 0.01, 0.001
+    optimizer = build_lars(model, weight_decay=wd, momentum=0.9, trust_coeff=eta)
+    for group in optimizer.param_groups:
+        group["lr"] = lr
+    optimizer.step()
+    trust = eta * 5 / (1 + 5 * wd + 1e-8)
+    expected_w = torch.tensor([[3.0, 4.0]]) - lr * trust * (torch.tensor([[0.6, 0.8]]) + wd * torch.tensor([[3.0, 4.0]]))
+    assert torch.allclose(model.weight, expected_w, atol=1e-7)
+    # bias: no decay and no trust ratio -> plain SGD step
+    assert model.bias.item() == pytest.approx(1.0 - lr * 0.5)
+    assert math.isclose(trust, 0.001 * 5 / 1.05, rel_tol=1e-6)
