@@ -5,7 +5,7 @@ thread, so each figure is pairs/s that one core delivers to the training step (c
 Rates are per CPU-second of this process (``time.process_time``), which stays meaningful on a
 shared machine; the wall-clock rate is printed beside it:
 
-  video        seek + decode two frames with PyAV (long side <= 512), per-sample BYOL augmentation
+  video        seek + decode two frames with PyAV (trainer's default size), per-sample BYOL augmentation
   cache-full   two cached JPEGs, decode_jpeg, the same per-sample augmentation on the CPU
   cache-crop   two cached JPEGs, decode_jpeg, crop + flip + photometric parameters (the GPU path:
                colour jitter/grayscale/blur/solarize then run batched on the device)
@@ -102,12 +102,12 @@ def timed_batches(dataset, n_pairs: int, *, batched_cpu: bool = False, kernel: i
     return t.rates(steps * BATCH)
 
 
-def timed_video(manifest: Path, n_pairs: int, max_side: int) -> tuple[float, float]:
-    from vito_train.data.dataset import FramePairDataset
-    from vito_train.data.pairs import load_clips
+def timed_video(manifest: Path, n_pairs: int) -> tuple[float, float]:
+    from vito_train.config import TrainConfig
+    from vito_train.data.pair_loader import build_pair_dataset
 
-    dataset = FramePairDataset(load_clips(manifest), seed=0, image_size=IMAGE_SIZE, min_scale=MIN_SCALE,
-                               max_gap_s=MAX_GAP_S, decode_max_side=max_side)
+    config = TrainConfig(image_size=IMAGE_SIZE, crop_min_scale=MIN_SCALE, max_gap_s=MAX_GAP_S, seed=0)
+    dataset = build_pair_dataset(config, manifest=manifest)  # the trainer's default decode size
     dataset[10_000]
     with Timer() as t:
         for i in range(n_pairs):
@@ -152,7 +152,6 @@ def main() -> None:
     parser.add_argument("--cache", type=Path, default=Path(tempfile.gettempdir()) / "vito-bench-frame-cache")
     parser.add_argument("--fps", type=float, default=8.0)
     parser.add_argument("--short-side", type=int, default=256)
-    parser.add_argument("--video-max-side", type=int, default=512, help="video mode: long side after decode")
     parser.add_argument("--pairs", type=int, default=320, help="pairs timed per cache mode")
     parser.add_argument("--video-pairs", type=int, default=30, help="pairs timed in video mode")
     parser.add_argument("--workers", type=int, default=2, help="DataLoader workers for the delivered figure (0: skip)")
@@ -178,7 +177,7 @@ def main() -> None:
     crop = WithPhotometricParams(CachedFramePairDataset(cache, seed=0, image_size=IMAGE_SIZE, min_scale=MIN_SCALE,
                                                         max_gap_s=MAX_GAP_S, crop_only=True), seed=0)
     rows = [
-        ("video", timed_video(manifest, args.video_pairs, args.video_max_side)),
+        ("video", timed_video(manifest, args.video_pairs)),
         ("cache-full", timed_batches(full, args.pairs)),
         ("cache-crop", timed_batches(crop, args.pairs)),
         ("cache-crop+batched-cpu", timed_batches(crop, args.pairs, batched_cpu=True)),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 from pathlib import Path
 
 import typer
@@ -62,6 +63,8 @@ def run(
             DistributedConfigError) as exc:
         console.print(f"[red]error:[/red] {exc}")
         raise typer.Exit(2) from exc
+    if os.environ.get("RANK", "0") != "0":  # under torchrun, rank 0 reports
+        return
     table = Table(title=f"vito-train run {out}")
     table.add_column("what")
     table.add_column("value", justify="right")

@@ -17,7 +17,7 @@ from __future__ import annotations
 import logging
 import os
 import signal
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -167,7 +167,8 @@ def gather_rows(local: torch.Tensor, counts: Sequence[int] | None = None) -> tup
 
 def gathered_symmetric_loss(predictions_1: list[torch.Tensor], predictions_2: list[torch.Tensor],
                             targets_1: list[torch.Tensor], targets_2: list[torch.Tensor], temperature: float,
-                            counts: Sequence[int] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+                            counts: Sequence[int] | None = None, loss_fn: Callable[..., torch.Tensor] = symmetric_multiscale_loss
+                            ) -> tuple[torch.Tensor, torch.Tensor]:
     """``(loss_to_backward, global_mean_loss_estimate)`` for this rank.
 
     The targets of every scale and both views are gathered in one collective; each local query's
@@ -181,8 +182,7 @@ def gathered_symmetric_loss(predictions_1: list[torch.Tensor], predictions_2: li
     gathered, offset, total = gather_rows(local, counts)
     parts = list(torch.split(gathered, widths * 2, dim=1))
     keys_1, keys_2 = parts[: len(widths)], parts[len(widths):]
-    loss = symmetric_multiscale_loss(predictions_1, predictions_2, keys_1, keys_2, temperature,
-                                     positive_offset=offset)
+    loss = loss_fn(predictions_1, predictions_2, keys_1, keys_2, temperature, positive_offset=offset)
     return loss * (world * n / total), loss.detach()
 
 

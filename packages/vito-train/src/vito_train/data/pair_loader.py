@@ -23,15 +23,15 @@ from vito_train.distributed import RankBatchSampler
 
 log = logging.getLogger(__name__)
 
-BATCHED_AUGMENT_CHOICES = ("auto", "on", "off")
+PHOTOMETRIC_CHOICES = ("auto", "device", "workers")
 
 
 def use_batched_augment(setting: str, device: torch.device) -> bool:
-    """``auto``: on when training on a GPU (where it is nearly free), off on CPU (where the workers
-    parallelise the per-sample version across cores)."""
-    if setting not in BATCHED_AUGMENT_CHOICES:
-        raise ValueError(f"batched_augment={setting!r} is not one of {BATCHED_AUGMENT_CHOICES}")
-    return setting == "on" or (setting == "auto" and device.type == "cuda")
+    """Whether the photometric augmentation runs batched on the training device. ``auto``: yes on a
+    GPU (where it is nearly free), no on CPU (where the loader workers spread it over the cores)."""
+    if setting not in PHOTOMETRIC_CHOICES:
+        raise ValueError(f"photometric_augment={setting!r} is not one of {PHOTOMETRIC_CHOICES}")
+    return setting == "device" or (setting == "auto" and device.type == "cuda")
 
 
 def build_pair_dataset(config: Any, *, manifest: str | Path | None = None, cache: str | Path | None = None,
@@ -52,12 +52,30 @@ def build_pair_dataset(config: Any, *, manifest: str | Path | None = None, cache
         from vito_train.data.dataset import FramePairDataset  # PyAV only in video mode
         from vito_train.data.pairs import load_clips
 
+        # the decode-size key is being renamed in the trainer (short side -> max side): take either
+        decode = ({"decode_max_side": config.decode_max_side} if hasattr(config, "decode_max_side")
+                  else {"decode_short_side": config.decode_short_side})
         dataset = FramePairDataset(load_clips(manifest), seed=config.seed, image_size=config.image_size,
                                    min_scale=config.crop_min_scale, max_gap_s=config.max_gap_s,
-                                   decode_max_side=config.decode_max_side, retries=config.decode_retries)
+                                   retries=config.decode_retries, **decode)
         if batched:
             dataset.augment = CropPairAugmentation(config.image_size, config.crop_min_scale)
     return WithPhotometricParams(dataset, config.seed) if batched else dataset
+
+
+def check_data_source(*, manifest: str | Path | None = None, cache: str | Path | None = None) -> None:
+    """Fail fast (typed errors) on a missing or unusable manifest or frame cache."""
+    if (manifest is None) == (cache is None):
+        from vito_train.data.pairs import TrainingDataError
+
+        raise TrainingDataError("pass exactly one data source: --manifest (decode videos) or --cache "
+                                "(a frame cache from `vito-train prepare`)")
+    if cache is not None:
+        FrameCache(cache)
+    else:
+        from vito_train.data.pairs import load_clips
+
+        load_clips(manifest)
 
 
 def is_worker_death(exc: BaseException) -> bool:
