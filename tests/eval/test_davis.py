@@ -126,3 +126,19 @@ def test_a_bad_sequence_is_recorded_and_the_run_goes_on(davis, tmp_path):
     assert list(result["failed"]) == ["city-box"]
     assert "indexed-palette" in result["failed"]["city-box"]
     assert result["sequences"] == ["cockatoo-bikes"]
+
+
+def test_cli_davis_on_the_fixture_with_overrides(davis, tmp_path):
+    from typer.testing import CliRunner
+
+    from vito_eval.cli import app
+
+    result = CliRunner().invoke(app, ["davis", "-e", "random:resnet18", "--root", str(davis.root), "--out",
+                                      str(tmp_path), "--preset", "vfs", "--topk", "5", "--radius", "6",
+                                      "--sequence", "city-box"])
+    assert result.exit_code == 0, result.output
+    assert "J&F" in result.output
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert summary["propagation"] == {"n_context": 20, "topk": 5, "radius": 6.0, "temperature": 0.07,
+                                      "query_chunk": 1024}
+    assert summary["sequences"] == ["city-box"] and summary["stage"] == 3 and summary["output_stride"] == 8

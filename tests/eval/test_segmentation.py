@@ -12,6 +12,7 @@ from PIL import Image
 
 from vito_eval.fixtures import write_ade20k_fixture, write_voc_fixture
 from vito_eval.segmentation import (
+    ADE20K_CLASSES,
     SegmentationConfig,
     SegmentationLayoutError,
     load_segmentation_dataset,
@@ -142,3 +143,18 @@ def test_random_resnet18_runs_both_heads(voc, tmp_path):
         result = run_segmentation(config)
         assert result["feature_shape"] == [256, 6, 6]
         assert 0.0 <= result["miou"] <= 1.0
+
+
+def test_cli_segment_on_the_ade20k_fixture(ade, tmp_path):
+    from typer.testing import CliRunner
+
+    from vito_eval.cli import app
+
+    result = CliRunner().invoke(app, ["segment", "-e", "random:resnet18", "--dataset", f"ade20k:{ade.root}",
+                                      "--out", str(tmp_path), "--head", "conv", "--epochs", "2", "--stage", "3",
+                                      "--image-size", "64", "--val-limit", "2"])
+    assert result.exit_code == 0, result.output
+    assert "mIoU" in result.output
+    written = json.loads((tmp_path / "segmentation-ade20k.json").read_text())
+    assert written["val_images"] == 2 and written["head"] == "conv"
+    assert set(written["per_class_iou"]) == set(ADE20K_CLASSES)
