@@ -211,16 +211,16 @@ def restore(state: TrainState, payload: dict[str, Any]) -> None:
     state.failed_clips = int(payload.get("failed_clips", 0))
 
 
-def build_loader(config: TrainConfig, start_step: int, end_step: int, state: TrainState, *,
-                 manifest: Path | None = None, cache: Path | None = None) -> ResilientBatches:
+def build_loader(config: TrainConfig, manifest: Path | None, start_step: int, end_step: int, device: torch.device,
+                 *, cache: Path | None = None, env: DistEnv | None = None) -> ResilientBatches:
     """This rank's batches from the manifest's videos or from a frame cache (``vito-train prepare``)."""
-    env = state.env or DistEnv()
-    batched = use_batched_augment(config.photometric_augment, state.device)
+    env = env or DistEnv()
+    batched = use_batched_augment(config.photometric_augment, device)
     log.info("data: %s; photometric augmentation %s", f"frame cache {cache}" if cache else f"videos of {manifest}",
              "batched on the training device" if batched else "per sample in the loader workers")
     dataset = build_pair_dataset(config, manifest=manifest, cache=cache, batched=batched)
     return build_rank_batches(config, dataset, start_step=start_step, end_step=end_step, rank=env.rank,
-                              world_size=env.world_size, pin_memory=state.device.type == "cuda")
+                              world_size=env.world_size, pin_memory=device.type == "cuda")
 
 
 def save(state: TrainState, run_dir: Path, *, numbered: bool) -> None:
@@ -272,7 +272,7 @@ def _train(config: TrainConfig, manifest: Path | None, cache: Path | None, run_d
         log.info("nothing to do: run is at step %d of %d", start_step, end_step)
         return {"start_step": start_step, "end_step": start_step, "steps": 0, "failed_clips": state.failed_clips}
 
-    batches = build_loader(config, start_step, end_step, state, manifest=manifest, cache=cache)
+    batches = build_loader(config, manifest, start_step, end_step, device, cache=cache, env=env)
     metrics = MetricsLog(run_dir, start_step) if env.is_main else None
     stop = StopRequest(env)
     stopped = False
@@ -285,7 +285,7 @@ def _train(config: TrainConfig, manifest: Path | None, cache: Path | None, run_d
     state.target.train()
     started, window_start, window_pairs, last_loss = time.perf_counter(), time.perf_counter(), 0, math.nan
     try:
-        for _step, batch in batches:
+        for batch in batches:
             state.failed_clips += len(batch["failed"])
             counts = exchange_counts(0 if batch["view_1"] is None else batch["view_1"].shape[0], env)
             if min(counts) == 0:  # a rank has no decodable clip (or lost a worker): all skip, keep position
@@ -307,7 +307,8 @@ def _train(config: TrainConfig, manifest: Path | None, cache: Path | None, run_d
                         "step": state.step, "loss": last_loss, "lr": state.optimizer.param_groups[0]["lr"],
                         "ema_decay": ema_decay(state.step - 1, config.max_steps, config.ema_base),
                         "pairs_per_s": pairs_per_s, "failed_clips": failed_clips,
-                        "dropped_samples": dropped, "loader_worker_restarts": batches.worker_restarts,
+                        "dropped_samples": dropped, "loader_worker_deaths": batches.worker_deaths,
+                        "skipped_steps": batches.skipped_steps,
                     })
                 if bar is not None:
                     bar.set_postfix(loss=f"{last_loss:.3f}", pairs_s=f"{pairs_per_s:.1f}")
@@ -336,5 +337,6 @@ def _train(config: TrainConfig, manifest: Path | None, cache: Path | None, run_d
     elapsed = time.perf_counter() - started
     return {"start_step": start_step, "end_step": state.step, "steps": state.step - start_step,
             "final_loss": last_loss, "seconds": elapsed, "failed_clips": state.failed_clips,
-            "loader_worker_restarts": batches.worker_restarts, "stopped_by_signal": stopped,
+            "loader_worker_deaths": batches.worker_deaths, "skipped_steps": batches.skipped_steps,
+            "stopped_by_signal": stopped,
             "pairs_per_s": (state.step - start_step) * config.batch_size / max(elapsed, 1e-9)}

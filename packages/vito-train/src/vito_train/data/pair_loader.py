@@ -90,54 +90,74 @@ def empty_batch(n: int) -> dict[str, Any]:
 
 @dataclass
 class ResilientBatches:
-    """``(step, batch)`` for steps ``[start_step, end_step)``, surviving dead loader workers.
+    """One batch per step in ``[start_step, end_step)``, surviving dead loader workers.
 
-    ``make_loader(first, last)`` builds a DataLoader over those steps. When a worker dies, the
-    batch being waited for is replaced by an empty one (all samples counted as dropped; the loop
-    skips it as it skips an all-failed batch), the loader is rebuilt from the following step and
-    ``worker_restarts`` counts it. More than ``max_restarts`` deaths re-raise: something is wrong.
+    ``make_loader(first, last, isolated)`` builds a DataLoader over those steps (``isolated``: one
+    worker, no read-ahead). A worker that dies takes the batches it had prepared but not yet sent
+    with it, so the culprit may be any step up to ``window`` ahead. After a death the next
+    ``window`` steps are read one per fresh worker: a step whose worker dies again is replaced by an
+    empty batch (all its samples counted as dropped; the loop skips it as it skips an all-failed
+    batch) and counted in ``skipped_steps``; then normal loading resumes. ``worker_deaths`` counts
+    every death; more than ``max_deaths`` re-raise: something is systematically wrong.
     """
 
-    make_loader: Callable[[int, int], DataLoader]
+    make_loader: Callable[[int, int, bool], DataLoader]
     start_step: int
     end_step: int
     per_rank_batch: int
-    max_restarts: int = 20
-    worker_restarts: int = 0
+    window: int = 1
+    max_deaths: int = 100
+    worker_deaths: int = 0
+    skipped_steps: int = 0
 
-    def __iter__(self) -> Iterator[tuple[int, dict[str, Any]]]:
+    def _died(self, exc: RuntimeError, step: int) -> None:
+        if not is_worker_death(exc) or self.worker_deaths >= self.max_deaths:
+            raise exc
+        self.worker_deaths += 1
+        log.error("step %d: %s (%d worker deaths so far)", step + 1, exc, self.worker_deaths)
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
         step = self.start_step
         while step < self.end_step:
-            iterator = iter(self.make_loader(step, self.end_step))
+            iterator = iter(self.make_loader(step, self.end_step, False))
             try:
                 for batch in iterator:
-                    yield step, batch
                     step += 1
+                    yield batch
             except RuntimeError as exc:
-                if not is_worker_death(exc) or self.worker_restarts >= self.max_restarts:
-                    raise
-                self.worker_restarts += 1
-                log.error("step %d: %s; batch skipped, loader restarted (%d so far)", step + 1, exc,
-                          self.worker_restarts)
-                yield step, empty_batch(self.per_rank_batch)
-                step += 1
+                self._died(exc, step)
             finally:
                 del iterator  # shuts the remaining workers down before new ones start
+            careful_end = min(step + self.window, self.end_step)
+            while step < careful_end:  # find the step that kills its worker, one step per worker
+                try:
+                    batch = next(iter(self.make_loader(step, step + 1, True)))
+                except RuntimeError as exc:
+                    self._died(exc, step)
+                    self.skipped_steps += 1
+                    log.error("step %d: its batch kills the loader worker; skipped", step + 1)
+                    batch = empty_batch(self.per_rank_batch)
+                step += 1
+                yield batch
 
 
 def build_rank_batches(config: Any, dataset: Dataset, *, start_step: int, end_step: int, rank: int = 0,
                        world_size: int = 1, pin_memory: bool = False) -> ResilientBatches:
     """This rank's batches (its slice of every global batch), from ``start_step``."""
-    def make_loader(first: int, last: int) -> DataLoader:
+    prefetch = 4
+
+    def make_loader(first: int, last: int, isolated: bool) -> DataLoader:
+        workers = min(config.num_workers, 1) if isolated else config.num_workers
         return DataLoader(
             dataset,
             batch_sampler=RankBatchSampler(config.batch_size, first, last, rank, world_size),
-            num_workers=config.num_workers,
+            num_workers=workers,
             collate_fn=collate_pair_batch,
             pin_memory=pin_memory,
-            prefetch_factor=4 if config.num_workers > 0 else None,
+            prefetch_factor=(1 if isolated else prefetch) if workers > 0 else None,
             persistent_workers=False,
         )
 
     per_rank = RankBatchSampler(config.batch_size, 0, 0, rank, world_size).per_rank
-    return ResilientBatches(make_loader, start_step, end_step, per_rank)
+    window = max(1, config.num_workers * prefetch + 1) if config.num_workers > 0 else 0
+    return ResilientBatches(make_loader, start_step, end_step, per_rank, window=window)
