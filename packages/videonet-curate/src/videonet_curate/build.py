@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from videonet_curate import manifest as mf
 from videonet_curate.labeling import LabelingConfig
@@ -35,8 +36,8 @@ class BuildInputError(ValueError):
 class CurationOptions:
     """Global steps after labelling; None disables a step."""
 
-    dup_threshold: float | None = None
-    target: str | None = None  # "imagenet", "uniform" or a CSV path
+    dup_threshold: float | None = 0.95  # cosine similarity of clip embeddings; None: no de-duplication
+    target: str = "imagenet"  # "imagenet", "uniform" or a CSV path; balance is always measured against it
     budget: int | None = None
     per_class_max: int | None = None
 
@@ -143,6 +144,7 @@ def build(options: BuildOptions, on_progress: ProgressCallback | None = None) ->
     started = time.perf_counter()
     out_dir = options.out_dir
     check_source_arguments(options)
+    load_target_or_fail(options.curation.target)
     check_output_dir(out_dir)
     if options.use_ray:
         init_ray(options.address)
@@ -201,8 +203,36 @@ def build(options: BuildOptions, on_progress: ProgressCallback | None = None) ->
 def apply_curation(
     rows: pa.Table, embeddings: pa.Table, options: CurationOptions
 ) -> tuple[pa.Table, dict[str, Any]]:
-    """De-duplicate, then rebalance, the kept rows (each step only when asked for)."""
-    return rows, {}
+    """De-duplicate the kept rows, then rebalance them toward the target (dropping rows only when a
+    budget or per-class maximum is given); the distance to the target is reported either way."""
+    from videonet_curate.dedup import apply_dedup
+    from videonet_curate.rebalance import apply_rebalance
+
+    stats: dict[str, Any] = {"target": options.target}
+    if options.dup_threshold is not None:
+        before = _count_status(rows, mf.STATUS_DUPLICATE)
+        rows = apply_dedup(rows, embeddings, options.dup_threshold)
+        stats["dup_threshold"] = options.dup_threshold
+        stats["duplicates"] = _count_status(rows, mf.STATUS_DUPLICATE) - before
+    rows, result = apply_rebalance(
+        rows, load_target_or_fail(options.target), budget=options.budget, per_class_max=options.per_class_max
+    )
+    stats["balance"] = result.summary()
+    return rows, stats
+
+
+def load_target_or_fail(target: str) -> Any:
+    from videonet_curate.imagenet import unique_label_names
+    from videonet_curate.targets import TargetError, load_target
+
+    try:
+        return load_target(target, label_names={name: i for i, name in enumerate(unique_label_names())})
+    except TargetError as exc:
+        raise BuildInputError(str(exc)) from exc
+
+
+def _count_status(rows: pa.Table, status: str) -> int:
+    return int(pc.sum(pc.equal(rows.column("status"), status)).as_py() or 0)
 
 
 # -- outputs -------------------------------------------------------------------------------------------

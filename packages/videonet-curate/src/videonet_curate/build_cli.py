@@ -42,9 +42,14 @@ def build_command(
         0.1, "--min-score", min=0.0, max=1.0, help="Clips whose best class scores lower are marked low_score."
     ),
     dup_threshold: float = typer.Option(
-        None, "--dup-threshold", min=-1.0, max=1.0, help="Cosine similarity above which clips are duplicates."
+        0.95, "--dup-threshold", min=-1.0, max=1.0,
+        help="Clips whose embeddings' cosine similarity reaches this are near-duplicates; the best-scoring stays.",
     ),
-    target: str = typer.Option(None, "--target", help="Rebalance toward: imagenet, uniform or a FILE.csv."),
+    no_dedup: bool = typer.Option(False, "--no-dedup", help="Skip de-duplication."),
+    target: str = typer.Option(
+        "imagenet", "--target",
+        help="Class histogram to rebalance toward and report against: imagenet, uniform or FILE.csv (label,count).",
+    ),
     budget: int = typer.Option(None, "--budget", min=0, help="Rebalance: keep at most this many clips."),
     per_class_max: int = typer.Option(None, "--per-class-max", min=1, help="Rebalance: at most this many per class."),
     batch_frames: int = typer.Option(64, "--batch-frames", min=1, help="Frames per model forward pass."),
@@ -101,7 +106,7 @@ def build_command(
             threads=threads,
         ),
         curation=CurationOptions(
-            dup_threshold=dup_threshold, target=target, budget=budget, per_class_max=per_class_max
+            dup_threshold=None if no_dedup else dup_threshold, target=target, budget=budget, per_class_max=per_class_max
         ),
         shard_size=shard_size,
         workers=workers,

@@ -140,7 +140,9 @@ class ShardLabeler:
         started = time.perf_counter()
         try:
             stamps = sample_timestamps(float(row["start_s"]), float(row["end_s"]), self.config.frames_per_clip)
-            frames = read_frames_at(local_path, stamps, max_side=self.config.decode_max_side)
+            frames = read_frames_at(
+                local_path, stamps, max_side=self.config.decode_max_side, threads=self.config.threads
+            )
         except VideoError as exc:
             return self._failed(row, exc.reason, str(exc))
         except Exception as exc:  # a decoder bug must not sink the shard; record it

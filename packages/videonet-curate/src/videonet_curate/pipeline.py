@@ -72,7 +72,7 @@ def _ray_map_ordered(fn: Callable[[Any], Any], items: Sequence[Any], num_cpus: f
 # -- local discovery -----------------------------------------------------------------------------------
 def _probe_batch(args: tuple[list[str], str, float]) -> list[tuple[str, list[dict[str, Any]]]]:
     """Probe a batch of files: ("ok", candidates) or ("failed", [failure row]) for each."""
-    from videonet_curate.sources.local import failure_row, local_candidates
+    from videonet_curate.sources.local import failure_row, local_candidates, too_short_row
     from videonet_curate.video import VideoError, probe_video
 
     paths, input_dir, clip_seconds = args
@@ -84,6 +84,9 @@ def _probe_batch(args: tuple[list[str], str, float]) -> list[tuple[str, list[dic
             results.append(("failed", [failure_row(path, input_dir, exc)]))
             continue
         cands = local_candidates(path, info, input_dir, clip_seconds)
+        if not cands:  # shorter than the shortest clip worth labelling: still a row, with its reason
+            results.append(("failed", [too_short_row(path, info, input_dir)]))
+            continue
         for cand in cands:
             cand["locator"] = str(Path(path).resolve())
         results.append(("ok", cands))
