@@ -73,8 +73,14 @@ def test_decoding_picks_the_right_frames(tmp_path):
 
 
 def test_probe_on_the_fixture_beats_chance_and_writes_results(ucf, tmp_path):
-    config = Ucf101Config(encoder="random:resnet18", root=ucf.videos_root, splits=ucf.splits_dir, out=tmp_path,
-                          image_size=64, l2_grid=(1e-2,))
+    config = Ucf101Config(
+        encoder="random:resnet18",
+        root=ucf.videos_root,
+        splits=ucf.splits_dir,
+        out=tmp_path,
+        image_size=64,
+        l2_grid=(1e-2,),
+    )
     result = run_ucf101(config)
     assert result["train_clips"] == 18 and result["test_clips"] == 6 and result["failed"] == {}
     # Six classes cut from six different real videos: even random conv features separate most of them.
@@ -90,8 +96,15 @@ def test_a_broken_video_is_recorded_and_the_run_goes_on(ucf, tmp_path):
     original = broken.read_bytes()
     try:
         broken.write_bytes(b"not a video")
-        config = Ucf101Config(encoder="random:resnet18", root=ucf.videos_root, splits=ucf.splits_dir,
-                              image_size=48, l2_grid=(1e-2,), frames="average", n_frames=2)
+        config = Ucf101Config(
+            encoder="random:resnet18",
+            root=ucf.videos_root,
+            splits=ucf.splits_dir,
+            image_size=48,
+            l2_grid=(1e-2,),
+            frames="average",
+            n_frames=2,
+        )
         result = run_ucf101(config)
     finally:
         broken.write_bytes(original)
@@ -112,9 +125,24 @@ def test_cli_commands_report_layout_errors_without_a_traceback(tmp_path):
 
 
 def test_cli_ucf101_on_the_fixture(ucf, tmp_path):
-    result = CliRunner().invoke(app, ["ucf101", "-e", "random:resnet18", "--root", str(ucf.videos_root),
-                                      "--splits", str(ucf.splits_dir), "--out", str(tmp_path), "--image-size", "48",
-                                      "--limit-per-class", "2"])
+    result = CliRunner().invoke(
+        app,
+        [
+            "ucf101",
+            "-e",
+            "random:resnet18",
+            "--root",
+            str(ucf.videos_root),
+            "--splits",
+            str(ucf.splits_dir),
+            "--out",
+            str(tmp_path),
+            "--image-size",
+            "48",
+            "--limit-per-class",
+            "2",
+        ],
+    )
     assert result.exit_code == 0, result.output
     assert "top-1" in result.output
     assert json.loads((tmp_path / "ucf101-split1.json").read_text())["train_clips"] == 12

@@ -32,7 +32,7 @@ def davis(tmp_path_factory, samples_dir):
 
 
 def oracle_features(fixture, stride=8):
-    """'Perfect' features: the one-hot ground-truth label of each stride-8 cell, found by matching the frame."""
+    """'Perfect' features: the one-hot label of each stride-8 cell, found by matching the frame."""
     frames = np.concatenate([fixture.frames[s] for s in fixture.sequences]).astype(np.float32)
     labels = np.concatenate([fixture.labels[s] for s in fixture.sequences])
     n_labels = int(labels.max()) + 1
@@ -62,8 +62,11 @@ def test_oracle_features_give_the_hand_computed_scores(davis, tmp_path):
     assert result["failed"] == {}
     # Propagation is exact at feature resolution; bilinear upsampling + argmax (the CRW protocol) then
     # rounds every rectangle corner by 3+2+1 pixels, so J = 1 - 24 / area for each object on every frame.
-    expected_j = {"cockatoo-bikes_1": 1 - 24 / (24 * 16), "cockatoo-bikes_2": 1 - 24 / (16 * 16),
-                  "city-box_1": 1 - 24 / (16 * 24)}
+    expected_j = {
+        "cockatoo-bikes_1": 1 - 24 / (24 * 16),
+        "cockatoo-bikes_2": 1 - 24 / (16 * 16),
+        "city-box_1": 1 - 24 / (16 * 24),
+    }
     with open(tmp_path / "per-sequence-results.csv") as fh:
         rows = {r["Sequence"]: r for r in csv.DictReader(fh)}
     assert set(rows) == set(expected_j)
@@ -102,7 +105,9 @@ def test_random_resnet18_at_stride_8_runs(davis, tmp_path):
     enc = load_encoder("random:resnet18")
     feature_fn = lambda x: enc.dense(x, stage=3, output_stride=8)  # noqa: E731
     assert feature_fn(torch.zeros(1, 3, 64, 96, dtype=torch.uint8)).shape == (1, 256, 8, 12)
-    result = run_davis(feature_fn, DavisRunConfig(root=davis.root, out=tmp_path), PRESETS["vfs"], encoder_name="random")
+    result = run_davis(
+        feature_fn, DavisRunConfig(root=davis.root, out=tmp_path), PRESETS["vfs"], encoder_name="random"
+    )
     assert 0.0 <= result["metrics"]["jf_mean"] <= 1.0
     assert result["propagation"]["temperature"] == 0.07
 
@@ -122,7 +127,9 @@ def test_a_bad_sequence_is_recorded_and_the_run_goes_on(davis, tmp_path):
     shutil.copytree(davis.root, broken)
     first = broken / "Annotations" / "480p" / "city-box" / "00000.png"
     Image.open(first).convert("RGB").save(first)  # not an indexed PNG any more
-    result = run_davis(oracle_features(davis), DavisRunConfig(root=broken, out=tmp_path / "out"), PRESETS["crw"])
+    result = run_davis(
+        oracle_features(davis), DavisRunConfig(root=broken, out=tmp_path / "out"), PRESETS["crw"]
+    )
     assert list(result["failed"]) == ["city-box"]
     assert "indexed-palette" in result["failed"]["city-box"]
     assert result["sequences"] == ["cockatoo-bikes"]
@@ -133,12 +140,34 @@ def test_cli_davis_on_the_fixture_with_overrides(davis, tmp_path):
 
     from vito_eval.cli import app
 
-    result = CliRunner().invoke(app, ["davis", "-e", "random:resnet18", "--root", str(davis.root), "--out",
-                                      str(tmp_path), "--preset", "vfs", "--topk", "5", "--radius", "6",
-                                      "--sequence", "city-box"])
+    result = CliRunner().invoke(
+        app,
+        [
+            "davis",
+            "-e",
+            "random:resnet18",
+            "--root",
+            str(davis.root),
+            "--out",
+            str(tmp_path),
+            "--preset",
+            "vfs",
+            "--topk",
+            "5",
+            "--radius",
+            "6",
+            "--sequence",
+            "city-box",
+        ],
+    )
     assert result.exit_code == 0, result.output
     assert "J&F" in result.output
     summary = json.loads((tmp_path / "summary.json").read_text())
-    assert summary["propagation"] == {"n_context": 20, "topk": 5, "radius": 6.0, "temperature": 0.07,
-                                      "query_chunk": 1024}
+    assert summary["propagation"] == {
+        "n_context": 20,
+        "topk": 5,
+        "radius": 6.0,
+        "temperature": 0.07,
+        "query_chunk": 1024,
+    }
     assert summary["sequences"] == ["city-box"] and summary["stage"] == 3 and summary["output_stride"] == 8

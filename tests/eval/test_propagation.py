@@ -1,4 +1,4 @@
-"""Label propagation: context frames, radius mask, top-k softmax, and exact propagation with oracle features."""
+"""Label propagation: context frames, radius mask, top-k softmax, exact propagation with oracle features."""
 
 from __future__ import annotations
 

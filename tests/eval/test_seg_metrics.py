@@ -39,7 +39,7 @@ def test_miou_equals_a_direct_set_computation_over_a_dataset():
     preds = [np.where(rng.random(lab.shape) < 0.7, lab, rng.integers(0, k, size=lab.shape)) for lab in labels]
     for lab in labels:
         lab[rng.random(lab.shape) < 0.1] = 255
-    conf = sum(confusion_matrix(p, lab, k) for p, lab in zip(preds, labels))
+    conf = sum(confusion_matrix(p, lab, k) for p, lab in zip(preds, labels, strict=True))
     all_lab = np.concatenate([lab.ravel() for lab in labels])
     all_pred = np.concatenate([p.ravel() for p in preds])
     valid = all_lab != 255

@@ -41,7 +41,7 @@ def ade(tmp_path_factory, samples_dir):
 
 
 def oracle_dense(fixture, image_paths, stride=16):
-    """'Perfect' features: one-hot of the pasted region's class per 16-px cell, found by matching the image."""
+    """'Perfect' features: one-hot of the pasted region's class per 16-px cell, found by image matching."""
     ids = list(fixture.regions)
     images = np.stack([np.asarray(Image.open(image_paths[i]).convert("RGB"), dtype=np.float32) for i in ids])
     classes = sorted({int(c) for r in fixture.regions.values() for c in np.unique(r)})
@@ -64,7 +64,10 @@ def voc_image_paths(fx):
 
 
 def ade_image_paths(fx):
-    return {i: fx.root / "images" / ("training" if i in fx.train_ids else "validation") / f"{i}.jpg" for i in fx.regions}
+    return {
+        i: fx.root / "images" / ("training" if i in fx.train_ids else "validation") / f"{i}.jpg"
+        for i in fx.regions
+    }
 
 
 def test_layouts_and_label_coding(voc, ade):
@@ -97,15 +100,23 @@ def test_pixel_sampling_equals_full_bilinear_upsampling():
     full = F.interpolate(feats[None], size=label.shape, mode="bilinear", align_corners=False)[0]
     ys, xs = np.nonzero(label != 255)
     assert len(y) == len(ys)  # every labelled pixel, none of the void ones
-    expected = {(int(a), int(b)): full[:, a, b].numpy() for a, b in zip(ys, xs)}
+    expected = {(int(a), int(b)): full[:, a, b].numpy() for a, b in zip(ys, xs, strict=True)}
     got = sorted(map(tuple, np.round(x, 5)))
     want = sorted(map(tuple, np.round(np.stack(list(expected.values())), 5)))
     np.testing.assert_allclose(np.array(got), np.array(want), atol=1e-5)
 
 
 def test_oracle_features_with_the_linear_probe_on_voc(voc, tmp_path):
-    config = SegmentationConfig(encoder="oracle", dataset=f"voc:{voc.root}", out=tmp_path, head="linear",
-                                image_size=96, pixels_per_image=64, l2_grid=(1e-4,), probe_max_iter=100)
+    config = SegmentationConfig(
+        encoder="oracle",
+        dataset=f"voc:{voc.root}",
+        out=tmp_path,
+        head="linear",
+        image_size=96,
+        pixels_per_image=64,
+        l2_grid=(1e-4,),
+        probe_max_iter=100,
+    )
     result = run_segmentation(config, dense=oracle_dense(voc, voc_image_paths(voc)))
     # Cells are pure and separable; only pixels next to region edges can go wrong (bilinear logits of
     # classes with different logit scales), and VOC's 2-px void band hides most of those.
@@ -120,15 +131,30 @@ def test_oracle_features_with_the_linear_probe_on_voc(voc, tmp_path):
 
 
 def test_oracle_features_with_the_conv_head_on_voc(voc, tmp_path):
-    config = SegmentationConfig(encoder="oracle", dataset=f"voc:{voc.root}", out=tmp_path, head="conv",
-                                image_size=96, epochs=15, lr=0.1)
+    config = SegmentationConfig(
+        encoder="oracle",
+        dataset=f"voc:{voc.root}",
+        out=tmp_path,
+        head="conv",
+        image_size=96,
+        epochs=15,
+        lr=0.1,
+    )
     result = run_segmentation(config, dense=oracle_dense(voc, voc_image_paths(voc)))
     assert result["miou"] > 0.95
 
 
 def test_oracle_features_with_the_linear_probe_on_ade20k(ade, tmp_path):
-    config = SegmentationConfig(encoder="oracle", dataset=f"ade20k:{ade.root}", out=tmp_path, head="linear",
-                                image_size=96, pixels_per_image=64, l2_grid=(1e-4,), probe_max_iter=100)
+    config = SegmentationConfig(
+        encoder="oracle",
+        dataset=f"ade20k:{ade.root}",
+        out=tmp_path,
+        head="linear",
+        image_size=96,
+        pixels_per_image=64,
+        l2_grid=(1e-4,),
+        probe_max_iter=100,
+    )
     result = run_segmentation(config, dense=oracle_dense(ade, ade_image_paths(ade)))
     assert result["miou"] > 0.9  # no void band in ADE20K: pixels at region edges count against it
     present = {k for k, v in result["per_class_iou"].items() if v is not None}
@@ -137,9 +163,18 @@ def test_oracle_features_with_the_linear_probe_on_ade20k(ade, tmp_path):
 
 def test_random_resnet18_runs_both_heads(voc, tmp_path):
     for head in ("linear", "conv"):
-        config = SegmentationConfig(encoder="random:resnet18", dataset=f"voc:{voc.root}", out=tmp_path / head,
-                                    head=head, stage=3, image_size=96, pixels_per_image=32, l2_grid=(1e-2,),
-                                    probe_max_iter=50, epochs=3)
+        config = SegmentationConfig(
+            encoder="random:resnet18",
+            dataset=f"voc:{voc.root}",
+            out=tmp_path / head,
+            head=head,
+            stage=3,
+            image_size=96,
+            pixels_per_image=32,
+            l2_grid=(1e-2,),
+            probe_max_iter=50,
+            epochs=3,
+        )
         result = run_segmentation(config)
         assert result["feature_shape"] == [256, 6, 6]
         assert 0.0 <= result["miou"] <= 1.0
@@ -150,9 +185,28 @@ def test_cli_segment_on_the_ade20k_fixture(ade, tmp_path):
 
     from vito_eval.cli import app
 
-    result = CliRunner().invoke(app, ["segment", "-e", "random:resnet18", "--dataset", f"ade20k:{ade.root}",
-                                      "--out", str(tmp_path), "--head", "conv", "--epochs", "2", "--stage", "3",
-                                      "--image-size", "64", "--val-limit", "2"])
+    result = CliRunner().invoke(
+        app,
+        [
+            "segment",
+            "-e",
+            "random:resnet18",
+            "--dataset",
+            f"ade20k:{ade.root}",
+            "--out",
+            str(tmp_path),
+            "--head",
+            "conv",
+            "--epochs",
+            "2",
+            "--stage",
+            "3",
+            "--image-size",
+            "64",
+            "--val-limit",
+            "2",
+        ],
+    )
     assert result.exit_code == 0, result.output
     assert "mIoU" in result.output
     written = json.loads((tmp_path / "segmentation-ade20k.json").read_text())

@@ -49,7 +49,10 @@ def read_split(videos_root: Path, splits_dir: Path, split: int) -> Ucf101Split:
     )
     if split not in (1, 2, 3):
         raise Ucf101LayoutError(f"--split must be 1, 2 or 3, got {split}")
-    files = {name: splits_dir / name for name in ("classInd.txt", f"trainlist0{split}.txt", f"testlist0{split}.txt")}
+    files = {
+        name: splits_dir / name
+        for name in ("classInd.txt", f"trainlist0{split}.txt", f"testlist0{split}.txt")
+    }
     for path in files.values():
         if not path.is_file():
             raise Ucf101LayoutError(f"missing {path}; {expected}")
@@ -79,18 +82,26 @@ def read_split(videos_root: Path, splits_dir: Path, split: int) -> Ucf101Split:
             raise Ucf101LayoutError(f"{path} lists no videos; {expected}")
         return out
 
-    split_ = Ucf101Split(names, entries(files[f"trainlist0{split}.txt"]), entries(files[f"testlist0{split}.txt"]))
+    split_ = Ucf101Split(
+        names, entries(files[f"trainlist0{split}.txt"]), entries(files[f"testlist0{split}.txt"])
+    )
     missing = [rel for rel, _ in split_.train + split_.test if not (videos_root / rel).is_file()]
     if len(missing) == len(split_.train) + len(split_.test):
-        raise Ucf101LayoutError(f"none of the listed videos exist under {videos_root} (e.g. {missing[0]}); {expected}")
+        raise Ucf101LayoutError(
+            f"none of the listed videos exist under {videos_root} (e.g. {missing[0]}); {expected}"
+        )
     if missing:
-        log.warning("%d listed videos are missing under %s (e.g. %s); they are recorded as failed",
-                    len(missing), videos_root, missing[0])
+        log.warning(
+            "%d listed videos are missing under %s (e.g. %s); they are recorded as failed",
+            len(missing),
+            videos_root,
+            missing[0],
+        )
     return split_
 
 
 def frame_indices(n_total: int, mode: FrameMode, n_frames: int) -> list[int]:
-    """The middle frame, or ``n_frames`` evenly spaced frames (segment centres) of an ``n_total``-frame clip."""
+    """The middle frame, or ``n_frames`` evenly spaced frames (segment centres) of ``n_total`` frames."""
     if n_total < 1:
         raise ValueError("a clip without frames")
     if mode == "middle":
@@ -164,17 +175,23 @@ def extract_split(
     feats, labels, failed = [], [], {}
     for rel, label in track(entries, desc) if track else entries:
         try:
-            feats.append(clip_feature(embed, videos_root / rel, config.frames, config.n_frames, config.image_size))
+            feats.append(
+                clip_feature(embed, videos_root / rel, config.frames, config.n_frames, config.image_size)
+            )
             labels.append(label)
         except (OSError, ValueError, av.FFmpegError) as err:  # one broken video must not stop the run
             failed[rel] = f"{type(err).__name__}: {err}"
             log.warning("skipping %s: %s", rel, err)
     if not feats:
-        raise Ucf101LayoutError(f"no clip of {desc} could be decoded under {videos_root}: {list(failed.items())[:3]}")
+        raise Ucf101LayoutError(
+            f"no clip of {desc} could be decoded under {videos_root}: {list(failed.items())[:3]}"
+        )
     return np.stack(feats), np.array(labels, dtype=np.int64), failed
 
 
-def run_ucf101(config: Ucf101Config, track: Callable[[Iterable, str], Iterable] | None = None) -> dict[str, Any]:
+def run_ucf101(
+    config: Ucf101Config, track: Callable[[Iterable, str], Iterable] | None = None
+) -> dict[str, Any]:
     """Extract train/test clip features, fit the linear probe, report top-1/top-5; writes ``config.out``."""
     from vito_eval.encoders import load_encoder
     from vito_eval.probe import DEFAULT_L2_GRID, fit_linear_probe
@@ -188,14 +205,22 @@ def run_ucf101(config: Ucf101Config, track: Callable[[Iterable, str], Iterable] 
     data = {}
     failed: dict[str, str] = {}
     for name, entries in (("train", split.train), ("test", split.test)):
-        x, y, bad = extract_split(encoder.embed, config.root, _limit(entries, config.limit_per_class), config,
-                                  track, desc=f"UCF-101 split {config.split} {name}")
+        x, y, bad = extract_split(
+            encoder.embed,
+            config.root,
+            _limit(entries, config.limit_per_class),
+            config,
+            track,
+            desc=f"UCF-101 split {config.split} {name}",
+        )
         data[name] = (x, y)
         failed.update(bad)
     extract_s = time.perf_counter() - start
     (xtr, ytr), (xte, yte) = data["train"], data["test"]
     start = time.perf_counter()
-    probe = fit_linear_probe(xtr, ytr, len(split.classes), config.l2_grid or DEFAULT_L2_GRID, seed=config.seed)
+    probe = fit_linear_probe(
+        xtr, ytr, len(split.classes), config.l2_grid or DEFAULT_L2_GRID, seed=config.seed
+    )
     summary = classification_summary(probe.logits(xte), yte, split.classes)
     result: dict[str, Any] = {
         "task": "ucf101",
@@ -219,8 +244,12 @@ def run_ucf101(config: Ucf101Config, track: Callable[[Iterable, str], Iterable] 
         out = Path(config.out)
         json_path = out if out.suffix == ".json" else out / f"ucf101-split{config.split}.json"
         png = json_path.with_suffix(".confusion.png")
-        plot_confusion(np.asarray(summary["confusion"]), split.classes,
-                       f"{encoder.name}: UCF-101 split {config.split} (top-1 {summary['top1']:.3f})", png)
+        plot_confusion(
+            np.asarray(summary["confusion"]),
+            split.classes,
+            f"{encoder.name}: UCF-101 split {config.split} (top-1 {summary['top1']:.3f})",
+            png,
+        )
         result["confusion_png"] = png.name
         write_json_atomic(json_path, result)
         result["json"] = str(json_path)

@@ -22,8 +22,14 @@ import numpy as np
 import torch
 from PIL import Image
 
+from vito_eval.davis_metrics import (
+    DEFAULT_BOUND_TH,
+    ObjectScores,
+    evaluate_sequence,
+    score_statistics,
+    summarise,
+)
 from vito_eval.errors import DatasetError
-from vito_eval.davis_metrics import DEFAULT_BOUND_TH, ObjectScores, evaluate_sequence, score_statistics, summarise
 from vito_eval.propagation import (
     DenseFeatureFn,
     PropagationConfig,
@@ -67,7 +73,9 @@ def list_sequences(root: Path, split: str = "val", resolution: str = "480p") -> 
         frames = sorted((root / "JPEGImages" / resolution / name).glob("*.jpg"))
         annotations = sorted((root / "Annotations" / resolution / name).glob("*.png"))
         if not frames:
-            raise DavisLayoutError(f"sequence {name!r}: no frames in {root / 'JPEGImages' / resolution / name}; {expected}")
+            raise DavisLayoutError(
+                f"sequence {name!r}: no frames in {root / 'JPEGImages' / resolution / name}; {expected}"
+            )
         if not annotations or annotations[0].stem != frames[0].stem:
             raise DavisLayoutError(
                 f"sequence {name!r}: no first-frame annotation {frames[0].stem}.png in "
@@ -111,7 +119,7 @@ def load_frames(paths: list[Path]) -> np.ndarray:
 
 @torch.no_grad()
 def dense_features(feature_fn: DenseFeatureFn, frames: np.ndarray, batch_size: int = 5) -> torch.Tensor:
-    """Run the feature function over uint8 (T, H, W, 3) frames in mini-batches (CRW uses 5) -> (T, C, h, w)."""
+    """The feature function over uint8 (T, H, W, 3) frames in mini-batches (CRW uses 5) -> (T, C, h, w)."""
     x = torch.from_numpy(frames).permute(0, 3, 1, 2)
     return torch.cat([feature_fn(x[i : i + batch_size]).float().cpu() for i in range(0, len(x), batch_size)])
 
@@ -127,7 +135,9 @@ def propagate_sequence(
     object_ids = [0] + [int(i) for i in np.unique(first) if i != 0]
     raw = load_frames(seq.frames)
     if raw.shape[1:3] != first.shape:
-        raise DavisLayoutError(f"sequence {seq.name}: frames are {raw.shape[1:3]} but annotations {first.shape}")
+        raise DavisLayoutError(
+            f"sequence {seq.name}: frames are {raw.shape[1:3]} but annotations {first.shape}"
+        )
     feats = dense_features(feature_fn, raw)
     h, w = feats.shape[-2:]
     first_soft = downsample_labels(onehot_masks(torch.from_numpy(first), object_ids), (h, w))
@@ -149,7 +159,9 @@ def read_annotations(seq: DavisSequence, n_frames: int) -> np.ndarray:
     return out
 
 
-def overlay(frame: np.ndarray, labels: np.ndarray, palette: list[int] | None, alpha: float = 0.5) -> np.ndarray:
+def overlay(
+    frame: np.ndarray, labels: np.ndarray, palette: list[int] | None, alpha: float = 0.5
+) -> np.ndarray:
     """Blend palette colours of non-background labels onto an RGB frame."""
     pal = np.array(palette if palette else _default_palette(), dtype=np.uint8).reshape(-1, 3)
     colours = pal[labels]
@@ -218,7 +230,12 @@ def run_davis(
             gt = read_annotations(seq, len(seq.frames))
             objects += evaluate_sequence(seq.name, gt, preds, bound_th=run.bound_th)
             _write_overlays(out / "overlays", seq.name, raw, preds, palette, run.n_overlay_frames)
-        except (DatasetError, OSError, ValueError, RuntimeError) as err:  # one bad sequence must not sink the run
+        except (
+            DatasetError,
+            OSError,
+            ValueError,
+            RuntimeError,
+        ) as err:  # one bad sequence must not sink the run
             log.warning("sequence %s failed: %s", seq.name, err)
             failed[seq.name] = f"{type(err).__name__}: {err}"
     if not objects:
@@ -256,12 +273,17 @@ def _write_per_sequence_csv(path: Path, objects: list[ObjectScores]) -> None:
     tmp = path.with_suffix(".csv.tmp")
     with tmp.open("w", newline="") as fh:
         writer = csv.writer(fh)
-        writer.writerow(["Sequence", "J-Mean", "F-Mean", "J&F-Mean", "J-Recall", "F-Recall", "J-Decay", "F-Decay"])
+        writer.writerow(
+            ["Sequence", "J-Mean", "F-Mean", "J&F-Mean", "J-Recall", "F-Recall", "J-Decay", "F-Decay"]
+        )
         for o in objects:
             j, f = score_statistics(o.j), score_statistics(o.f)
             writer.writerow(
                 [f"{o.sequence}_{o.object_id}"]
-                + [f"{v:.6f}" for v in (j.mean, f.mean, (j.mean + f.mean) / 2, j.recall, f.recall, j.decay, f.decay)]
+                + [
+                    f"{v:.6f}"
+                    for v in (j.mean, f.mean, (j.mean + f.mean) / 2, j.recall, f.recall, j.decay, f.decay)
+                ]
             )
     os.replace(tmp, path)
 
@@ -332,8 +354,12 @@ def encoder_feature_fn(encoder, stage: int, output_stride: int | None) -> DenseF
     CRW/VFS do (layer3 at stride 8); other networks take the stage that already has that stride."""
     if output_stride is not None and encoder.family != "resnet":
         natural = {8: 2, 16: 3, 32: 4}[output_stride]
-        log.warning("%s is not a ResNet: using its stage %d (stride %d) instead of removing strides",
-                    encoder.name, natural, output_stride)
+        log.warning(
+            "%s is not a ResNet: using its stage %d (stride %d) instead of removing strides",
+            encoder.name,
+            natural,
+            output_stride,
+        )
         return lambda x: encoder.dense(x, stage=natural)
     return lambda x: encoder.dense(x, stage=stage, output_stride=output_stride)
 
@@ -342,14 +368,37 @@ def run_davis_eval(config: DavisEvalConfig, track: Callable[[Iterable, str], Ite
     """Load the encoder and run `run_davis` with the chosen preset and overrides."""
     from vito_eval.encoders import load_encoder
 
-    prop = propagation_config(config.preset, n_context=config.n_context, topk=config.topk, radius=config.radius,
-                              temperature=config.temperature)
-    list_sequences(config.root, config.split, config.resolution)  # a wrong layout fails before the model loads
+    prop = propagation_config(
+        config.preset,
+        n_context=config.n_context,
+        topk=config.topk,
+        radius=config.radius,
+        temperature=config.temperature,
+    )
+    list_sequences(
+        config.root, config.split, config.resolution
+    )  # a wrong layout fails before the model loads
     encoder = load_encoder(config.encoder, device=config.device)
-    run = DavisRunConfig(root=config.root, out=config.out, split=config.split, resolution=config.resolution,
-                         bound_th=config.bound_th, n_overlay_frames=config.n_overlay_frames)
-    result = run_davis(encoder_feature_fn(encoder, config.stage, config.output_stride), run, prop,
-                       encoder_name=encoder.name, sequences=config.sequences, track=track,
-                       extra={"preset": config.preset, "stage": config.stage, "output_stride": config.output_stride,
-                              "weights_sha256": encoder.weights_hash})
+    run = DavisRunConfig(
+        root=config.root,
+        out=config.out,
+        split=config.split,
+        resolution=config.resolution,
+        bound_th=config.bound_th,
+        n_overlay_frames=config.n_overlay_frames,
+    )
+    result = run_davis(
+        encoder_feature_fn(encoder, config.stage, config.output_stride),
+        run,
+        prop,
+        encoder_name=encoder.name,
+        sequences=config.sequences,
+        track=track,
+        extra={
+            "preset": config.preset,
+            "stage": config.stage,
+            "output_stride": config.output_stride,
+            "weights_sha256": encoder.weights_hash,
+        },
+    )
     return result

@@ -23,10 +23,14 @@ import numpy as np
 DEFAULT_BOUND_TH = 0.008
 
 
-def region_similarity(annotation: np.ndarray, segmentation: np.ndarray, void: np.ndarray | None = None) -> float:
-    """J, the Jaccard index |A ∩ S| / |A ∪ S| of two binary masks, ignoring void pixels (1.0 if both empty)."""
+def region_similarity(
+    annotation: np.ndarray, segmentation: np.ndarray, void: np.ndarray | None = None
+) -> float:
+    """J, the Jaccard index |A ∩ S| / |A ∪ S| of two binary masks without void pixels (1.0 if both empty)."""
     if annotation.shape != segmentation.shape:
-        raise ValueError(f"annotation {annotation.shape} and segmentation {segmentation.shape} differ in shape")
+        raise ValueError(
+            f"annotation {annotation.shape} and segmentation {segmentation.shape} differ in shape"
+        )
     a = annotation.astype(bool)
     s = segmentation.astype(bool)
     keep = np.ones_like(a) if void is None else ~void.astype(bool)
@@ -36,7 +40,7 @@ def region_similarity(annotation: np.ndarray, segmentation: np.ndarray, void: np
 
 
 def seg2bmap(seg: np.ndarray) -> np.ndarray:
-    """One-pixel-wide boundary map of a binary mask, offset half a pixel towards the origin (Martin et al. 2004).
+    """One-pixel-wide boundary map of a binary mask, half a pixel towards the origin (Martin et al. 2004).
 
     A pixel is a boundary pixel when it differs from its east, south or south-east neighbour; in the last row
     only the east neighbour counts, in the last column only the south one, and the corner pixel never does.
@@ -113,10 +117,12 @@ def boundary_f_measure(
     void: np.ndarray | None = None,
     bound_th: float = DEFAULT_BOUND_TH,
 ) -> float:
-    """F, the boundary F-measure 2PR/(P+R) with a tolerance of ceil(bound_th * diagonal) pixels (or bound_th >= 1
-    pixels as given), as davis2017-evaluation's ``f_measure``."""
+    """F, the boundary F-measure 2PR/(P+R) with a tolerance of ceil(bound_th * diagonal) pixels (or
+    bound_th pixels when >= 1), as davis2017-evaluation's ``f_measure``."""
     if segmentation.shape != annotation.shape:
-        raise ValueError(f"annotation {annotation.shape} and segmentation {segmentation.shape} differ in shape")
+        raise ValueError(
+            f"annotation {annotation.shape} and segmentation {segmentation.shape} differ in shape"
+        )
     keep = np.ones(segmentation.shape, dtype=bool) if void is None else ~void.astype(bool)
     bound_pix = bound_th if bound_th >= 1 else math.ceil(bound_th * math.hypot(*segmentation.shape))
     fg_boundary = seg2bmap(segmentation.astype(bool) & keep)
@@ -191,7 +197,9 @@ def evaluate_sequence(
     frames = range(1, gt.shape[0] - 1)
     scores = []
     for obj in range(1, n_objects + 1):
-        j = np.array([region_similarity(gt[t] == obj, pred_labels[t] == obj) for t in frames], dtype=np.float64)
+        j = np.array(
+            [region_similarity(gt[t] == obj, pred_labels[t] == obj) for t in frames], dtype=np.float64
+        )
         f = np.array(
             [boundary_f_measure(pred_labels[t] == obj, gt[t] == obj, bound_th=bound_th) for t in frames],
             dtype=np.float64,

@@ -1,4 +1,4 @@
-"""Tiny datasets in the official DAVIS-2017, UCF-101, PASCAL VOC 2012 and ADE20K layouts, built from real video.
+"""Tiny datasets in the official DAVIS-2017, UCF-101, PASCAL VOC 2012 and ADE20K layouts, from real video.
 
 Textures come from the sample clips (``videonet-curate samples fetch``); geometry is synthetic and known, so
 tests can check answers exactly: objects are axis-aligned rectangles on an 8-pixel (DAVIS) or 16-pixel
@@ -17,7 +17,9 @@ from PIL import Image
 from vito_eval.davis import _default_palette, write_index_png
 
 
-def read_video_frames(video: Path, start_s: float, n: int, size: tuple[int, int], step: int = 1) -> list[np.ndarray]:
+def read_video_frames(
+    video: Path, start_s: float, n: int, size: tuple[int, int], step: int = 1
+) -> list[np.ndarray]:
     """``n`` RGB frames (H, W, 3) resized to ``size`` = (W, H), every ``step``-th frame from ``start_s``."""
     out: list[np.ndarray] = []
     with av.open(str(video)) as container:
@@ -53,7 +55,11 @@ class DavisFixture:
 
 
 def _davis_sequence(
-    background: np.ndarray, patches: list[np.ndarray], starts: list[tuple[int, int]], moves: list[tuple[int, int]], n_frames: int
+    background: np.ndarray,
+    patches: list[np.ndarray],
+    starts: list[tuple[int, int]],
+    moves: list[tuple[int, int]],
+    n_frames: int,
 ) -> tuple[np.ndarray, np.ndarray]:
     h, w = background.shape[:2]
     frames = np.repeat(background[None], n_frames, axis=0).copy()
@@ -69,7 +75,9 @@ def _davis_sequence(
     return frames, labels
 
 
-def write_davis_fixture(root: Path, samples_dir: Path, n_frames: int = 6, size: tuple[int, int] = (96, 64)) -> DavisFixture:
+def write_davis_fixture(
+    root: Path, samples_dir: Path, n_frames: int = 6, size: tuple[int, int] = (96, 64)
+) -> DavisFixture:
     """Two DAVIS-2017 sequences (2 objects and 1 object) of real textures translating 8 px per frame.
 
     Layout: ``JPEGImages/480p/<seq>/00000.jpg``, palette ``Annotations/480p/<seq>/00000.png`` for every frame,
@@ -80,7 +88,10 @@ def write_davis_fixture(root: Path, samples_dir: Path, n_frames: int = 6, size: 
     specs = {
         "cockatoo-bikes": dict(
             background=texture(samples_dir, "cockatoo.mp4", 2.0, (w, h)),
-            patches=[texture(samples_dir, "bikes.mp4", 3.0, (24, 16)), texture(samples_dir, "cup.mp4", 1.0, (16, 16))],
+            patches=[
+                texture(samples_dir, "bikes.mp4", 3.0, (24, 16)),
+                texture(samples_dir, "cup.mp4", 1.0, (16, 16)),
+            ],
             starts=[(8, 8), (40, w - 24)],
             moves=[(0, 8), (0, -8)],
         ),
@@ -94,7 +105,9 @@ def write_davis_fixture(root: Path, samples_dir: Path, n_frames: int = 6, size: 
     labels, frames = {}, {}
     palette = _default_palette()
     for name, spec in specs.items():
-        seq_frames, seq_labels = _davis_sequence(spec["background"], spec["patches"], spec["starts"], spec["moves"], n_frames)
+        seq_frames, seq_labels = _davis_sequence(
+            spec["background"], spec["patches"], spec["starts"], spec["moves"], n_frames
+        )
         img_dir = root / "JPEGImages" / "480p" / name
         img_dir.mkdir(parents=True, exist_ok=True)
         for t in range(n_frames):
@@ -164,7 +177,9 @@ def write_ucf101_fixture(
     for idx, cls in enumerate(classes, start=1):
         video, start = UCF_FIXTURE_CLASSES[cls]
         for g in range(1, n_groups + 1):
-            frames = read_video_frames(Path(samples_dir) / "videos" / video, start + 0.8 * (g - 1), frames_per_clip, size)
+            frames = read_video_frames(
+                Path(samples_dir) / "videos" / video, start + 0.8 * (g - 1), frames_per_clip, size
+            )
             rel = f"{cls}/v_{cls}_g{g:02d}_c01.avi"
             write_clip_avi(videos_root / rel, frames)
             (test if g <= test_groups else train).append((rel, idx))
@@ -176,8 +191,16 @@ def write_ucf101_fixture(
 
 # ------------------------------------------------------------------------------------------- segmentation
 # (class index in the dataset's label files, sample video, second) for the textures pasted in
-VOC_FIXTURE_TEXTURES = {2: ("bikes.mp4", 3.0), 3: ("cockatoo.mp4", 5.0), 15: ("vtest.avi", 10.0)}  # bicycle bird person
-ADE_FIXTURE_TEXTURES = {5: ("tree.avi", 4.0), 13: ("vtest.avi", 20.0), 21: ("cityCC0.mpg", 3.0)}  # tree person car
+VOC_FIXTURE_TEXTURES = {
+    2: ("bikes.mp4", 3.0),
+    3: ("cockatoo.mp4", 5.0),
+    15: ("vtest.avi", 10.0),
+}  # bicycle bird person
+ADE_FIXTURE_TEXTURES = {
+    5: ("tree.avi", 4.0),
+    13: ("vtest.avi", 20.0),
+    21: ("cityCC0.mpg", 3.0),
+}  # tree person car
 
 
 @dataclass(frozen=True)
@@ -190,7 +213,11 @@ class SegmentationFixture:
 
 
 def _compose(
-    rng: np.random.Generator, background: np.ndarray, textures: dict[int, np.ndarray], bg_label: int, cell: int
+    rng: np.random.Generator,
+    background: np.ndarray,
+    textures: dict[int, np.ndarray],
+    bg_label: int,
+    cell: int,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Paste 2-3 grid-aligned rectangles of class textures onto a background; returns (image, labels)."""
     h, w = background.shape[:2]
@@ -205,7 +232,7 @@ def _compose(
 
 
 def _void_border(labels: np.ndarray, width: int = 2) -> np.ndarray:
-    """VOC marks object outlines as 255 ('void'): here a band of ``width`` pixels on each side of every edge."""
+    """VOC marks object outlines as 255 ('void'): here ``width`` pixels on each side of every edge."""
     edge = np.zeros(labels.shape, dtype=bool)
     horizontal = labels[:, 1:] != labels[:, :-1]
     vertical = labels[1:, :] != labels[:-1, :]
@@ -223,7 +250,9 @@ def _void_border(labels: np.ndarray, width: int = 2) -> np.ndarray:
     return np.where(edge, 255, labels).astype(np.uint8)
 
 
-def write_voc_fixture(root: Path, samples_dir: Path, n_train: int = 8, n_val: int = 4, size: int = 96, seed: int = 0) -> SegmentationFixture:
+def write_voc_fixture(
+    root: Path, samples_dir: Path, n_train: int = 8, n_val: int = 4, size: int = 96, seed: int = 0
+) -> SegmentationFixture:
     """PASCAL VOC 2012 layout: ``VOCdevkit/VOC2012/{JPEGImages,SegmentationClass,ImageSets/Segmentation}``.
 
     ``root`` is the VOC2012 folder; labels are palette PNGs with background 0, classes 1..20 and 255 borders.
@@ -248,7 +277,9 @@ def write_voc_fixture(root: Path, samples_dir: Path, n_train: int = 8, n_val: in
     return SegmentationFixture(root, ids[:n_train], ids[n_train:], labels, regions)
 
 
-def write_ade20k_fixture(root: Path, samples_dir: Path, n_train: int = 8, n_val: int = 4, size: int = 96, seed: int = 1) -> SegmentationFixture:
+def write_ade20k_fixture(
+    root: Path, samples_dir: Path, n_train: int = 8, n_val: int = 4, size: int = 96, seed: int = 1
+) -> SegmentationFixture:
     """ADE20K (SceneParsing) layout: ``ADEChallengeData2016/{images,annotations}/{training,validation}``.
 
     ``root`` is ADEChallengeData2016; annotations are 8-bit grey PNGs, 0 = other, classes 1..150. The

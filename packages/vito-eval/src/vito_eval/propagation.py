@@ -1,11 +1,11 @@
-"""Semi-supervised label propagation by feature affinity, as in CRW (Jabri et al. 2020) and VFS (Xu & Wang 2021).
+"""Semi-supervised label propagation by feature affinity, as CRW (Jabri et al. 2020) and VFS (Xu & Wang 2021).
 
 For every target frame t the context ("keys") is the first frame plus the ``n_context`` frames before t (the
 video is padded at the front with copies of the first frame, so early frames see the first frame many times).
 The affinity of a query position q in frame t to a key position k is A = <f_q, f_k> / temperature on
 L2-normalised features; positions of the short-term context farther than ``radius`` (in feature cells) from q
 are masked out, the first frame is not. The label of q is the softmax-weighted sum of the labels of its
-top-k keys:  y_q = sum_{k in topk(A_q)} softmax(A_q)_k y_k.  Predictions are kept soft and feed the next frames.
+top-k keys:  y_q = sum_{k in topk(A_q)} softmax(A_q)_k y_k.  Predictions stay soft and feed the next frames.
 Matches ``videowalk/code/test.py`` with ``long_mem=[0]``, ``norm_mask=False``.
 """
 
@@ -33,7 +33,9 @@ class PropagationConfig:
 
     def __post_init__(self) -> None:
         if self.n_context < 1 or self.topk < 1 or self.radius <= 0 or self.temperature <= 0:
-            raise ValueError(f"invalid propagation config {self}: n_context, topk, radius, temperature must be > 0")
+            raise ValueError(
+                f"invalid propagation config {self}: n_context, topk, radius, temperature must be > 0"
+            )
 
 
 PRESETS: dict[str, PropagationConfig] = {
@@ -96,7 +98,9 @@ def propagate_step(
     return torch.cat(out, dim=1)
 
 
-def propagate_labels(features: torch.Tensor, first_labels: torch.Tensor, cfg: PropagationConfig) -> torch.Tensor:
+def propagate_labels(
+    features: torch.Tensor, first_labels: torch.Tensor, cfg: PropagationConfig
+) -> torch.Tensor:
     """Propagate the first frame's soft labels through a video.
 
     features: (T, C, h, w) dense features (L2-normalised here along C); first_labels: (K, h, w) soft labels of
@@ -114,5 +118,5 @@ def propagate_labels(features: torch.Tensor, first_labels: torch.Tensor, cfg: Pr
 
 
 def onehot_masks(index_map: torch.Tensor, object_ids: list[int]) -> torch.Tensor:
-    """(H, W) integer map -> (len(object_ids), H, W) float one-hot, channel i is ``index_map == object_ids[i]``."""
+    """(H, W) integer map -> (len(object_ids), H, W) channel i =  ``index_map == object_ids[i]``."""
     return torch.stack([(index_map == i).float() for i in object_ids])

@@ -1,4 +1,4 @@
-"""Semantic-segmentation scores from a dataset-wide confusion matrix (the PASCAL VOC / ADE20K / mmseg definition).
+"""Semantic-segmentation scores from a dataset-wide confusion matrix (PASCAL VOC / ADE20K / mmseg definition).
 
 IoU_c = TP_c / (TP_c + FP_c + FN_c) accumulated over all pixels of the dataset whose label is not the ignore
 index; mIoU = mean of IoU_c over the classes whose union is non-empty (classes absent from both the labels and
@@ -14,8 +14,10 @@ import numpy as np
 IGNORE_INDEX = 255
 
 
-def confusion_matrix(pred: np.ndarray, label: np.ndarray, num_classes: int, ignore_index: int = IGNORE_INDEX) -> np.ndarray:
-    """(num_classes, num_classes) int64 counts, rows = ground truth, columns = prediction; ignored labels dropped.
+def confusion_matrix(
+    pred: np.ndarray, label: np.ndarray, num_classes: int, ignore_index: int = IGNORE_INDEX
+) -> np.ndarray:
+    """(num_classes, num_classes) int64 counts, rows = ground truth, columns = prediction; ignores dropped.
 
     Labels outside [0, num_classes) other than ``ignore_index`` are an error (a wrong class mapping).
     """
@@ -26,10 +28,14 @@ def confusion_matrix(pred: np.ndarray, label: np.ndarray, num_classes: int, igno
     keep = lab != ignore_index
     lab, prd = lab[keep], prd[keep]
     if lab.size and (lab.min() < 0 or lab.max() >= num_classes):
-        raise ValueError(f"labels must lie in [0, {num_classes}) or be {ignore_index}; found {np.unique(lab)[:10]}")
+        raise ValueError(
+            f"labels must lie in [0, {num_classes}) or be {ignore_index}; found {np.unique(lab)[:10]}"
+        )
     if prd.size and (prd.min() < 0 or prd.max() >= num_classes):
         raise ValueError(f"predictions must lie in [0, {num_classes}); found {np.unique(prd)[:10]}")
-    return np.bincount(lab * num_classes + prd, minlength=num_classes * num_classes).reshape(num_classes, num_classes)
+    return np.bincount(lab * num_classes + prd, minlength=num_classes * num_classes).reshape(
+        num_classes, num_classes
+    )
 
 
 @dataclass(frozen=True)

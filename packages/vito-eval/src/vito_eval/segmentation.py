@@ -37,27 +37,180 @@ DenseFn = Callable[[torch.Tensor], torch.Tensor]  # uint8 (N, 3, S, S) -> (N, C,
 
 
 VOC_CLASSES: tuple[str, ...] = (
-    "background", "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow",
-    "diningtable", "dog", "horse", "motorbike", "person", "pottedplant", "sheep", "sofa", "train", "tvmonitor",
+    "background",
+    "aeroplane",
+    "bicycle",
+    "bird",
+    "boat",
+    "bottle",
+    "bus",
+    "car",
+    "cat",
+    "chair",
+    "cow",
+    "diningtable",
+    "dog",
+    "horse",
+    "motorbike",
+    "person",
+    "pottedplant",
+    "sheep",
+    "sofa",
+    "train",
+    "tvmonitor",
 )
 # ADE20K SceneParsing classes 1..150 (objectInfo150), stored at index k-1.
 ADE20K_CLASSES: tuple[str, ...] = (
-    "wall", "building", "sky", "floor", "tree", "ceiling", "road", "bed", "windowpane", "grass", "cabinet",
-    "sidewalk", "person", "earth", "door", "table", "mountain", "plant", "curtain", "chair", "car", "water",
-    "painting", "sofa", "shelf", "house", "sea", "mirror", "rug", "field", "armchair", "seat", "fence", "desk",
-    "rock", "wardrobe", "lamp", "bathtub", "railing", "cushion", "base", "box", "column", "signboard",
-    "chest of drawers", "counter", "sand", "sink", "skyscraper", "fireplace", "refrigerator", "grandstand",
-    "path", "stairs", "runway", "case", "pool table", "pillow", "screen door", "stairway", "river", "bridge",
-    "bookcase", "blind", "coffee table", "toilet", "flower", "book", "hill", "bench", "countertop", "stove",
-    "palm", "kitchen island", "computer", "swivel chair", "boat", "bar", "arcade machine", "hovel", "bus",
-    "towel", "light", "truck", "tower", "chandelier", "awning", "streetlight", "booth", "television receiver",
-    "airplane", "dirt track", "apparel", "pole", "land", "bannister", "escalator", "ottoman", "bottle",
-    "buffet", "poster", "stage", "van", "ship", "fountain", "conveyer belt", "canopy", "washer", "plaything",
-    "swimming pool", "stool", "barrel", "basket", "waterfall", "tent", "bag", "minibike", "cradle", "oven",
-    "ball", "food", "step", "tank", "trade name", "microwave", "pot", "animal", "bicycle", "lake",
-    "dishwasher", "screen", "blanket", "sculpture", "hood", "sconce", "vase", "traffic light", "tray",
-    "ashcan", "fan", "pier", "crt screen", "plate", "monitor", "bulletin board", "shower", "radiator", "glass",
-    "clock", "flag",
+    "wall",
+    "building",
+    "sky",
+    "floor",
+    "tree",
+    "ceiling",
+    "road",
+    "bed",
+    "windowpane",
+    "grass",
+    "cabinet",
+    "sidewalk",
+    "person",
+    "earth",
+    "door",
+    "table",
+    "mountain",
+    "plant",
+    "curtain",
+    "chair",
+    "car",
+    "water",
+    "painting",
+    "sofa",
+    "shelf",
+    "house",
+    "sea",
+    "mirror",
+    "rug",
+    "field",
+    "armchair",
+    "seat",
+    "fence",
+    "desk",
+    "rock",
+    "wardrobe",
+    "lamp",
+    "bathtub",
+    "railing",
+    "cushion",
+    "base",
+    "box",
+    "column",
+    "signboard",
+    "chest of drawers",
+    "counter",
+    "sand",
+    "sink",
+    "skyscraper",
+    "fireplace",
+    "refrigerator",
+    "grandstand",
+    "path",
+    "stairs",
+    "runway",
+    "case",
+    "pool table",
+    "pillow",
+    "screen door",
+    "stairway",
+    "river",
+    "bridge",
+    "bookcase",
+    "blind",
+    "coffee table",
+    "toilet",
+    "flower",
+    "book",
+    "hill",
+    "bench",
+    "countertop",
+    "stove",
+    "palm",
+    "kitchen island",
+    "computer",
+    "swivel chair",
+    "boat",
+    "bar",
+    "arcade machine",
+    "hovel",
+    "bus",
+    "towel",
+    "light",
+    "truck",
+    "tower",
+    "chandelier",
+    "awning",
+    "streetlight",
+    "booth",
+    "television receiver",
+    "airplane",
+    "dirt track",
+    "apparel",
+    "pole",
+    "land",
+    "bannister",
+    "escalator",
+    "ottoman",
+    "bottle",
+    "buffet",
+    "poster",
+    "stage",
+    "van",
+    "ship",
+    "fountain",
+    "conveyer belt",
+    "canopy",
+    "washer",
+    "plaything",
+    "swimming pool",
+    "stool",
+    "barrel",
+    "basket",
+    "waterfall",
+    "tent",
+    "bag",
+    "minibike",
+    "cradle",
+    "oven",
+    "ball",
+    "food",
+    "step",
+    "tank",
+    "trade name",
+    "microwave",
+    "pot",
+    "animal",
+    "bicycle",
+    "lake",
+    "dishwasher",
+    "screen",
+    "blanket",
+    "sculpture",
+    "hood",
+    "sconce",
+    "vase",
+    "traffic light",
+    "tray",
+    "ashcan",
+    "fan",
+    "pier",
+    "crt screen",
+    "plate",
+    "monitor",
+    "bulletin board",
+    "shower",
+    "radiator",
+    "glass",
+    "clock",
+    "flag",
 )
 
 
@@ -84,18 +237,24 @@ class SegmentationDataset:
         with Image.open(path) as im:
             lab = np.array(im)  # palette PNGs read as their indices, grey PNGs as values
         if lab.ndim != 2:
-            raise SegmentationLayoutError(f"{path}: a label map must be single-channel (indexed or grey), got {lab.shape}")
+            raise SegmentationLayoutError(
+                f"{path}: a label map must be single-channel (indexed or grey), got {lab.shape}"
+            )
         if self.reduce_zero_label:
             lab = lab.astype(np.int64)
             lab = np.where(lab == 0, IGNORE_INDEX, lab - 1)
         lab = lab.astype(np.uint8)
         bad = (lab != IGNORE_INDEX) & (lab >= self.num_classes)
         if bad.any():
-            raise SegmentationLayoutError(f"{path}: label values {np.unique(lab[bad])[:5]} exceed {self.name}'s classes")
+            raise SegmentationLayoutError(
+                f"{path}: label values {np.unique(lab[bad])[:5]} exceed {self.name}'s classes"
+            )
         return lab
 
 
-def _pairs(image_dir: Path, label_dir: Path, ids: list[str], image_ext: str, what: str) -> list[tuple[Path, Path]]:
+def _pairs(
+    image_dir: Path, label_dir: Path, ids: list[str], image_ext: str, what: str
+) -> list[tuple[Path, Path]]:
     pairs = [(image_dir / f"{i}{image_ext}", label_dir / f"{i}.png") for i in ids]
     missing = [p for pair in pairs for p in pair if not p.is_file()]
     if missing:
@@ -126,7 +285,9 @@ def load_voc(root: Path) -> SegmentationDataset:
             raise SegmentationLayoutError(f"voc:{root}: missing {path}")
         ids = [line.strip() for line in path.read_text().splitlines() if line.strip()]
         splits[split] = _pairs(root / "JPEGImages", root / "SegmentationClass", ids, ".jpg", f"voc {split}")
-    return SegmentationDataset("voc", root, VOC_CLASSES, splits["train"], splits["val"], reduce_zero_label=False)
+    return SegmentationDataset(
+        "voc", root, VOC_CLASSES, splits["train"], splits["val"], reduce_zero_label=False
+    )
 
 
 def load_ade20k(root: Path) -> SegmentationDataset:
@@ -140,11 +301,14 @@ def load_ade20k(root: Path) -> SegmentationDataset:
         if not image_dir.is_dir() or not label_dir.is_dir():
             raise SegmentationLayoutError(
                 f"ade20k:{root}: expected ADEChallengeData2016/images/{{training,validation}}/*.jpg and "
-                f"annotations/{{training,validation}}/*.png (ADEChallengeData2016.zip); missing {image_dir} or {label_dir}"
+                f"annotations/{{training,validation}}/*.png (ADEChallengeData2016.zip); "
+                f"missing {image_dir} or {label_dir}"
             )
         ids = sorted(p.stem for p in image_dir.glob("*.jpg"))
         splits[split] = _pairs(image_dir, label_dir, ids, ".jpg", f"ade20k {folder}")
-    return SegmentationDataset("ade20k", root, ADE20K_CLASSES, splits["train"], splits["val"], reduce_zero_label=True)
+    return SegmentationDataset(
+        "ade20k", root, ADE20K_CLASSES, splits["train"], splits["val"], reduce_zero_label=True
+    )
 
 
 def load_segmentation_dataset(spec: str) -> SegmentationDataset:
@@ -165,8 +329,12 @@ def model_input(path: Path, image_size: int) -> torch.Tensor:
 
 @torch.no_grad()
 def extract_dense(
-    dense: DenseFn, pairs: list[tuple[Path, Path]], image_size: int, batch_size: int = 8,
-    track: Callable[[Iterable, str], Iterable] | None = None, desc: str = "images",
+    dense: DenseFn,
+    pairs: list[tuple[Path, Path]],
+    image_size: int,
+    batch_size: int = 8,
+    track: Callable[[Iterable, str], Iterable] | None = None,
+    desc: str = "images",
 ) -> torch.Tensor:
     """Dense features (N, C, h, w) of the images of ``pairs``, in order."""
     batches = range(0, len(pairs), batch_size)
@@ -191,9 +359,12 @@ def sample_pixel_features(
     pick = rng.choice(len(ys), size=min(n_pixels, len(ys)), replace=False)
     ys, xs = ys[pick], xs[pick]
     h, w = label.shape
-    grid = torch.stack([torch.from_numpy((xs + 0.5) / w * 2 - 1), torch.from_numpy((ys + 0.5) / h * 2 - 1)], -1)
-    sampled = F.grid_sample(feats[None], grid[None, None].float(), mode="bilinear", padding_mode="border",
-                            align_corners=False)[0, :, 0]  # (C, n)
+    grid = torch.stack(
+        [torch.from_numpy((xs + 0.5) / w * 2 - 1), torch.from_numpy((ys + 0.5) / h * 2 - 1)], -1
+    )
+    sampled = F.grid_sample(
+        feats[None], grid[None, None].float(), mode="bilinear", padding_mode="border", align_corners=False
+    )[0, :, 0]  # (C, n)
     return sampled.T.numpy(), label[ys, xs].astype(np.int64)
 
 
@@ -215,8 +386,13 @@ class ConvHead(torch.nn.Module):
 
 
 def train_conv_head(
-    feats: torch.Tensor, labels: list[np.ndarray], num_classes: int, epochs: int = 20, lr: float = 1e-3,
-    batch_size: int = 8, seed: int = 0,
+    feats: torch.Tensor,
+    labels: list[np.ndarray],
+    num_classes: int,
+    epochs: int = 20,
+    lr: float = 1e-3,
+    batch_size: int = 8,
+    seed: int = 0,
 ) -> ConvHead:
     """Adam on cross-entropy (ignore 255) of logits upsampled to each image's label resolution."""
     gen = torch.Generator().manual_seed(seed)
@@ -229,9 +405,14 @@ def train_conv_head(
         for batch in torch.randperm(len(feats), generator=gen).split(batch_size):
             logits = head(feats[batch])
             loss = sum(
-                F.cross_entropy(F.interpolate(logits[j : j + 1], size=targets[i].shape, mode="bilinear",
-                                              align_corners=False), targets[i][None], ignore_index=IGNORE_INDEX,
-                                reduction="sum")
+                F.cross_entropy(
+                    F.interpolate(
+                        logits[j : j + 1], size=targets[i].shape, mode="bilinear", align_corners=False
+                    ),
+                    targets[i][None],
+                    ignore_index=IGNORE_INDEX,
+                    reduction="sum",
+                )
                 for j, i in enumerate(batch.tolist())
             ) / max(1, sum(int((targets[i] != IGNORE_INDEX).sum()) for i in batch.tolist()))
             opt.zero_grad()
@@ -265,7 +446,9 @@ class SegmentationConfig:
 
 
 def run_segmentation(
-    config: SegmentationConfig, track: Callable[[Iterable, str], Iterable] | None = None, dense: DenseFn | None = None
+    config: SegmentationConfig,
+    track: Callable[[Iterable, str], Iterable] | None = None,
+    dense: DenseFn | None = None,
 ) -> dict[str, Any]:
     """Fit the head on the training split, score the validation split; writes JSON and PNGs to ``config.out``.
 
@@ -286,7 +469,9 @@ def run_segmentation(
             return encoder.dense(x, stage=config.stage, output_stride=config.output_stride)
 
     start = time.perf_counter()
-    ftr = extract_dense(dense, train, config.image_size, config.batch_size, track, f"{ds.name} train features")
+    ftr = extract_dense(
+        dense, train, config.image_size, config.batch_size, track, f"{ds.name} train features"
+    )
     fva = extract_dense(dense, val, config.image_size, config.batch_size, track, f"{ds.name} val features")
     extract_s = time.perf_counter() - start
     ltr = [ds.read_label(lab) for _, lab in train]
@@ -312,7 +497,9 @@ def run_segmentation(
         "val_images": len(val),
         "miou": scores.miou,
         "pixel_accuracy": scores.pixel_accuracy,
-        "per_class_iou": {n: (None if np.isnan(v) else float(v)) for n, v in zip(ds.class_names, scores.iou)},
+        "per_class_iou": {
+            n: (None if np.isnan(v) else float(v)) for n, v in zip(ds.class_names, scores.iou, strict=True)
+        },
         "timing": {"extract_s": round(extract_s, 2), "fit_s": round(fit_s, 2)},
         "config": {k: str(v) if isinstance(v, Path) else v for k, v in asdict(config).items()},
     }
@@ -324,7 +511,9 @@ def run_segmentation(
 def _fit_head(config: SegmentationConfig, num_classes: int, feats: torch.Tensor, labels: list[np.ndarray]):
     """Train the chosen head; returns predict(features (C, h, w), label size) -> (H, W) classes."""
     if config.head == "conv":
-        head = train_conv_head(feats, labels, num_classes, config.epochs, config.lr, config.batch_size, config.seed)
+        head = train_conv_head(
+            feats, labels, num_classes, config.epochs, config.lr, config.batch_size, config.seed
+        )
 
         def predict(f: torch.Tensor, size: tuple[int, int]) -> np.ndarray:
             with torch.no_grad():
@@ -334,12 +523,19 @@ def _fit_head(config: SegmentationConfig, num_classes: int, feats: torch.Tensor,
     from vito_eval.probe import DEFAULT_L2_GRID, fit_linear_probe
 
     rng = np.random.default_rng(config.seed)
-    xs, ys = zip(*(sample_pixel_features(f, lab, config.pixels_per_image, rng) for f, lab in zip(feats, labels)))
+    xs, ys = zip(
+        *(
+            sample_pixel_features(f, lab, config.pixels_per_image, rng)
+            for f, lab in zip(feats, labels, strict=True)
+        ),
+        strict=True,
+    )
     x, y = np.concatenate(xs), np.concatenate(ys)
     if len(y) == 0:
         raise SegmentationLayoutError("the training labels hold no labelled pixel (all 255)")
-    probe = fit_linear_probe(x, y, num_classes, config.l2_grid or DEFAULT_L2_GRID, seed=config.seed,
-                             max_iter=config.probe_max_iter)
+    probe = fit_linear_probe(
+        x, y, num_classes, config.l2_grid or DEFAULT_L2_GRID, seed=config.seed, max_iter=config.probe_max_iter
+    )
 
     def predict(f: torch.Tensor, size: tuple[int, int]) -> np.ndarray:
         c, h, w = f.shape
@@ -372,7 +568,10 @@ def _write_outputs(out: Path, ds: SegmentationDataset, result: dict, iou: np.nda
     pal = np.array(_default_palette(), dtype=np.uint8).reshape(-1, 3)
     for img, label, pred in examples:
         rgb = np.asarray(Image.open(img).convert("RGB"))
-        panels = [rgb, pal[np.where(label == IGNORE_INDEX, 255, label + (ds.name == "ade20k"))],
-                  pal[pred + (ds.name == "ade20k")]]
+        panels = [
+            rgb,
+            pal[np.where(label == IGNORE_INDEX, 255, label + (ds.name == "ade20k"))],
+            pal[pred + (ds.name == "ade20k")],
+        ]
         Image.fromarray(np.concatenate(panels, axis=1)).save(out / f"{ds.name}-{img.stem}-image-gt-pred.png")
     write_json_atomic(out / f"segmentation-{ds.name}.json", result)
