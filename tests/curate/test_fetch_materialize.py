@@ -4,6 +4,7 @@ clips, every scripted fault ending in the right reason, retries only where they 
 from __future__ import annotations
 
 import shutil
+import time
 from pathlib import Path
 
 import av
@@ -80,6 +81,7 @@ FAULTS = [
     (["404"], True, "unavailable", 1),
     (["html"], True, "not_a_video", 1),
     ([None, "empty"], True, "not_a_video", 1),
+    ([None, "ignore_range"], True, None, 1),  # Range ignored: the whole stream is fetched and cut here
 ]
 
 
@@ -90,11 +92,18 @@ def test_faults_end_in_the_right_status(
     server: Loopback, tmp_path: Path, script: list, always: bool, reason: str | None, attempts: int
 ) -> None:
     server.script("/bikes.mp4", script, always=always)
+    started = time.monotonic()
     try:
         got = materialize(_kinetics("bikes"), _opts(server), tmp_path)
     finally:
         server.script("/bikes.mp4", [])
+    elapsed = time.monotonic() - started
     assert (got.reason, got.attempts) == (reason, attempts), got.detail
+    if script[0] == "429":
+        assert elapsed >= 1.0 * (attempts - 1)  # Retry-After: 1 honoured before each retry
+    requests = server.log.faults("/bikes.mp4")
+    server.log.entries.clear()
+    assert {f for f in script if f} <= set(requests)  # the faults really happened
     assert got.status == ("kept" if reason is None else "failed")
     if reason is None:
         assert decode_clip(got.path).duration_s == pytest.approx(5.0, abs=0.2)
@@ -126,7 +135,6 @@ def test_existing_final_file_is_reused_and_stale_partials_removed(server: Loopba
 
 def test_unreachable_host_is_settled_on_the_driver_fast(tmp_path: Path) -> None:
     import socket
-    import time
 
     with socket.socket() as sock:  # a port nobody listens on
         sock.bind(("127.0.0.1", 0))
