@@ -128,6 +128,7 @@ def propagate_sequence(
     seq: DavisSequence,
     feature_fn: DenseFeatureFn,
     cfg: PropagationConfig,
+    device: str = "cpu",
 ) -> tuple[np.ndarray, np.ndarray, list[int] | None]:
     """Predicted index maps (T, H, W) of one sequence, the frames (T, H, W, 3) and the annotation palette."""
     first, palette = read_index_png(seq.annotations[0])
@@ -141,7 +142,7 @@ def propagate_sequence(
     feats = dense_features(feature_fn, raw)
     h, w = feats.shape[-2:]
     first_soft = downsample_labels(onehot_masks(torch.from_numpy(first), object_ids), (h, w))
-    soft = propagate_labels(feats, first_soft, cfg)
+    soft = propagate_labels(feats, first_soft, cfg, device)
     lut = np.array(object_ids, dtype=np.uint8)
     preds = np.stack([lut[upsample_to_labels(s, first.shape).numpy()] for s in soft])
     preds[0] = first  # frame 0 is given
@@ -194,6 +195,7 @@ class DavisRunConfig:
     resolution: str = "480p"
     bound_th: float = DEFAULT_BOUND_TH
     n_overlay_frames: int = 3
+    device: str = "cpu"  # where the affinities are computed
 
 
 def run_davis(
@@ -224,7 +226,7 @@ def run_davis(
     iterator = track(seqs, "DAVIS sequences") if track else seqs
     for seq in iterator:
         try:
-            preds, raw, palette = propagate_sequence(seq, feature_fn, prop)
+            preds, raw, palette = propagate_sequence(seq, feature_fn, prop, run.device)
             for t, frame in enumerate(seq.frames):
                 write_index_png(out / "predictions" / seq.name / f"{frame.stem}.png", preds[t], palette)
             gt = read_annotations(seq, len(seq.frames))
@@ -386,6 +388,7 @@ def run_davis_eval(config: DavisEvalConfig, track: Callable[[Iterable, str], Ite
         resolution=config.resolution,
         bound_th=config.bound_th,
         n_overlay_frames=config.n_overlay_frames,
+        device=config.device,
     )
     result = run_davis(
         encoder_feature_fn(encoder, config.stage, config.output_stride),

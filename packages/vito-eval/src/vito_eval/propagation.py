@@ -99,22 +99,23 @@ def propagate_step(
 
 
 def propagate_labels(
-    features: torch.Tensor, first_labels: torch.Tensor, cfg: PropagationConfig
+    features: torch.Tensor, first_labels: torch.Tensor, cfg: PropagationConfig, device: str = "cpu"
 ) -> torch.Tensor:
     """Propagate the first frame's soft labels through a video.
 
     features: (T, C, h, w) dense features (L2-normalised here along C); first_labels: (K, h, w) soft labels of
-    frame 0 at feature resolution. Returns (T, K, h, w) soft labels; frame 0 is the given labels.
+    frame 0 at feature resolution. Returns (T, K, h, w) soft labels on the CPU; frame 0 is the given labels.
+    The affinities are computed on ``device`` (a GPU makes 480p sequences fast).
     """
     n_frames, _, h, w = features.shape
-    feats = F.normalize(features.float(), dim=1).flatten(2)  # (T, C, P)
-    labels = torch.zeros(n_frames, first_labels.shape[0], h * w)
-    labels[0] = first_labels.flatten(1).float()
-    local = radius_mask(h, w, cfg.radius)
+    feats = F.normalize(features.to(device).float(), dim=1).flatten(2)  # (T, C, P)
+    labels = torch.zeros(n_frames, first_labels.shape[0], h * w, device=device)
+    labels[0] = first_labels.to(device).flatten(1).float()
+    local = radius_mask(h, w, cfg.radius).to(device)
     for t in range(1, n_frames):
         ctx = context_frames(t, cfg.n_context)
         labels[t] = propagate_step(feats[t], feats[ctx], labels[ctx], local, cfg)
-    return labels.view(n_frames, -1, h, w)
+    return labels.view(n_frames, -1, h, w).cpu()
 
 
 def onehot_masks(index_map: torch.Tensor, object_ids: list[int]) -> torch.Tensor:
