@@ -16,9 +16,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pyarrow as pa
 
 from videonet_curate import manifest as mf
+from videonet_curate.dedup import clip_embedding, embeddings_table
 from videonet_curate.shards import Shard, write_shard
 
 log = logging.getLogger(__name__)
@@ -46,17 +46,6 @@ class LabelingConfig:
 class _Pending:
     row: dict[str, Any]
     frames: np.ndarray
-
-
-def embeddings_schema(dim: int) -> pa.Schema:
-    return pa.schema([("clip_id", pa.string()), ("embedding", pa.list_(pa.float32(), dim))])
-
-
-def clip_embedding(frame_embeddings: np.ndarray) -> np.ndarray:
-    """Mean of the frame embeddings, L2-normalised: the vector de-duplication compares."""
-    mean = frame_embeddings.astype(np.float32).mean(axis=0)
-    norm = float(np.linalg.norm(mean))
-    return mean / norm if norm > 0 else mean
 
 
 class ShardLabeler:
@@ -96,15 +85,9 @@ class ShardLabeler:
                 pending = []
         self._flush(pending, rows, embeddings)
 
-        dim = self.scorer.embedding_dim
         ids = [cid for cid in (r["clip_id"] for r in rows) if cid in embeddings]
-        emb_table = pa.table(
-            {
-                "clip_id": pa.array(ids, pa.string()),
-                "embedding": pa.array([embeddings[i].tolist() for i in ids], pa.list_(pa.float32(), dim)),
-            },
-            schema=embeddings_schema(dim),
-        )
+        matrix = np.stack([embeddings[i] for i in ids]) if ids else np.zeros((0, self.scorer.embedding_dim))
+        emb_table = embeddings_table(ids, matrix)
         info = {"model_id": self.scorer.model_id, "prototype_set": self.scorer.prototype_set}
         write_shard(self.out_dir, shard, mf.rows_to_table(rows), emb_table, info)
         statuses: dict[str, int] = {}
