@@ -173,3 +173,21 @@ def test_preflight_checks_the_proxy_not_the_hosts_behind_it(server: Loopback) ->
     through_proxy = plan_fetch(cands, FetchOptions(url_template="http://no-such-host.invalid/{youtube_id}.mp4",
                                                    proxy=server.base_url))
     assert len(through_proxy.to_fetch) == 1 and through_proxy.settled == []
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("fault", "reason", "attempts"),
+                         [("reset", "network", 3), ("truncate", "network", 3), ("empty", "not_a_video", 1)])
+def test_whole_video_downloads_classify_body_faults(
+    server: Loopback, tmp_path: Path, fault: str, reason: str, attempts: int
+) -> None:
+    url = server.url("cup.mp4")
+    cand = {"clip_id": "cup_whole", "source": "urls", "source_id": url, "url": url, "start_s": None,
+            "end_s": None, "source_label": None}
+    server.script("/cup.mp4", [None, fault], always=True)  # the extractor's request is fine, the body is not
+    try:
+        got = materialize(cand, _opts(server, url_template=None), tmp_path)
+    finally:
+        server.script("/cup.mp4", [])
+    assert (got.status, got.reason, got.attempts) == ("failed", reason, attempts), got.detail
+    assert (got.start_s, got.end_s) == (0.0, 0.0) and not list(tmp_path.glob("*.mp4"))

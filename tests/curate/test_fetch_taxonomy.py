@@ -56,6 +56,7 @@ def test_yt_dlp_wrapped_http_error_keeps_status_and_retry_after() -> None:
         (ExtractorError("The uploader has not made this video available in your country"), "unavailable"),
         (DownloadError("ERROR: Unsupported URL: http://127.0.0.1/x.html"), "not_a_video"),
         (DownloadError("ERROR: something nobody foresaw"), "unavailable"),
+        (DownloadError("ERROR: Did not get any data blocks"), "not_a_video"),  # an empty body
         (ValueError("a bug"), "internal"),
         (FetchFailed(Failure("too_short", "3 s of 10")), "too_short"),
     ],

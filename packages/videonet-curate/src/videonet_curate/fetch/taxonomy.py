@@ -86,6 +86,10 @@ def classify_http_status(status: int, *, retry_after: str | None = None, detail:
 _MESSAGE_RULES: tuple[tuple[str, re.Pattern[str]], ...] = (
     ("blocked", re.compile(r"HTTP Error 429|Too Many Requests|not a bot|rate.?limit|captcha", re.I)),
     (
+        "not_a_video",
+        re.compile(r"Unsupported URL|not a video|text/html|Invalid data found|Did not get any data blocks", re.I),
+    ),
+    (
         "unavailable",
         re.compile(
             r"Video unavailable|Private video|video is private|copyright|not available in your country|"
@@ -105,7 +109,6 @@ _MESSAGE_RULES: tuple[tuple[str, re.Pattern[str]], ...] = (
             re.I,
         ),
     ),
-    ("not_a_video", re.compile(r"Unsupported URL|not a video|text/html|Invalid data found", re.I)),
     ("http_error", re.compile(r"HTTP Error \d{3}", re.I)),
     ("decode_error", re.compile(r"moov atom not found|corrupt|Invalid NAL|error while decoding", re.I)),
 )
