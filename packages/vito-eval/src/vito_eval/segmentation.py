@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -36,182 +36,32 @@ Head = Literal["linear", "conv"]
 DenseFn = Callable[[torch.Tensor], torch.Tensor]  # uint8 (N, 3, S, S) -> (N, C, h, w)
 
 
+# fmt: off
 VOC_CLASSES: tuple[str, ...] = (
-    "background",
-    "aeroplane",
-    "bicycle",
-    "bird",
-    "boat",
-    "bottle",
-    "bus",
-    "car",
-    "cat",
-    "chair",
-    "cow",
-    "diningtable",
-    "dog",
-    "horse",
-    "motorbike",
-    "person",
-    "pottedplant",
-    "sheep",
-    "sofa",
-    "train",
+    "background", "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow",
+    "diningtable", "dog", "horse", "motorbike", "person", "pottedplant", "sheep", "sofa", "train",
     "tvmonitor",
 )
 # ADE20K SceneParsing classes 1..150 (objectInfo150), stored at index k-1.
 ADE20K_CLASSES: tuple[str, ...] = (
-    "wall",
-    "building",
-    "sky",
-    "floor",
-    "tree",
-    "ceiling",
-    "road",
-    "bed",
-    "windowpane",
-    "grass",
-    "cabinet",
-    "sidewalk",
-    "person",
-    "earth",
-    "door",
-    "table",
-    "mountain",
-    "plant",
-    "curtain",
-    "chair",
-    "car",
-    "water",
-    "painting",
-    "sofa",
-    "shelf",
-    "house",
-    "sea",
-    "mirror",
-    "rug",
-    "field",
-    "armchair",
-    "seat",
-    "fence",
-    "desk",
-    "rock",
-    "wardrobe",
-    "lamp",
-    "bathtub",
-    "railing",
-    "cushion",
-    "base",
-    "box",
-    "column",
-    "signboard",
-    "chest of drawers",
-    "counter",
-    "sand",
-    "sink",
-    "skyscraper",
-    "fireplace",
-    "refrigerator",
-    "grandstand",
-    "path",
-    "stairs",
-    "runway",
-    "case",
-    "pool table",
-    "pillow",
-    "screen door",
-    "stairway",
-    "river",
-    "bridge",
-    "bookcase",
-    "blind",
-    "coffee table",
-    "toilet",
-    "flower",
-    "book",
-    "hill",
-    "bench",
-    "countertop",
-    "stove",
-    "palm",
-    "kitchen island",
-    "computer",
-    "swivel chair",
-    "boat",
-    "bar",
-    "arcade machine",
-    "hovel",
-    "bus",
-    "towel",
-    "light",
-    "truck",
-    "tower",
-    "chandelier",
-    "awning",
-    "streetlight",
-    "booth",
-    "television receiver",
-    "airplane",
-    "dirt track",
-    "apparel",
-    "pole",
-    "land",
-    "bannister",
-    "escalator",
-    "ottoman",
-    "bottle",
-    "buffet",
-    "poster",
-    "stage",
-    "van",
-    "ship",
-    "fountain",
-    "conveyer belt",
-    "canopy",
-    "washer",
-    "plaything",
-    "swimming pool",
-    "stool",
-    "barrel",
-    "basket",
-    "waterfall",
-    "tent",
-    "bag",
-    "minibike",
-    "cradle",
-    "oven",
-    "ball",
-    "food",
-    "step",
-    "tank",
-    "trade name",
-    "microwave",
-    "pot",
-    "animal",
-    "bicycle",
-    "lake",
-    "dishwasher",
-    "screen",
-    "blanket",
-    "sculpture",
-    "hood",
-    "sconce",
-    "vase",
-    "traffic light",
-    "tray",
-    "ashcan",
-    "fan",
-    "pier",
-    "crt screen",
-    "plate",
-    "monitor",
-    "bulletin board",
-    "shower",
-    "radiator",
-    "glass",
-    "clock",
-    "flag",
+    "wall", "building", "sky", "floor", "tree", "ceiling", "road", "bed", "windowpane", "grass", "cabinet",
+    "sidewalk", "person", "earth", "door", "table", "mountain", "plant", "curtain", "chair", "car", "water",
+    "painting", "sofa", "shelf", "house", "sea", "mirror", "rug", "field", "armchair", "seat", "fence",
+    "desk", "rock", "wardrobe", "lamp", "bathtub", "railing", "cushion", "base", "box", "column",
+    "signboard", "chest of drawers", "counter", "sand", "sink", "skyscraper", "fireplace", "refrigerator",
+    "grandstand", "path", "stairs", "runway", "case", "pool table", "pillow", "screen door", "stairway",
+    "river", "bridge", "bookcase", "blind", "coffee table", "toilet", "flower", "book", "hill", "bench",
+    "countertop", "stove", "palm", "kitchen island", "computer", "swivel chair", "boat", "bar",
+    "arcade machine", "hovel", "bus", "towel", "light", "truck", "tower", "chandelier", "awning",
+    "streetlight", "booth", "television receiver", "airplane", "dirt track", "apparel", "pole", "land",
+    "bannister", "escalator", "ottoman", "bottle", "buffet", "poster", "stage", "van", "ship", "fountain",
+    "conveyer belt", "canopy", "washer", "plaything", "swimming pool", "stool", "barrel", "basket",
+    "waterfall", "tent", "bag", "minibike", "cradle", "oven", "ball", "food", "step", "tank", "trade name",
+    "microwave", "pot", "animal", "bicycle", "lake", "dishwasher", "screen", "blanket", "sculpture", "hood",
+    "sconce", "vase", "traffic light", "tray", "ashcan", "fan", "pier", "crt screen", "plate", "monitor",
+    "bulletin board", "shower", "radiator", "glass", "clock", "flag",
 )
+# fmt: on
 
 
 class SegmentationLayoutError(DatasetError):
@@ -327,22 +177,22 @@ def model_input(path: Path, image_size: int) -> torch.Tensor:
         return torch.from_numpy(np.asarray(im, dtype=np.uint8).copy()).permute(2, 0, 1)
 
 
-@torch.no_grad()
-def extract_dense(
+def iter_dense(
     dense: DenseFn,
     pairs: list[tuple[Path, Path]],
     image_size: int,
     batch_size: int = 8,
     track: Callable[[Iterable, str], Iterable] | None = None,
     desc: str = "images",
-) -> torch.Tensor:
-    """Dense features (N, C, h, w) of the images of ``pairs``, in order."""
+) -> Iterator[tuple[int, torch.Tensor]]:
+    """(index, dense features (C, h, w)) of the images of ``pairs`` in order, computed in batches; streamed so
+    that a split never has to fit in memory at once."""
     batches = range(0, len(pairs), batch_size)
-    out = []
     for i in track(batches, desc) if track else batches:
         x = torch.stack([model_input(img, image_size) for img, _ in pairs[i : i + batch_size]])
-        out.append(dense(x).float().cpu())
-    return torch.cat(out)
+        with torch.no_grad():
+            feats = dense(x).float().cpu()
+        yield from enumerate(feats, start=i)
 
 
 def sample_pixel_features(
@@ -458,6 +308,8 @@ def run_segmentation(
         raise SegmentationLayoutError(f"--head must be linear or conv, got {config.head!r}")
     ds = load_segmentation_dataset(config.dataset)
     train, val = ds.train[: config.train_limit], ds.val[: config.val_limit]
+    if not train or not val:
+        raise SegmentationLayoutError(f"the limits leave {len(train)} train / {len(val)} val images")
     encoder_name = config.encoder or "custom"
     if dense is None:
         from vito_eval.encoders import load_encoder
@@ -469,30 +321,25 @@ def run_segmentation(
             return encoder.dense(x, stage=config.stage, output_stride=config.output_stride)
 
     start = time.perf_counter()
-    ftr = extract_dense(
-        dense, train, config.image_size, config.batch_size, track, f"{ds.name} train features"
-    )
-    fva = extract_dense(dense, val, config.image_size, config.batch_size, track, f"{ds.name} val features")
-    extract_s = time.perf_counter() - start
-    ltr = [ds.read_label(lab) for _, lab in train]
-    start = time.perf_counter()
-    predict = _fit_head(config, ds.num_classes, ftr, ltr)
-    fit_s = time.perf_counter() - start
+    predict, feature_shape, extract_s = _fit_head(config, ds, train, dense, track)
+    fit_s = time.perf_counter() - start - extract_s
     conf = np.zeros((ds.num_classes, ds.num_classes), dtype=np.int64)
     examples = []
-    for i, (img, lab_path) in enumerate(val):
-        label = ds.read_label(lab_path)
-        pred = predict(fva[i], label.shape)
+    start = time.perf_counter()
+    for i, feats in iter_dense(dense, val, config.image_size, config.batch_size, track, f"{ds.name} val"):
+        label = ds.read_label(val[i][1])
+        pred = predict(feats, label.shape)
         conf += confusion_matrix(pred, label, ds.num_classes)
         if i < config.n_visualise:
-            examples.append((img, label, pred))
+            examples.append((val[i][0], label, pred))
+    val_s = time.perf_counter() - start
     scores = scores_from_confusion(conf)
     result: dict[str, Any] = {
         "task": f"segmentation-{ds.name}",
         "encoder": encoder_name,
         "head": config.head,
         "stage": config.stage,
-        "feature_shape": list(ftr.shape[1:]),
+        "feature_shape": feature_shape,
         "train_images": len(train),
         "val_images": len(val),
         "miou": scores.miou,
@@ -500,7 +347,11 @@ def run_segmentation(
         "per_class_iou": {
             n: (None if np.isnan(v) else float(v)) for n, v in zip(ds.class_names, scores.iou, strict=True)
         },
-        "timing": {"extract_s": round(extract_s, 2), "fit_s": round(fit_s, 2)},
+        "timing": {
+            "train_extract_s": round(extract_s, 2),
+            "fit_s": round(fit_s, 2),
+            "val_s": round(val_s, 2),
+        },
         "config": {k: str(v) if isinstance(v, Path) else v for k, v in asdict(config).items()},
     }
     if config.out is not None:
@@ -508,41 +359,70 @@ def run_segmentation(
     return result
 
 
-def _fit_head(config: SegmentationConfig, num_classes: int, feats: torch.Tensor, labels: list[np.ndarray]):
-    """Train the chosen head; returns predict(features (C, h, w), label size) -> (H, W) classes."""
+def _fit_head(
+    config: SegmentationConfig,
+    ds: SegmentationDataset,
+    train: list[tuple[Path, Path]],
+    dense: DenseFn,
+    track: Callable[[Iterable, str], Iterable] | None,
+) -> tuple[Callable[[torch.Tensor, tuple[int, int]], np.ndarray], list[int], float]:
+    """Extract training features and train the chosen head.
+
+    Returns predict(features (C, h, w), label size) -> (H, W) classes, the feature shape and the seconds spent
+    extracting. The linear head keeps only the sampled pixels of each image; the conv head keeps all maps.
+    """
+    start = time.perf_counter()
+    stream = iter_dense(dense, train, config.image_size, config.batch_size, track, f"{ds.name} train")
+    rng = np.random.default_rng(config.seed)
+    kept: list[torch.Tensor] = []
+    samples: list[tuple[np.ndarray, np.ndarray]] = []
+    labels: list[np.ndarray] = []
+    for i, feats in stream:
+        label = ds.read_label(train[i][1])
+        if config.head == "conv":
+            kept.append(feats)
+            labels.append(label)
+        else:
+            samples.append(sample_pixel_features(feats, label, config.pixels_per_image, rng))
+    shape = list((kept[0] if kept else feats).shape)
+    extract_s = time.perf_counter() - start
     if config.head == "conv":
         head = train_conv_head(
-            feats, labels, num_classes, config.epochs, config.lr, config.batch_size, config.seed
+            torch.stack(kept),
+            labels,
+            ds.num_classes,
+            config.epochs,
+            config.lr,
+            config.batch_size,
+            config.seed,
         )
 
-        def predict(f: torch.Tensor, size: tuple[int, int]) -> np.ndarray:
+        def predict_conv(f: torch.Tensor, size: tuple[int, int]) -> np.ndarray:
             with torch.no_grad():
                 return upsampled_prediction(head(f[None])[0], size)
 
-        return predict
+        return predict_conv, shape, extract_s
     from vito_eval.probe import DEFAULT_L2_GRID, fit_linear_probe
 
-    rng = np.random.default_rng(config.seed)
-    xs, ys = zip(
-        *(
-            sample_pixel_features(f, lab, config.pixels_per_image, rng)
-            for f, lab in zip(feats, labels, strict=True)
-        ),
-        strict=True,
-    )
-    x, y = np.concatenate(xs), np.concatenate(ys)
+    x = np.concatenate([sx for sx, _ in samples])
+    y = np.concatenate([sy for _, sy in samples])
     if len(y) == 0:
         raise SegmentationLayoutError("the training labels hold no labelled pixel (all 255)")
     probe = fit_linear_probe(
-        x, y, num_classes, config.l2_grid or DEFAULT_L2_GRID, seed=config.seed, max_iter=config.probe_max_iter
+        x,
+        y,
+        ds.num_classes,
+        config.l2_grid or DEFAULT_L2_GRID,
+        seed=config.seed,
+        max_iter=config.probe_max_iter,
     )
 
-    def predict(f: torch.Tensor, size: tuple[int, int]) -> np.ndarray:
+    def predict_linear(f: torch.Tensor, size: tuple[int, int]) -> np.ndarray:
         c, h, w = f.shape
         logits = probe.logits(f.reshape(c, -1).T.numpy()).T.reshape(-1, h, w)
         return upsampled_prediction(torch.from_numpy(logits).float(), size)
 
-    return predict
+    return predict_linear, shape, extract_s
 
 
 def _write_outputs(out: Path, ds: SegmentationDataset, result: dict, iou: np.ndarray, examples: list) -> None:
