@@ -11,12 +11,13 @@ Two search paths give the edges:
   so it is asked again with a range search, which returns every neighbour above the threshold.
 - approximate (N > ``exact_max``): faiss k-means splits the clips into buckets of about ``bucket_size``;
   each clip lives in its nearest bucket and is searched against its ``nprobe`` nearest buckets (the IVF
-  idea), with the same flat k-NN + range search inside each bucket. A pair whose clips fall into buckets
-  neither probes is missed; near-duplicates sit close together, so that is rare (measured in the
-  benchmark). Flat search inside buckets runs as BLAS matrix products, several times faster on CPU than
-  faiss's IVF list scanning for this all-pairs workload.
+  idea). A pair whose clips fall into buckets neither probes is missed; near-duplicates sit close
+  together, so that is rare (the benchmark measures the recall). Inside a bucket the similarities are one
+  dense matrix product: on CPU numpy's, because for these all-pairs blocks the faiss-cpu wheel's flat
+  search (and its IVF list scanning) measured 4-5x more CPU time than numpy's BLAS product here
+  (benchmarks/rebalance_dedup.py); on GPU faiss's k-NN + range search as in the exact path.
 
-The faiss GPU build is used for the k-NN products when it is installed and sees a GPU.
+The faiss GPU build (k-means, k-NN) is used when it is installed and sees a GPU.
 """
 
 from __future__ import annotations
@@ -39,14 +40,16 @@ from videonet_curate.manifest import STATUS_DUPLICATE, STATUS_KEPT
 log = logging.getLogger(__name__)
 
 DEFAULT_THRESHOLD = 0.95
-# All-pairs flat search costs N^2 * D; 100k clips of 512-d are about a minute on 2 CPU cores.
-DEFAULT_EXACT_MAX = 100_000
+# All-pairs flat search costs 2 N^2 D flops; faiss's k-NN here did about 20 GFLOP per CPU-second, so 20k
+# clips of 512-d cost ~20 CPU-s exact, while the bucketed path costs ~2 N nprobe bucket_size D (linear in N).
+DEFAULT_EXACT_MAX = 20_000
 DEFAULT_BUCKET_SIZE = 1_000
 DEFAULT_NPROBE = 3
 DEFAULT_K = 16
 # Edges kept in memory before they are folded into component stars (bounded memory for big groups).
 _EDGE_FOLD_LIMIT = 20_000_000
 _QUERY_BATCH = 8_192
+_BLOCK_ELEMENTS = 16_777_216  # similarity block of 64 MiB float32
 
 
 class DedupInputError(ValueError):
@@ -195,11 +198,39 @@ def _bucket_plan(x: np.ndarray, bucket_size: int, nprobe: int, seed: int, gpu: o
     """k-means buckets: each clip's nearest ``nprobe`` centroids (column 0 is its home bucket)."""
     n, d = x.shape
     nbuckets = max(1, min(n // max(bucket_size, 1), 65_536))
-    kmeans = faiss.Kmeans(d, nbuckets, niter=10, seed=seed, spherical=True, gpu=gpu is not None,
-                          max_points_per_centroid=64, verbose=False)
+    # Buckets only need to keep near-duplicates together, not to be optimal clusters: a small sample
+    # and few iterations suffice (faiss warns below 39 points per centroid).
+    kmeans = faiss.Kmeans(d, nbuckets, niter=8, seed=seed, spherical=True, gpu=gpu is not None,
+                          max_points_per_centroid=40, verbose=False)
     kmeans.train(x)
-    _, assign = _knn(x, kmeans.centroids, min(nprobe, nbuckets), gpu)
+    nprobe = min(nprobe, nbuckets)
+    if gpu is not None:
+        return nbuckets, _knn(x, kmeans.centroids, nprobe, gpu)[1]
+    assign = np.empty((n, nprobe), np.int64)
+    for start in range(0, n, _QUERY_BATCH):
+        sims = x[start : start + _QUERY_BATCH] @ kmeans.centroids.T
+        top = np.argpartition(-sims, nprobe - 1, axis=1)[:, :nprobe] if nprobe < nbuckets else (
+            np.broadcast_to(np.arange(nbuckets), sims.shape).copy())
+        order = np.argsort(-np.take_along_axis(sims, top, axis=1), axis=1)
+        assign[start : start + _QUERY_BATCH] = np.take_along_axis(top, order, axis=1)
     return nbuckets, assign
+
+
+def _matmul_edges(
+    xq: np.ndarray, q_ids: np.ndarray, xb: np.ndarray, b_ids: np.ndarray, threshold: float
+) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """As :func:`_flat_edges`, from dense similarity blocks; ``b_ids`` must be sorted ascending."""
+    rows_per_block = max(1, _BLOCK_ELEMENTS // max(len(xb), 1))
+    for start in range(0, len(xq), rows_per_block):
+        qid = q_ids[start : start + rows_per_block]
+        sims = xq[start : start + rows_per_block] @ xb.T
+        self_col = np.minimum(np.searchsorted(b_ids, qid), len(b_ids) - 1)
+        is_self = b_ids[self_col] == qid
+        sims[np.nonzero(is_self)[0], self_col[is_self]] = -np.inf
+        best = sims.max(axis=1)
+        hit_rows = np.nonzero(best >= threshold)[0]  # few rows have a duplicate: scan only those
+        rows, cols = np.nonzero(sims[hit_rows] >= threshold)
+        yield qid, best, np.stack([qid[hit_rows[rows]], b_ids[cols]])
 
 
 def _segments(keys: np.ndarray, nkeys: int) -> tuple[np.ndarray, np.ndarray]:
@@ -234,7 +265,11 @@ def _search_all(
                 yield x[q_ids], q_ids, x[db_ids], db_ids
 
     for xq, q_ids, xb, b_ids in blocks():
-        for qid, best, edges in _flat_edges(xq, q_ids, xb, b_ids, threshold, k, gpu):
+        searched = (
+            _flat_edges(xq, q_ids, xb, b_ids, threshold, k, gpu) if exact or gpu is not None
+            else _matmul_edges(xq, q_ids, xb, b_ids, threshold)
+        )
+        for qid, best, edges in searched:
             # a clip is a query at most once per block, so this fancy-indexed update has no repeats
             nearest[qid] = np.maximum(nearest[qid], best)
             pending.append(edges)
