@@ -102,3 +102,16 @@ def test_publish_refuses_non_empty_destination(tmp_path: Path) -> None:
     result = CliRunner().invoke(app, ["publish", str(out), "--to", str(tmp_path / "taken"), "--overwrite"])
     assert result.exit_code == 0, result.output
     verify_published(tmp_path / "taken")
+
+
+def test_publish_with_no_kept_clips(tmp_path: Path) -> None:
+    from videonet_curate.manifest import empty_row, rows_to_table, write_manifest
+
+    out = tmp_path / "out"
+    rows = [empty_row(clip_id="a", source="urls", source_id="http://x/a.mp4", path=None, start_s=0.0,
+                      end_s=1.0, status="failed", reason="network")]
+    write_manifest(rows_to_table(rows), out / "manifest.parquet")
+    result = publish(out, tmp_path / "dataset")
+    assert result.kept == 0
+    assert "n/a (no kept clips)" in (result.directory / "README.md").read_text()
+    verify_published(result.directory)

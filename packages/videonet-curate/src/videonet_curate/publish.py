@@ -207,7 +207,7 @@ was built in, and `source`/`source_id`/`source_start_s`/`source_end_s` say where
 
 {summary['kept']} clips kept of {summary['rows']} candidates, {summary['kept_classes']} classes present,
 {summary['kept_hours']:.2f} hours kept. Total-variation distance to the `{summary.get('target')}` target
-histogram: {summary['tv_to_target']:.4f}; KL(kept || target): {summary['kl_to_target']:.4f} nats
+histogram: {_number(summary['tv_to_target'])}; KL(kept || target): {_number(summary['kl_to_target'])} nats
 (epsilon {summary['kl_epsilon']:g} smoothing).
 
 | status | rows |
@@ -250,6 +250,10 @@ Build configuration:
 `{CHECKSUMS_FILENAME}` lists the SHA-256 of every other file. Check with `videonet-curate verify DIR`
 (also checks the schema) or `sha256sum -c {CHECKSUMS_FILENAME}`.
 """
+
+
+def _number(value: float | None) -> str:
+    return "n/a (no kept clips)" if value is None else f"{value:.4f}"
 
 
 def _size_category(n: int) -> str:

@@ -57,7 +57,9 @@ class RebalanceResult:
 
 
 def total_variation(counts: np.ndarray, target: np.ndarray) -> float:
-    """TV(p, q) = 1/2 * sum_i |p_i - q_i| with p, q the normalised histograms (0 for an empty p)."""
+    """TV(p, q) = 1/2 * sum_i |p_i - q_i| with p, q the normalised histograms (NaN for an empty p)."""
+    if np.sum(counts) <= 0:
+        return float("nan")
     p, q = _normalise(counts), _normalise(target)
     return float(0.5 * np.abs(p - q).sum())
 
@@ -66,7 +68,10 @@ def kl_divergence(counts: np.ndarray, target: np.ndarray, epsilon: float = KL_EP
     """KL(p || q) = sum_i p_i log(p_i / q_i) in nats, with p the kept histogram and q the target.
 
     Both are smoothed as p_i <- (p_i + eps) / (1 + K eps) so that classes empty in either are finite.
+    NaN when ``counts`` is empty (no distribution to compare).
     """
+    if np.sum(counts) <= 0:
+        return float("nan")
     k = len(counts)
     p = (_normalise(counts) + epsilon) / (1 + k * epsilon)
     q = (_normalise(target) + epsilon) / (1 + k * epsilon)
