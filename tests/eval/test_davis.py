@@ -169,5 +169,6 @@ def test_cli_davis_on_the_fixture_with_overrides(davis, tmp_path):
         "radius": 6.0,
         "temperature": 0.07,
         "query_chunk": 1024,
+        "tile": 8,
     }
     assert summary["sequences"] == ["city-box"] and summary["stage"] == 3 and summary["output_stride"] == 8

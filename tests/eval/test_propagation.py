@@ -15,6 +15,7 @@ from vito_eval.propagation import (
     downsample_labels,
     propagate_labels,
     propagate_step,
+    propagate_step_windowed,
     radius_mask,
     upsample_to_labels,
 )
@@ -110,3 +111,16 @@ def test_label_resampling_keeps_grid_aligned_masks():
     back = upsample_to_labels(cells, (32, 48))
     # Bilinear upsampling then argmax rounds each rectangle corner by 3+2+1 pixels and is exact elsewhere.
     assert int((back != full).sum()) == 4 * 6
+
+
+@pytest.mark.parametrize(("radius", "tile"), [(1.0, 2), (2.5, 3), (3.0, 8), (30.0, 4)])
+def test_windowed_step_equals_the_dense_reference(radius, tile):
+    gen = torch.Generator().manual_seed(int(radius * 10) + tile)
+    h, w, n_keys = 7, 9, 4
+    feats = F.normalize(torch.randn(n_keys + 1, 5, h * w, generator=gen), dim=1)
+    labels = torch.softmax(torch.randn(n_keys, 3, h * w, generator=gen), dim=1)
+    cfg = PropagationConfig(topk=6, radius=radius, temperature=0.1, tile=tile)
+    local = radius_mask(h, w, radius)
+    dense = propagate_step(feats[-1], feats[:-1], labels, local, cfg)
+    windowed = propagate_step_windowed(feats[-1], feats[:-1], labels, local, cfg, (h, w))
+    torch.testing.assert_close(windowed, dense)

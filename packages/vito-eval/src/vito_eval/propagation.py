@@ -11,7 +11,8 @@ Matches ``videowalk/code/test.py`` with ``long_mem=[0]``, ``norm_mask=False``.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import math
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import torch
@@ -29,10 +30,14 @@ class PropagationConfig:
     topk: int = 10
     radius: float = 12.0
     temperature: float = 0.05
-    query_chunk: int = 1024  # query positions per affinity block, bounds memory at 480p
+    query_chunk: int = 1024  # query positions per block of the dense reference `propagate_step`
+    tile: int = 8  # query tile side (feature cells) of the windowed computation `propagate_labels` uses
 
     def __post_init__(self) -> None:
-        if self.n_context < 1 or self.topk < 1 or self.radius <= 0 or self.temperature <= 0:
+        if (
+            min(self.n_context, self.topk, self.query_chunk, self.tile) < 1
+            or min(self.radius, self.temperature) <= 0
+        ):
             raise ValueError(
                 f"invalid propagation config {self}: n_context, topk, radius, temperature must be > 0"
             )
@@ -98,6 +103,49 @@ def propagate_step(
     return torch.cat(out, dim=1)
 
 
+def window_tiles(h: int, w: int, radius: float, tile: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """(query cells, key cells) per ``tile`` x ``tile`` block of queries: the keys are every cell that can lie
+    within ``radius`` of some query of the block (|dy|, |dx| <= ceil(radius) - 1), as flat indices."""
+    reach = math.ceil(radius) - 1
+    grid = torch.arange(h * w).view(h, w)
+    for y0 in range(0, h, tile):
+        for x0 in range(0, w, tile):
+            queries = grid[y0 : y0 + tile, x0 : x0 + tile].flatten()
+            keys = grid[
+                max(0, y0 - reach) : y0 + tile + reach, max(0, x0 - reach) : x0 + tile + reach
+            ].flatten()
+            yield queries, keys
+
+
+def propagate_step_windowed(
+    query: torch.Tensor,
+    keys: torch.Tensor,
+    key_labels: torch.Tensor,
+    local: torch.Tensor,
+    cfg: PropagationConfig,
+    size: tuple[int, int],
+) -> torch.Tensor:
+    """`propagate_step` computed per query tile against only the short-term keys inside the radius window
+    (the others are masked anyway), so the affinity costs O(P * (P + T * window)) instead of O(T * P^2).
+    Same arguments and result; ``size`` is the (h, w) of the feature grid."""
+    n_keys, _, n_pos = keys.shape
+    out = torch.empty(key_labels.shape[1], n_pos, dtype=key_labels.dtype, device=key_labels.device)
+    first_keys, first_labels = keys[0].T, key_labels[0].T  # (P, C), (P, K): frame 0 is never masked
+    for q_idx, k_idx in window_tiles(*size, cfg.radius, cfg.tile):
+        q_idx, k_idx = q_idx.to(keys.device), k_idx.to(keys.device)
+        q = query[:, q_idx]  # (C, B)
+        near = torch.einsum("tcw,cb->twb", keys[1:, :, k_idx], q)  # (T-1, W, B)
+        near.masked_fill_(~local[k_idx][:, q_idx][None], float("-inf"))
+        aff = torch.cat([first_keys @ q, near.reshape(-1, q.shape[1])]) / cfg.temperature
+        labels = torch.cat(
+            [first_labels, key_labels[1:, :, k_idx].permute(0, 2, 1).reshape(-1, out.shape[0])]
+        )
+        weights, idx = torch.topk(aff, min(cfg.topk, aff.shape[0]), dim=0)
+        weights = torch.softmax(weights, dim=0)
+        out[:, q_idx] = (labels[idx] * weights[..., None]).sum(0).T
+    return out
+
+
 def propagate_labels(
     features: torch.Tensor, first_labels: torch.Tensor, cfg: PropagationConfig, device: str = "cpu"
 ) -> torch.Tensor:
@@ -114,7 +162,7 @@ def propagate_labels(
     local = radius_mask(h, w, cfg.radius).to(device)
     for t in range(1, n_frames):
         ctx = context_frames(t, cfg.n_context)
-        labels[t] = propagate_step(feats[t], feats[ctx], labels[ctx], local, cfg)
+        labels[t] = propagate_step_windowed(feats[t], feats[ctx], labels[ctx], local, cfg, (h, w))
     return labels.view(n_frames, -1, h, w).cpu()
 
 
