@@ -172,3 +172,11 @@ def test_cli_davis_on_the_fixture_with_overrides(davis, tmp_path):
         "tile": 8,
     }
     assert summary["sequences"] == ["city-box"] and summary["stage"] == 3 and summary["output_stride"] == 8
+
+
+def test_non_resnet_encoders_use_their_stride_8_stage():
+    from vito_eval.davis import encoder_feature_fn
+    from vito_eval.encoders import load_encoder
+
+    enc = load_encoder("random:tf_efficientnet_lite0")  # timm: no stride removal, stage 2 is stride 8
+    assert encoder_feature_fn(enc, 3, 8)(torch.zeros(1, 3, 64, 96, dtype=torch.uint8)).shape[-2:] == (8, 12)
