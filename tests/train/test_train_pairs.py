@@ -68,3 +68,14 @@ def test_bad_manifests_raise_typed_errors(tmp_path, sample_manifest):
                       status="kept", label=1, label_name="x", score=0.9)]
     with pytest.raises(TrainingDataError, match="missing files"):
         load_clips(write_manifest(rows_to_table(rows), tmp_path / "missing" / "manifest.parquet"))
+
+
+def test_published_manifest_that_fails_verification_is_refused(tmp_path, sample_videos):
+    shutil.copy(sample_videos / "bikes.mp4", tmp_path / "bikes.mp4")
+    rows = [empty_row(clip_id="bikes", source="local", source_id="b", path="bikes.mp4", start_s=0.0, end_s=5.0,
+                      status="kept", label=1, label_name="x", score=0.9)]
+    write_manifest(rows_to_table(rows), tmp_path / "manifest.parquet")
+    (tmp_path / "checksums.sha256").write_text(f"{'0' * 64}  manifest.parquet\n")  # wrong digest
+    pytest.importorskip("videonet_curate.publish")
+    with pytest.raises(TrainingDataError, match="failed verification"):
+        load_clips(tmp_path)
