@@ -141,8 +141,31 @@ def test_cli_ucf101_on_the_fixture(ucf, tmp_path):
             "48",
             "--limit-per-class",
             "2",
+            "--cache-dir",
+            str(tmp_path / "cache"),
         ],
     )
     assert result.exit_code == 0, result.output
     assert "top-1" in result.output
     assert json.loads((tmp_path / "ucf101-split1.json").read_text())["train_clips"] == 12
+    assert len(list((tmp_path / "cache").glob("*.npz"))) == 2
+
+
+def test_clip_features_are_cached_and_reused(ucf, tmp_path):
+    config = Ucf101Config(
+        encoder="random:resnet18",
+        root=ucf.videos_root,
+        splits=ucf.splits_dir,
+        image_size=48,
+        l2_grid=(1e-2,),
+        limit_per_class=2,
+        cache_dir=tmp_path / "cache",
+    )
+    first = run_ucf101(config)
+    assert first["timing"]["from_cache"] == {"train": False, "test": False}
+    assert len(list((tmp_path / "cache").glob("*.npz"))) == 2
+    second = run_ucf101(config)
+    assert second["timing"]["from_cache"] == {"train": True, "test": True}
+    assert second["top1"] == first["top1"] and second["linear"]["confusion"] == first["linear"]["confusion"]
+    config.image_size = 40  # another transform is another entry
+    assert run_ucf101(config)["timing"]["from_cache"] == {"train": False, "test": False}

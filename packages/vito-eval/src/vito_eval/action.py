@@ -8,7 +8,11 @@ image-encoder protocols). Videos are decoded with PyAV. The probe is `vito_eval.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
+import os
+import tempfile
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
@@ -148,6 +152,7 @@ class Ucf101Config:
     l2_grid: tuple[float, ...] | None = None
     progress: bool = False
     limit_per_class: int | None = None  # for quick looks: the first N listed clips of each class
+    cache_dir: Path | None = None  # feature cache folder (the CLI passes vito-eval's default); None: off
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -189,6 +194,53 @@ def extract_split(
     return np.stack(feats), np.array(labels, dtype=np.int64), failed
 
 
+def cached_split_features(
+    encoder: Any,
+    videos_root: Path,
+    entries: list[tuple[str, int]],
+    config: Ucf101Config,
+    track: Callable[[Iterable, str], Iterable] | None = None,
+    desc: str = "clips",
+) -> tuple[np.ndarray, np.ndarray, dict[str, str], bool]:
+    """`extract_split` through the feature cache (``config.cache_dir``; None disables it).
+
+    The key covers the encoder (weights, readout, normalisation), the clip list, the frame choice, the image
+    size and the videos' sizes and mtimes; entries are written to a temporary name and renamed.
+    """
+    if config.cache_dir is None:
+        return (*extract_split(encoder.embed, videos_root, entries, config, track, desc), False)
+    from vito_eval.datasets.base import files_fingerprint
+
+    present = [videos_root / rel for rel, _ in entries if (videos_root / rel).is_file()]
+    spec = {
+        "task": "ucf101-clip-features",
+        "encoder": encoder.cache_key,
+        "entries": entries,
+        "frames": config.frames,
+        "n_frames": config.n_frames if config.frames == "average" else 1,
+        "image_size": config.image_size,
+        "videos": files_fingerprint(present),
+    }
+    key = hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()
+    path = Path(config.cache_dir) / f"{key}.npz"
+    if path.is_file():
+        try:
+            with np.load(path) as data:
+                return data["features"], data["labels"], json.loads(str(data["failed"])), True
+        except (OSError, ValueError, KeyError) as err:  # a damaged entry is recomputed
+            log.warning("ignoring unreadable cache entry %s: %s", path, err)
+    feats, labels, failed = extract_split(encoder.embed, videos_root, entries, config, track, desc)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=".npz")
+    os.close(fd)
+    try:
+        np.savez(tmp, features=feats, labels=labels, failed=json.dumps(failed))
+        os.replace(tmp, path)
+    finally:
+        Path(tmp).unlink(missing_ok=True)
+    return feats, labels, failed, False
+
+
 def run_ucf101(
     config: Ucf101Config, track: Callable[[Iterable, str], Iterable] | None = None
 ) -> dict[str, Any]:
@@ -203,10 +255,11 @@ def run_ucf101(
     encoder = load_encoder(config.encoder, device=config.device)
     start = time.perf_counter()
     data = {}
+    from_cache: dict[str, bool] = {}
     failed: dict[str, str] = {}
     for name, entries in (("train", split.train), ("test", split.test)):
-        x, y, bad = extract_split(
-            encoder.embed,
+        x, y, bad, hit = cached_split_features(
+            encoder,
             config.root,
             _limit(entries, config.limit_per_class),
             config,
@@ -214,6 +267,7 @@ def run_ucf101(
             desc=f"UCF-101 split {config.split} {name}",
         )
         data[name] = (x, y)
+        from_cache[name] = hit
         failed.update(bad)
     extract_s = time.perf_counter() - start
     (xtr, ytr), (xte, yte) = data["train"], data["test"]
@@ -237,7 +291,11 @@ def run_ucf101(
         "l2": probe.l2,
         "linear": summary,
         "failed": failed,
-        "timing": {"extract_s": round(extract_s, 2), "probe_s": round(time.perf_counter() - start, 2)},
+        "timing": {
+            "extract_s": round(extract_s, 2),
+            "probe_s": round(time.perf_counter() - start, 2),
+            "from_cache": from_cache,
+        },
         "config": {k: str(v) if isinstance(v, Path) else v for k, v in asdict(config).items()},
     }
     if config.out is not None:

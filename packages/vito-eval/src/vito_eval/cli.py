@@ -177,13 +177,17 @@ def ucf101(
     n_frames: int = typer.Option(8, help="Frames averaged with --frames average."),
     image_size: int = typer.Option(224, help="Shorter side resize + centre crop."),
     limit_per_class: int = typer.Option(None, help="Only the first N listed clips of each class (quick looks)."),
+    cache_dir: Path = typer.Option(None, help="Feature cache (default ~/.cache/vito-eval/features or $VITO_EVAL_CACHE)."),
+    no_cache: bool = typer.Option(False, "--no-cache", help="Neither read nor write cached clip features."),
     device: str = typer.Option("cpu", help="cpu, cuda, cuda:1, ..."),
 ) -> None:
     """UCF-101 action recognition: clip features of a frozen encoder + linear probe, top-1/top-5."""
     from vito_eval.action import Ucf101Config, run_ucf101
+    from vito_eval.features import DEFAULT_CACHE_DIR
 
     config = Ucf101Config(encoder=encoder, root=root, splits=splits, split=split, out=out, frames=frames,  # type: ignore[arg-type]
-                          n_frames=n_frames, image_size=image_size, device=device, limit_per_class=limit_per_class)
+                          n_frames=n_frames, image_size=image_size, device=device, limit_per_class=limit_per_class,
+                          cache_dir=None if no_cache else (cache_dir or DEFAULT_CACHE_DIR))
     result = run_command(lambda: run_ucf101(config, track=_track))
     top5 = "-" if result["top5"] is None else f"{result['top5']:.4f}"
     console.print(f"UCF-101 split {split}: top-1 {result['top1']:.4f}  top-5 {top5}  ({result['train_clips']} train / "
