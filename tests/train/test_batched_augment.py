@@ -25,10 +25,14 @@ from vito_train.data.batched_augment import (
     SOLARIZE,
     CropPairAugmentation,
     apply_photometric,
+    apply_photometric_static,
     draw_pair_params,
     draw_photometric_params,
     hsv_to_rgb,
+    random_photometric_params,
+    reflect_blur_matrices,
     rgb_to_hsv,
+    separable_gaussian_blur,
 )
 
 SIZE = 48
@@ -77,6 +81,24 @@ def test_each_sample_matches_torchvision_functional_ops(real_crops):
     expected = torch.stack([_reference(img, p) for img, p in zip(real_crops, params, strict=True)])
     assert len({tuple(p[ORDER]) for p in params}) > 4  # several orders in one batch
     torch.testing.assert_close(out, expected, atol=2e-5, rtol=0)
+
+
+def test_static_gpu_graph_equals_the_subset_version(real_crops):
+    """The compile-friendly path (all rows, masks, blur as matmuls) gives the same images."""
+    g = torch.Generator().manual_seed(4)
+    params = torch.cat([random_photometric_params(8, VIEW_1, generator=g), random_photometric_params(8, VIEW_2, generator=g)])
+    assert params[:, BLUR].sum() >= 8 and params[:, JITTER].sum() >= 8
+    torch.testing.assert_close(apply_photometric_static(real_crops, params, kernel_size=KERNEL),
+                               apply_photometric(real_crops, params, kernel_size=KERNEL), atol=1e-5, rtol=0)
+
+
+def test_blur_matrices_match_the_reflect_padded_convolution():
+    x = torch.rand(3, 3, 21, 21)
+    sigma = torch.tensor([0.3, 1.0, 2.0])
+    rows = reflect_blur_matrices(sigma, torch.tensor([True, True, False]), 21, 9, torch.float32).unsqueeze(1)
+    by_matmul = rows @ x @ rows.transpose(-1, -2)
+    torch.testing.assert_close(by_matmul[:2], separable_gaussian_blur(x[:2], sigma[:2], 9), atol=1e-6, rtol=0)
+    torch.testing.assert_close(by_matmul[2], x[2])  # blur off: identity
 
 
 def test_hsv_round_trip_is_identity():

@@ -11,6 +11,8 @@ probabilities of BYOL. Per-sample randomness is a function of (seed, global samp
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -149,6 +151,65 @@ def separable_gaussian_blur(x: torch.Tensor, sigma: torch.Tensor, kernel_size: i
     return y.reshape(n, c, h, w)
 
 
+def reflect_blur_matrices(sigma: torch.Tensor, blur: torch.Tensor, size: int, kernel_size: int,
+                          dtype: torch.dtype) -> torch.Tensor:
+    """(N, size, size) matrices ``B_n`` with ``(B_n x)_i = sum_k w_n(k) x_reflect(i + k - K//2)``: the
+    1-D Gaussian blur of sample ``n`` with reflect padding as a matrix (identity where ``blur`` is
+    False), so a separable blur is two batched matmuls on tensor cores: ``B_n X B_n^T``."""
+    half = kernel_size // 2
+    n = sigma.shape[0]
+    w = gaussian_kernels(sigma, kernel_size, torch.float32)
+    delta = torch.zeros(kernel_size, device=sigma.device)
+    delta[half] = 1
+    w = torch.where(blur.view(-1, 1), w, delta.view(1, -1))
+    pos = torch.arange(size, device=sigma.device).view(-1, 1) + torch.arange(kernel_size, device=sigma.device) - half
+    pos = pos.abs()
+    pos = torch.where(pos > size - 1, 2 * (size - 1) - pos, pos)  # reflect without repeating the edge
+    matrices = torch.zeros(n, size, size, device=sigma.device)
+    matrices.scatter_add_(2, pos.expand(n, size, kernel_size), w.view(n, 1, kernel_size).expand(n, size, kernel_size))
+    return matrices.to(dtype)
+
+
+def _color_jitter_masked(x: torch.Tensor, params: torch.Tensor) -> torch.Tensor:
+    """``_color_jitter`` without data-dependent shapes (hue computed for all, kept where due): more
+    arithmetic, but one static graph that torch.compile fuses into a few memory-bound kernels."""
+    active = params[:, JITTER] > 0.5
+    order = params[:, ORDER].long()
+    ones = torch.ones_like(params[:, BRIGHTNESS])
+    for position in range(4):
+        op = order[:, position]
+        factor = torch.where(active & (op == 0), params[:, BRIGHTNESS], ones)
+        factor = torch.where(active & (op == 1), params[:, CONTRAST], factor)
+        factor = torch.where(active & (op == 2), params[:, SATURATION], factor)
+        luma = _luma(x)
+        mean = luma.mean(dim=(1, 2, 3), keepdim=True)
+        degenerate = torch.where((op == 1).view(-1, 1, 1, 1), mean,
+                                 torch.where((op == 2).view(-1, 1, 1, 1), luma, torch.zeros_like(luma)))
+        f = factor.view(-1, 1, 1, 1).to(x.dtype)
+        x = (f * x + (1 - f) * degenerate).clamp(0, 1)
+        hue = (active & (op == 3)).view(-1, 1, 1, 1)
+        x = torch.where(hue, adjust_hue(x, params[:, HUE]), x)
+    return x
+
+
+def apply_photometric_static(images: torch.Tensor, params: torch.Tensor, *, kernel_size: int,
+                             dtype: torch.dtype = torch.float32, solarize_threshold: float = 128 / 255
+                             ) -> torch.Tensor:
+    """``apply_photometric`` as one static graph (no subsets, no host syncs; blur as matmuls):
+    the GPU path, meant to run under torch.compile. Same results up to float rounding."""
+    x = images.to(dtype) / 255 if not images.is_floating_point() else images.to(dtype)
+    params = params.to(device=x.device, dtype=torch.float32)
+    x = _color_jitter_masked(x, params)
+    x = torch.where((params[:, GRAY] > 0.5).view(-1, 1, 1, 1), _luma(x).expand_as(x), x)
+    blur = params[:, BLUR] > 0.5
+    h, w = x.shape[-2:]
+    rows = reflect_blur_matrices(params[:, SIGMA], blur, h, kernel_size, x.dtype).unsqueeze(1)
+    cols = rows if w == h else reflect_blur_matrices(params[:, SIGMA], blur, w, kernel_size, x.dtype).unsqueeze(1)
+    x = torch.matmul(torch.matmul(rows, x), cols.transpose(-1, -2))
+    solarize = (params[:, SOLARIZE] > 0.5).view(-1, 1, 1, 1)
+    return torch.where(solarize & (x >= solarize_threshold), 1 - x, x)
+
+
 def _color_jitter(x: torch.Tensor, params: torch.Tensor) -> torch.Tensor:
     """Brightness, contrast, saturation and hue in each sample's own order (torchvision ColorJitter).
 
@@ -197,9 +258,30 @@ def apply_photometric(images: torch.Tensor, params: torch.Tensor, *, kernel_size
     return torch.where(solarize & (x >= threshold), 1 - x, x)
 
 
+def _static_and_normalize(views: torch.Tensor, params: torch.Tensor, kernel_size: int, dtype: torch.dtype
+                          ) -> torch.Tensor:
+    x = apply_photometric_static(views, params, kernel_size=kernel_size, dtype=dtype)
+    mean = torch.tensor(IMAGENET_MEAN, device=x.device, dtype=dtype).view(1, 3, 1, 1)
+    std = torch.tensor(IMAGENET_STD, device=x.device, dtype=dtype).view(1, 3, 1, 1)
+    return (x - mean) / std
+
+
+@functools.cache
+def _compiled_static_and_normalize() -> Callable[..., torch.Tensor]:
+    # built on first use: importing this module should not pull in the compiler
+    return torch.compile(_static_and_normalize, dynamic=False)
+
+
 def augment_and_normalize(views: torch.Tensor, params: torch.Tensor, *, kernel_size: int,
-                          dtype: torch.dtype = torch.float32) -> torch.Tensor:
-    """Photometric augmentation then ImageNet normalisation, on the device ``views`` live on."""
+                          dtype: torch.dtype = torch.float32, compiled: bool | None = None) -> torch.Tensor:
+    """Photometric augmentation then ImageNet normalisation, on the device ``views`` live on.
+
+    On CUDA (``compiled`` None -> True) the static graph runs compiled: fused elementwise kernels
+    and matmul blur. Elsewhere the eager version with subsets (less arithmetic, CPU-friendly).
+    """
+    compiled = views.is_cuda if compiled is None else compiled
+    if compiled:
+        return _compiled_static_and_normalize()(views, params, kernel_size, dtype)
     x = apply_photometric(views, params, kernel_size=kernel_size, dtype=dtype)
     mean = torch.tensor(IMAGENET_MEAN, device=x.device, dtype=dtype).view(1, 3, 1, 1)
     std = torch.tensor(IMAGENET_STD, device=x.device, dtype=dtype).view(1, 3, 1, 1)
@@ -243,5 +325,5 @@ def draw_pair_params(seed: int, index: int) -> np.ndarray:
 __all__ = [
     "N_PARAMS", "PhotometricDistribution", "BYOL", "draw_photometric_params", "random_photometric_params",
     "rgb_to_hsv", "hsv_to_rgb", "adjust_hue", "gaussian_kernels", "separable_gaussian_blur", "apply_photometric",
-    "augment_and_normalize", "CropPairAugmentation", "draw_pair_params", "params_generator",
+    "augment_and_normalize", "apply_photometric_static", "reflect_blur_matrices", "CropPairAugmentation", "draw_pair_params", "params_generator",
 ]
