@@ -184,3 +184,41 @@ def test_sigterm_requests_a_stop_instead_of_killing():
     finally:
         stop.restore()
     assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
+
+
+def _train_rank(rank: int, world: int, port: int, cache: str, run: str, overrides: list[str]) -> None:
+    """One torchrun-style rank: the environment torchrun would set, then the real entry point."""
+    os.environ.update(RANK=str(rank), WORLD_SIZE=str(world), LOCAL_RANK=str(rank), MASTER_ADDR="127.0.0.1",
+                      MASTER_PORT=str(port))
+    from vito_train.config import resolve_config
+    from vito_train.loop import train
+
+    train(resolve_config("cpu-smoke", overrides), None, run, cache=cache)
+
+
+@pytest.mark.slow
+def test_two_rank_run_writes_once_and_resumes_on_one_rank(sample_videos, tmp_path):
+    from conftest import write_sample_manifest
+
+    from vito_train.checkpoint import load_checkpoint
+    from vito_train.config import resolve_config
+    from vito_train.loop import train
+    from vito_train.metrics import read_metrics
+    from vito_train.prepare import prepare_cache
+
+    (tmp_path / "videos").mkdir()
+    (tmp_path / "videos" / "realshort.mp4").symlink_to(sample_videos / "realshort.mp4")
+    (tmp_path / "videos" / "carphone_pristine.mp4").symlink_to(sample_videos / "carphone_pristine.mp4")
+    cache = tmp_path / "frames"
+    assert prepare_cache(write_sample_manifest(tmp_path / "videos", tmp_path), cache, fps=4, short_side=64,
+                         workers=1).complete
+    tiny = ["image_size=32", "batch_size=4", "projector_hidden=32", "predictor_hidden=32", "projector_dim=16",
+            "attention_hidden=8", "warmup_steps=1", "num_workers=0", "log_every=1", "torch_threads=1"]
+    run = tmp_path / "run"
+    mp.spawn(_train_rank, args=(2, _free_port(), str(cache), str(run), tiny + ["max_steps=2"]), nprocs=2, join=True)
+    checkpoint = load_checkpoint(run / "last.pt")
+    assert checkpoint["step"] == 2 and checkpoint["data_position"] == 2 * 4  # global samples, not per rank
+    assert [r["step"] for r in read_metrics(run)] == [1, 2]  # one writer: no duplicated rows
+    summary = train(resolve_config("cpu-smoke", tiny + ["max_steps=3"]), None, run, cache=cache)  # now 1 rank
+    assert (summary["start_step"], summary["end_step"]) == (2, 3)
+    assert load_checkpoint(run / "last.pt")["data_position"] == 3 * 4
