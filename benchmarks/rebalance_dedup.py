@@ -128,7 +128,7 @@ def main() -> None:
     parser.add_argument("--rows", type=int, default=10_000_000)
     parser.add_argument("--clips", type=int, default=1_000_000)
     parser.add_argument("--dim", type=int, default=512)
-    parser.add_argument("--subset", type=int, default=50_000,
+    parser.add_argument("--subset", type=int, default=20_000,
                         help="clips for the exact vs bucketed comparison")
     parser.add_argument("--threshold", type=float, default=0.95)
     parser.add_argument("--seed", type=int, default=0)

@@ -77,8 +77,8 @@ class DedupResult:
 def l2_normalize(vectors: np.ndarray) -> np.ndarray:
     """Rows divided by their L2 norm (zero rows stay zero), as a new C-contiguous float32 array."""
     out = np.array(vectors, dtype=np.float32, order="C", copy=True)
-    norms = np.linalg.norm(out, axis=1, keepdims=True)
-    np.divide(out, norms, out=out, where=norms > 0)
+    if out.ndim == 2 and out.size:
+        faiss.normalize_L2(out)  # in place, multi-threaded; several times faster than numpy's norm here
     return out
 
 

@@ -151,7 +151,7 @@ def render_card(
         "---",
         f"pretty_name: {json.dumps(title)}",
         "license: other",
-        "license_details: per-source, see 'Sources and licences'",
+        "license_name: per-source-see-card",
         "task_categories:",
         "  - image-classification",
         "  - video-classification",
