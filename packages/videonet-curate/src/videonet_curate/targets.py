@@ -1,9 +1,10 @@
 """Target class histograms for rebalancing: ``imagenet``, ``uniform`` or a CSV file.
 
 Where the ImageNet-1k numbers come from: ImageNet-1k (ILSVRC-2012) train holds 1,281,167 images in 1,000
-classes, 732 to 1,300 per class. No package installed here ships the
-per-class train counts (we looked through torchvision, timm, open_clip and the efficientnet-lite0 wheel:
-they ship class names and synsets only), and this tool does not download anything. So ``imagenet`` is the
+classes, 732 to 1,300 per class. No package installed here ships the per-class train
+counts: searching the environment's site-packages for the first synset id (n01440764) finds only timm's
+synset/lemma/definition lists and torchvision's Imagenette, and the train-set size 1,281,167 appears in
+none; open_clip ships class names only. This tool downloads nothing. So ``imagenet`` is the
 uniform histogram over the 1,000 classes. That is a close approximation, by a bound rather than a
 measurement: the mean class has 1,281.167 images and no class exceeds 1,300, so each class is at most 18.833
 images above the mean, and the total-variation distance between uniform and the true histogram (the sum of
