@@ -17,7 +17,9 @@ Two search paths give the edges:
   search (and its IVF list scanning) measured 4-5x more CPU time than numpy's BLAS product here
   (benchmarks/rebalance_dedup.py); on GPU faiss's k-NN + range search as in the exact path.
 
-The faiss GPU build (k-means, k-NN) is used when it is installed and sees a GPU.
+The faiss GPU build (k-means, k-NN) is used when it is installed and sees a GPU. Not done: Ray. Buckets
+are independent, so they could be Ray tasks over a cluster; on one machine BLAS already uses every core,
+and 1M clips fit in memory (4 GiB for 512-d: the embeddings plus one normalised copy).
 """
 
 from __future__ import annotations
