@@ -53,6 +53,9 @@ def build_command(
     budget: int = typer.Option(None, "--budget", min=0, help="Rebalance: keep at most this many clips."),
     per_class_max: int = typer.Option(None, "--per-class-max", min=1, help="Rebalance: at most this many per class."),
     batch_frames: int = typer.Option(64, "--batch-frames", min=1, help="Frames per model forward pass."),
+    decode_max_side: int = typer.Option(
+        456, "--decode-max-side", min=64, help="Frames are scaled on decode so their longer side is at most this."
+    ),
     shard_size: int = typer.Option(16, "--shard-size", min=1, help="Clips per shard (the unit of resume)."),
     workers: int = typer.Option(None, "--workers", min=1, help="Labelling actors (each holds one model)."),
     threads: int = typer.Option(None, "--threads", min=1, help="Torch threads per actor (default: cores/workers)."),
@@ -102,6 +105,7 @@ def build_command(
             frames_per_clip=frames_per_clip,
             min_score=min_score,
             batch_frames=batch_frames,
+            decode_max_side=decode_max_side,
             device=resolved_device,
             threads=threads,
         ),

@@ -36,7 +36,9 @@ class LabelingConfig:
     frames_per_clip: int = 8
     min_score: float = 0.1
     batch_frames: int = 64
-    decode_max_side: int = 512  # frames are downscaled on decode: the models look at 224-256 px
+    # Frames are scaled on decode so their short side stays >= 256 for aspect ratios up to 16:9: the
+    # models resize to 224-256 anyway, and converting full-size frames dominated the GPU embed stage.
+    decode_max_side: int = 456
     device: str = "cpu"
     threads: int = 1
     fetch_options: Mapping[str, Any] = field(default_factory=dict)

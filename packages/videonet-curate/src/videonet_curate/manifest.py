@@ -156,22 +156,24 @@ def validate(table: pa.Table) -> None:
     missing = [c for c in REQUIRED_COLUMNS if c not in table.column_names]
     if missing:
         raise ManifestError(f"manifest lacks required columns {missing}")
-    ids = table.column("clip_id").to_pylist()
-    if len(set(ids)) != len(ids):
-        seen: set[str] = set()
-        dups = sorted({i for i in ids if i in seen or seen.add(i)})  # type: ignore[func-returns-value]
-        raise ManifestError(f"clip_id is not unique: {dups[:5]} ...")
-    bad_status = set(table.column("status").to_pylist()) - set(STATUSES)
+    ids = table.column("clip_id")
+    if pc.count_distinct(ids).as_py() != len(ids):
+        counts = pc.value_counts(ids)
+        dups = [v["values"] for v in counts.filter(pc.greater(counts.field("counts"), 1)).to_pylist()]
+        raise ManifestError(f"clip_id is not unique: {sorted(dups)[:5]} ...")
+    bad_status = set(pc.unique(table.column("status")).to_pylist()) - set(STATUSES)
     if bad_status:
         raise ManifestError(f"unknown status values {sorted(map(str, bad_status))}; expected {STATUSES}")
-    bad_reason = {r for r in table.column("reason").to_pylist() if r is not None} - set(REASONS)
+    bad_reason = {r for r in pc.unique(table.column("reason")).to_pylist() if r is not None} - set(REASONS)
     if bad_reason:
         raise ManifestError(f"unknown reason codes {sorted(bad_reason)}; expected one of {sorted(REASONS)}")
-    for row in table.filter(pc.equal(table.column("status"), STATUS_KEPT)).select(
-        ["clip_id", "label", "path"]
-    ).to_pylist():
-        if row["label"] is None or row["path"] is None:
-            raise ManifestError(f"kept clip {row['clip_id']!r} has no label or no path")
+    kept = table.filter(pc.equal(table.column("status"), STATUS_KEPT))
+    incomplete = kept.filter(pc.or_(pc.is_null(kept.column("label")), pc.is_null(kept.column("path"))))
+    if incomplete.num_rows:
+        raise ManifestError(
+            f"kept clip {incomplete.column('clip_id')[0].as_py()!r} has no label or no path "
+            f"({incomplete.num_rows} kept rows are incomplete)"
+        )
 
 
 def build_metadata(
