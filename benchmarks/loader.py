@@ -86,6 +86,7 @@ class Timer:
 
 def timed_batches(dataset, n_pairs: int, *, batched_cpu: bool = False, kernel: int = 23) -> float:
     """Pairs/s of collated batches produced in this process (after one warm-up batch)."""
+
     def batch_at(step: int) -> dict:
         indices = range(step * BATCH, (step + 1) * BATCH)
         batch = collate_pair_batch([dataset[i] for i in indices])
@@ -123,8 +124,9 @@ def timed_ceiling(cache: FrameCache, n_pairs: int) -> float:
         clip = cache.clips[int(rng.integers(len(cache.clips)))]
         frame = int(rng.integers(len(clip.times)))
         jpegs.append(torch.frombuffer(bytearray(cache.read_jpeg(clip, frame)), dtype=torch.uint8))
-    crop = v2.Compose([v2.RandomResizedCrop(IMAGE_SIZE, scale=(MIN_SCALE, 1.0), antialias=True),
-                       v2.RandomHorizontalFlip()])
+    crop = v2.Compose(
+        [v2.RandomResizedCrop(IMAGE_SIZE, scale=(MIN_SCALE, 1.0), antialias=True), v2.RandomHorizontalFlip()]
+    )
     with Timer() as t:
         for i in range(n_pairs):
             crop(decode_jpeg(jpegs[(2 * i) % 64]))
@@ -135,8 +137,13 @@ def timed_ceiling(cache: FrameCache, n_pairs: int) -> float:
 def timed_loader(dataset, n_pairs: int, workers: int) -> tuple[float, float]:
     """(pairs/s per worker by wall clock, pairs/s delivered): workers' CPU time is not ours to read."""
     steps = max(2, n_pairs * workers // BATCH)
-    loader = DataLoader(dataset, batch_sampler=RankBatchSampler(BATCH, 0, steps + workers),
-                        num_workers=workers, collate_fn=collate_pair_batch, prefetch_factor=2)
+    loader = DataLoader(
+        dataset,
+        batch_sampler=RankBatchSampler(BATCH, 0, steps + workers),
+        num_workers=workers,
+        collate_fn=collate_pair_batch,
+        prefetch_factor=2,
+    )
     it = iter(loader)
     for _ in range(workers):  # workers started and warm
         next(it)
@@ -148,13 +155,17 @@ def timed_loader(dataset, n_pairs: int, workers: int) -> tuple[float, float]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--cache", type=Path, default=Path(tempfile.gettempdir()) / "vito-bench-frame-cache")
     parser.add_argument("--fps", type=float, default=8.0)
     parser.add_argument("--short-side", type=int, default=256)
     parser.add_argument("--pairs", type=int, default=320, help="pairs timed per cache mode")
     parser.add_argument("--video-pairs", type=int, default=30, help="pairs timed in video mode")
-    parser.add_argument("--workers", type=int, default=2, help="DataLoader workers for the delivered figure (0: skip)")
+    parser.add_argument(
+        "--workers", type=int, default=2, help="DataLoader workers for the delivered figure (0: skip)"
+    )
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
     torch.set_num_threads(1)
@@ -165,17 +176,29 @@ def main() -> None:
         from vito_train.prepare import prepare_cache
 
         start = time.perf_counter()
-        summary = prepare_cache(manifest, args.cache, fps=args.fps, short_side=args.short_side, clips_per_shard=2)
-        print(f"prepared {args.cache}: {summary.frames} frames of {summary.clips} clips "
-              f"in {time.perf_counter() - start:.1f} s ({os.cpu_count()} cores)")
+        summary = prepare_cache(
+            manifest, args.cache, fps=args.fps, short_side=args.short_side, clips_per_shard=2
+        )
+        print(
+            f"prepared {args.cache}: {summary.frames} frames of {summary.clips} clips "
+            f"in {time.perf_counter() - start:.1f} s ({os.cpu_count()} cores)"
+        )
     cache = FrameCache(args.cache)
     sizes = [int(n) for c in cache.clips for n in c.lengths]
-    print(f"cache: {len(cache.clips)} clips, {len(sizes)} frames, mean JPEG {np.mean(sizes) / 1024:.1f} KiB, "
-          f"short side {cache.plan.short_side}, {cache.plan.fps:g} fps")
+    print(
+        f"cache: {len(cache.clips)} clips, {len(sizes)} frames, mean JPEG {np.mean(sizes) / 1024:.1f} KiB, "
+        f"short side {cache.plan.short_side}, {cache.plan.fps:g} fps"
+    )
 
-    full = CachedFramePairDataset(cache, seed=0, image_size=IMAGE_SIZE, min_scale=MIN_SCALE, max_gap_s=MAX_GAP_S)
-    crop = WithPhotometricParams(CachedFramePairDataset(cache, seed=0, image_size=IMAGE_SIZE, min_scale=MIN_SCALE,
-                                                        max_gap_s=MAX_GAP_S, crop_only=True), seed=0)
+    full = CachedFramePairDataset(
+        cache, seed=0, image_size=IMAGE_SIZE, min_scale=MIN_SCALE, max_gap_s=MAX_GAP_S
+    )
+    crop = WithPhotometricParams(
+        CachedFramePairDataset(
+            cache, seed=0, image_size=IMAGE_SIZE, min_scale=MIN_SCALE, max_gap_s=MAX_GAP_S, crop_only=True
+        ),
+        seed=0,
+    )
     rows = [
         ("video", timed_video(manifest, args.video_pairs)),
         ("cache-full", timed_batches(full, args.pairs)),
@@ -184,18 +207,27 @@ def main() -> None:
         ("ceiling (decode+crop)", timed_ceiling(cache, args.pairs)),
     ]
     ceiling = rows[4][1][0]
-    print(f"\npairs/s per CPU core at {IMAGE_SIZE} px (1 torch thread; batch {BATCH}); "
-          f"machine: {os.cpu_count()} cores, load avg {os.getloadavg()[0]:.1f}")
+    print(
+        f"\npairs/s per CPU core at {IMAGE_SIZE} px (1 torch thread; batch {BATCH}); "
+        f"machine: {os.cpu_count()} cores, load avg {os.getloadavg()[0]:.1f}"
+    )
     print(f"{'mode':36s} {'pairs/cpu-s':>11s} {'pairs/wall-s':>12s} {'x video':>8s} {'/ceiling':>9s}")
     for name, (per_cpu, per_wall) in rows:
-        print(f"{name:36s} {per_cpu:11.1f} {per_wall:12.1f} {per_cpu / rows[0][1][0]:8.1f} {per_cpu / ceiling:9.2f}")
+        print(
+            f"{name:36s} {per_cpu:11.1f} {per_wall:12.1f} {per_cpu / rows[0][1][0]:8.1f} "
+            f"{per_cpu / ceiling:9.2f}"
+        )
     if args.workers > 0:
         per_worker, delivered = timed_loader(crop, args.pairs, args.workers)
-        print(f"cache-crop through a DataLoader with {args.workers} workers: {delivered:.1f} pairs/s delivered "
-              f"(wall), {per_worker:.1f} per worker")
+        print(
+            f"cache-crop through a DataLoader with {args.workers} workers: {delivered:.1f} pairs/s delivered "
+            f"(wall), {per_worker:.1f} per worker"
+        )
     goal = rows[2][1][0]
-    print(f"\ngoal >= 300 pairs/s per core from the cache (GPU path, cache-crop): {goal:.0f} "
-          f"({'met' if goal >= 300 else 'NOT met'})")
+    print(
+        f"\ngoal >= 300 pairs/s per core from the cache (GPU path, cache-crop): {goal:.0f} "
+        f"({'met' if goal >= 300 else 'NOT met'})"
+    )
 
 
 if __name__ == "__main__":

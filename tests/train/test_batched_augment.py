@@ -8,8 +8,8 @@ import torch
 import torchvision.transforms.v2.functional as TF
 from scipy.stats import ks_2samp
 from torchvision.transforms import v2
-from videonet_curate.video import read_frames_at
 
+from videonet_curate.video import read_frames_at
 from vito_train.data.augment import VIEW_1, VIEW_2, build_view_transform
 from vito_train.data.batched_augment import (
     BLUR,
@@ -42,23 +42,33 @@ KERNEL = 5  # BYOL's 10% of the side, odd, at 48 px
 @pytest.fixture(scope="module")
 def real_crops(sample_videos) -> torch.Tensor:
     """(16, 3, SIZE, SIZE) uint8 crops of real frames from two sample clips."""
-    frames = list(read_frames_at(sample_videos / "cockatoo.mp4", [0.5, 2.0, 4.0, 6.0, 8.0, 10.0, 12.0, 13.0],
-                                 max_side=256))
-    frames += list(read_frames_at(sample_videos / "bikes.mp4", [0.5, 1.5, 3.0, 4.5, 6.0, 7.5, 8.5, 9.5],
-                                  max_side=256))
+    frames = list(
+        read_frames_at(
+            sample_videos / "cockatoo.mp4", [0.5, 2.0, 4.0, 6.0, 8.0, 10.0, 12.0, 13.0], max_side=256
+        )
+    )
+    frames += list(
+        read_frames_at(sample_videos / "bikes.mp4", [0.5, 1.5, 3.0, 4.5, 6.0, 7.5, 8.5, 9.5], max_side=256)
+    )
     images = [torch.from_numpy(f).permute(2, 0, 1) for f in frames]
-    return torch.stack([v2.functional.resize(v2.functional.center_crop(x, min(x.shape[1:])), [SIZE, SIZE],
-                                             antialias=True) for x in images])
+    return torch.stack(
+        [
+            v2.functional.resize(v2.functional.center_crop(x, min(x.shape[1:])), [SIZE, SIZE], antialias=True)
+            for x in images
+        ]
+    )
 
 
 def _reference(image: torch.Tensor, p: np.ndarray) -> torch.Tensor:
     """Apply the parameters with torchvision's functional ops, one image at a time."""
     x = image.float() / 255
     if p[JITTER]:
-        ops = {0: lambda y: TF.adjust_brightness(y, float(p[BRIGHTNESS])),
-               1: lambda y: TF.adjust_contrast(y, float(p[CONTRAST])),
-               2: lambda y: TF.adjust_saturation(y, float(p[SATURATION])),
-               3: lambda y: TF.adjust_hue(y, float(p[HUE]))}
+        ops = {
+            0: lambda y: TF.adjust_brightness(y, float(p[BRIGHTNESS])),
+            1: lambda y: TF.adjust_contrast(y, float(p[CONTRAST])),
+            2: lambda y: TF.adjust_saturation(y, float(p[SATURATION])),
+            3: lambda y: TF.adjust_hue(y, float(p[HUE])),
+        }
         for op in p[ORDER].astype(int):
             x = ops[int(op)](x)
     if p[GRAY]:
@@ -86,10 +96,16 @@ def test_each_sample_matches_torchvision_functional_ops(real_crops):
 def test_static_gpu_graph_equals_the_subset_version(real_crops):
     """The compile-friendly path (all rows, masks, blur as matmuls) gives the same images."""
     g = torch.Generator().manual_seed(4)
-    params = torch.cat([random_photometric_params(8, VIEW_1, generator=g), random_photometric_params(8, VIEW_2, generator=g)])
+    params = torch.cat(
+        [random_photometric_params(8, VIEW_1, generator=g), random_photometric_params(8, VIEW_2, generator=g)]
+    )
     assert params[:, BLUR].sum() >= 8 and params[:, JITTER].sum() >= 8
-    torch.testing.assert_close(apply_photometric_static(real_crops, params, kernel_size=KERNEL),
-                               apply_photometric(real_crops, params, kernel_size=KERNEL), atol=1e-5, rtol=0)
+    torch.testing.assert_close(
+        apply_photometric_static(real_crops, params, kernel_size=KERNEL),
+        apply_photometric(real_crops, params, kernel_size=KERNEL),
+        atol=1e-5,
+        rtol=0,
+    )
 
 
 def test_blur_matrices_match_the_reflect_padded_convolution():
@@ -154,7 +170,9 @@ def cpu_reference(real_crops, one_thread) -> dict[str, torch.Tensor]:
 
 def _batched(real_crops: torch.Tensor, view, drop_blur: bool = False) -> torch.Tensor:
     rng = np.random.default_rng(1)
-    params = torch.from_numpy(np.stack([draw_photometric_params(rng, view) for _ in range(REPEATS * len(real_crops))]))
+    params = torch.from_numpy(
+        np.stack([draw_photometric_params(rng, view) for _ in range(REPEATS * len(real_crops))])
+    )
     if drop_blur:
         params[:, BLUR] = 0
     return apply_photometric(real_crops.repeat(REPEATS, 1, 1, 1), params, kernel_size=KERNEL)

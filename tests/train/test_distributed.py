@@ -78,7 +78,12 @@ def _forward(online: nn.Module, target: nn.Module, v1: torch.Tensor, v2: torch.T
     predictions = online(images)
     with torch.no_grad():
         targets = target(images)
-    return [p[:n] for p in predictions], [p[n:] for p in predictions], [z[:n] for z in targets], [z[n:] for z in targets]
+    return (
+        [p[:n] for p in predictions],
+        [p[n:] for p in predictions],
+        [z[:n] for z in targets],
+        [z[n:] for z in targets],
+    )
 
 
 def _grads(module: nn.Module) -> dict[str, torch.Tensor]:
@@ -109,8 +114,11 @@ def _rank_main(rank: int, world: int, port: int, out_dir: str) -> None:
             counts = exchange_counts(hi - lo, env)  # as the loop does, on the host, before the step
             loss, local_mean = gathered_symmetric_loss(*parts, TEMPERATURE, counts=counts)
             loss.backward()
-            result = {"loss": all_reduce_mean(local_mean, weight=hi - lo, env=env), "grads": _grads(online),
-                      "counts": counts}
+            result = {
+                "loss": all_reduce_mean(local_mean, weight=hi - lo, env=env),
+                "grads": _grads(online),
+                "counts": counts,
+            }
             # the two usual mistakes, for the test to show they are caught
             online.zero_grad()
             naive = symmetric_multiscale_loss(*_forward(ddp, target, v1[lo:hi], v2[lo:hi]), TEMPERATURE)
@@ -120,7 +128,9 @@ def _rank_main(rank: int, world: int, port: int, out_dir: str) -> None:
             parts = _forward(ddp, target, v1[lo:hi], v2[lo:hi])
             keys = [gather_rows(z)[0] for z in (*parts[2], *parts[3])]
             offset = gather_rows(parts[2][0])[1]
-            per_rank_mean = symmetric_multiscale_loss(parts[0], parts[1], keys[:2], keys[2:], TEMPERATURE, offset)
+            per_rank_mean = symmetric_multiscale_loss(
+                parts[0], parts[1], keys[:2], keys[2:], TEMPERATURE, offset
+            )
             per_rank_mean.backward()  # gathered, but each rank's plain mean: biased when counts differ
             result["unscaled_grads"] = _grads(online)
             results[name] = result
@@ -161,7 +171,9 @@ def test_the_comparison_catches_local_negatives_and_unscaled_losses(two_rank_res
     _, equal_ref = single_process_reference(sum(SCENARIOS["equal"]))
     _, unequal_ref = single_process_reference(sum(SCENARIOS["unequal"]))
     assert _max_rel_diff(two_rank_results[0]["equal"]["local_negatives_grads"], equal_ref) > 1e-2
-    assert _max_rel_diff(two_rank_results[0]["equal"]["unscaled_grads"], equal_ref) < 1e-5  # equal counts: fine
+    assert (
+        _max_rel_diff(two_rank_results[0]["equal"]["unscaled_grads"], equal_ref) < 1e-5
+    )  # equal counts: fine
     assert _max_rel_diff(two_rank_results[0]["unequal"]["unscaled_grads"], unequal_ref) > 1e-2
 
 
@@ -188,8 +200,13 @@ def test_sigterm_requests_a_stop_instead_of_killing():
 
 def _train_rank(rank: int, world: int, port: int, cache: str, run: str, overrides: list[str]) -> None:
     """One torchrun-style rank: the environment torchrun would set, then the real entry point."""
-    os.environ.update(RANK=str(rank), WORLD_SIZE=str(world), LOCAL_RANK=str(rank), MASTER_ADDR="127.0.0.1",
-                      MASTER_PORT=str(port))
+    os.environ.update(
+        RANK=str(rank),
+        WORLD_SIZE=str(world),
+        LOCAL_RANK=str(rank),
+        MASTER_ADDR="127.0.0.1",
+        MASTER_PORT=str(port),
+    )
     from vito_train.config import resolve_config
     from vito_train.loop import train
 
@@ -210,12 +227,25 @@ def test_two_rank_run_writes_once_and_resumes_on_one_rank(sample_videos, tmp_pat
     (tmp_path / "videos" / "realshort.mp4").symlink_to(sample_videos / "realshort.mp4")
     (tmp_path / "videos" / "carphone_pristine.mp4").symlink_to(sample_videos / "carphone_pristine.mp4")
     cache = tmp_path / "frames"
-    assert prepare_cache(write_sample_manifest(tmp_path / "videos", tmp_path), cache, fps=4, short_side=64,
-                         workers=1).complete
-    tiny = ["image_size=32", "batch_size=4", "projector_hidden=32", "predictor_hidden=32", "projector_dim=16",
-            "attention_hidden=8", "warmup_steps=1", "num_workers=0", "log_every=1", "torch_threads=1"]
+    assert prepare_cache(
+        write_sample_manifest(tmp_path / "videos", tmp_path), cache, fps=4, short_side=64, workers=1
+    ).complete
+    tiny = [
+        "image_size=32",
+        "batch_size=4",
+        "projector_hidden=32",
+        "predictor_hidden=32",
+        "projector_dim=16",
+        "attention_hidden=8",
+        "warmup_steps=1",
+        "num_workers=0",
+        "log_every=1",
+        "torch_threads=1",
+    ]
     run = tmp_path / "run"
-    mp.spawn(_train_rank, args=(2, _free_port(), str(cache), str(run), tiny + ["max_steps=2"]), nprocs=2, join=True)
+    mp.spawn(
+        _train_rank, args=(2, _free_port(), str(cache), str(run), tiny + ["max_steps=2"]), nprocs=2, join=True
+    )
     checkpoint = load_checkpoint(run / "last.pt")
     assert checkpoint["step"] == 2 and checkpoint["data_position"] == 2 * 4  # global samples, not per rank
     assert [r["step"] for r in read_metrics(run)] == [1, 2]  # one writer: no duplicated rows

@@ -92,15 +92,32 @@ def test_unreadable_clip_is_recorded_and_the_rest_is_cached(sample_videos, tmp_p
     from videonet_curate.manifest import empty_row, read_manifest, rows_to_table, write_manifest
 
     rows = read_manifest(manifest).to_pylist()
-    rows.append({**empty_row(clip_id="broken", source="local", source_id="broken.mp4", path="videos/broken.mp4",
-                             start_s=0.0, end_s=2.0, status="kept", label=0, label_name="x", score=1.0)})
+    rows.append(
+        {
+            **empty_row(
+                clip_id="broken",
+                source="local",
+                source_id="broken.mp4",
+                path="videos/broken.mp4",
+                start_s=0.0,
+                end_s=2.0,
+                status="kept",
+                label=0,
+                label_name="x",
+                score=1.0,
+            )
+        }
+    )
     write_manifest(rows_to_table(rows), manifest)
     assert isinstance(read_manifest(manifest), pa.Table)
     summary = prepare_cache(manifest, tmp_path / "frames", fps=FPS, short_side=SHORT, workers=1)
     assert summary.complete
     assert [f["clip_id"] for f in summary.clip_failures] == ["broken"]
     assert [c.clip_id for c in FrameCache(tmp_path / "frames").clips] == ["realshort"]
-    assert json.loads((tmp_path / "frames" / "summary.json").read_text())["clip_failures"][0]["clip_id"] == "broken"
+    assert (
+        json.loads((tmp_path / "frames" / "summary.json").read_text())["clip_failures"][0]["clip_id"]
+        == "broken"
+    )
 
 
 def test_cached_pairs_are_deterministic_and_within_the_gap(cache_dir):
@@ -123,7 +140,9 @@ def test_cached_pairs_are_deterministic_and_within_the_gap(cache_dir):
 def test_crop_only_samples_carry_photometric_parameters(cache_dir):
     cache = FrameCache(cache_dir)
     dataset = WithPhotometricParams(
-        CachedFramePairDataset(cache, seed=0, image_size=32, min_scale=0.3, max_gap_s=1.0, crop_only=True), seed=0)
+        CachedFramePairDataset(cache, seed=0, image_size=32, min_scale=0.3, max_gap_s=1.0, crop_only=True),
+        seed=0,
+    )
     batch = collate_pair_batch([dataset[i] for i in range(6)])
     assert batch["view_1"].shape == (6, 3, 32, 32) and batch["photometric"].shape == (2, 6, 13)
     assert batch["dropped"] == 0 and batch["failed"] == []
@@ -141,7 +160,7 @@ def test_corrupt_shard_is_skipped_and_bad_frames_are_counted(cache_dir, tmp_path
     # bytes inside the JPEGs overwritten: readable shard, undecodable frames
     data = bytearray(tar_path.read_bytes())
     for offset, length in zip(victim.offsets, victim.lengths, strict=True):
-        data[offset:offset + length] = b"\x00" * length
+        data[offset : offset + length] = b"\x00" * length
     tar_path.write_bytes(bytes(data))
     dataset = CachedFramePairDataset(FrameCache(copy), seed=0, image_size=32, min_scale=0.3, max_gap_s=1.0)
     batch = collate_pair_batch([dataset[i] for i in range(12)])

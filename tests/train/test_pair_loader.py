@@ -21,8 +21,18 @@ from vito_train.data.pair_loader import build_rank_batches, use_batched_augment
 from vito_train.loop import train
 from vito_train.prepare import prepare_cache
 
-TINY = ["image_size=48", "batch_size=4", "projector_hidden=64", "predictor_hidden=64", "projector_dim=32",
-        "attention_hidden=16", "warmup_steps=2", "num_workers=0", "log_every=1", "torch_threads=1"]
+TINY = [
+    "image_size=48",
+    "batch_size=4",
+    "projector_hidden=64",
+    "predictor_hidden=64",
+    "projector_dim=32",
+    "attention_hidden=16",
+    "warmup_steps=2",
+    "num_workers=0",
+    "log_every=1",
+    "torch_threads=1",
+]
 
 
 class DiesAt(Dataset):
@@ -46,12 +56,18 @@ def test_a_dead_loader_worker_costs_one_batch_not_the_run():
     batches = build_rank_batches(config, DiesAt(fatal=7), start_step=0, end_step=6)
     seen = [None if b["view_1"] is None else int(b["view_1"][0, 0, 0, 0]) for b in batches]
     assert seen == [0, 2, 4, None, 8, 10]  # step 3 (samples 6, 7) lost, the rest in order
-    assert batches.skipped_steps == 1 and batches.worker_deaths >= 2  # the read-ahead loader's, then the culprit's
+    assert (
+        batches.skipped_steps == 1 and batches.worker_deaths >= 2
+    )  # the read-ahead loader's, then the culprit's
 
 
 def test_auto_runs_photometric_augmentation_on_the_device_only_for_gpus():
-    assert use_batched_augment("auto", torch.device("cuda")) and not use_batched_augment("auto", torch.device("cpu"))
-    assert use_batched_augment("device", torch.device("cpu")) and not use_batched_augment("workers", torch.device("cuda"))
+    assert use_batched_augment("auto", torch.device("cuda")) and not use_batched_augment(
+        "auto", torch.device("cpu")
+    )
+    assert use_batched_augment("device", torch.device("cpu")) and not use_batched_augment(
+        "workers", torch.device("cuda")
+    )
     assert collate_pair_batch([{"view_1": None, "failed": ["a"]}])["dropped"] == 1
 
 
@@ -70,7 +86,9 @@ def tiny_cache(sample_videos, tmp_path_factory):
 def test_cache_mode_trains_with_batched_augmentation_and_sigterm_checkpoints(tiny_cache, tmp_path):
     """A scheduler's SIGTERM mid-run: the loop finishes its step, writes last.pt, returns."""
     run = tmp_path / "run"
-    config = resolve_config("cpu-smoke", TINY + ["max_steps=500", "photometric_augment=device", "ckpt_last_every=1000"])
+    config = resolve_config(
+        "cpu-smoke", TINY + ["max_steps=500", "photometric_augment=device", "ckpt_last_every=1000"]
+    )
 
     def terminate_after_two_steps() -> None:
         deadline = time.monotonic() + 300
@@ -87,11 +105,19 @@ def test_cache_mode_trains_with_batched_augmentation_and_sigterm_checkpoints(tin
     killer.join(timeout=5)
     assert summary["stopped_by_signal"] and 2 <= summary["end_step"] < 500
     checkpoint = load_checkpoint(run / "last.pt")
-    assert checkpoint["step"] == summary["end_step"] and checkpoint["data_position"] == summary["end_step"] * 4
+    assert (
+        checkpoint["step"] == summary["end_step"] and checkpoint["data_position"] == summary["end_step"] * 4
+    )
     rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     assert all(torch.isfinite(torch.tensor(r["loss"])) for r in rows) and rows[-1]["failed_clips"] == 0
     assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # the handler is removed afterwards
     # resumes from the signal's checkpoint
-    resumed = train(resolve_config("cpu-smoke", TINY + [f"max_steps={summary['end_step'] + 1}",
-                                                        "photometric_augment=device"]), None, run, cache=tiny_cache)
+    resumed = train(
+        resolve_config(
+            "cpu-smoke", TINY + [f"max_steps={summary['end_step'] + 1}", "photometric_augment=device"]
+        ),
+        None,
+        run,
+        cache=tiny_cache,
+    )
     assert resumed["start_step"] == summary["end_step"] and resumed["steps"] == 1

@@ -55,8 +55,11 @@ class DistEnv:
 
 def env_from_torchrun() -> DistEnv:
     """Rank, world size and local rank from torchrun's environment (one process when unset)."""
-    return DistEnv(int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1)),
-                   int(os.environ.get("LOCAL_RANK", 0)))
+    return DistEnv(
+        int(os.environ.get("RANK", 0)),
+        int(os.environ.get("WORLD_SIZE", 1)),
+        int(os.environ.get("LOCAL_RANK", 0)),
+    )
 
 
 def init_distributed(device: torch.device) -> tuple[DistEnv, torch.device]:
@@ -69,7 +72,8 @@ def init_distributed(device: torch.device) -> tuple[DistEnv, torch.device]:
         if env.local_rank >= torch.cuda.device_count():
             raise DistributedConfigError(
                 f"LOCAL_RANK={env.local_rank} but this node has {torch.cuda.device_count()} GPUs: launch "
-                "torchrun with --nproc_per_node at most the GPU count")
+                "torchrun with --nproc_per_node at most the GPU count"
+            )
         device = torch.device("cuda", env.local_rank)
         torch.cuda.set_device(device)
     if not dist.is_initialized():
@@ -89,14 +93,18 @@ def check_batch_divides(batch_size: int, world_size: int) -> int:
     if batch_size % world_size:
         raise DistributedConfigError(
             f"batch_size={batch_size} (global) does not divide over {world_size} ranks: set batch_size to a "
-            f"multiple of {world_size}, e.g. --set batch_size={batch_size // world_size * world_size or world_size}")
+            f"multiple of {world_size}, e.g. --set "
+            f"batch_size={batch_size // world_size * world_size or world_size}"
+        )
     return batch_size // world_size
 
 
 class RankBatchSampler(Sampler[list[int]]):
     """This rank's share of each global batch of consecutive sample indices (see module docstring)."""
 
-    def __init__(self, batch_size: int, start_step: int, end_step: int, rank: int = 0, world_size: int = 1) -> None:
+    def __init__(
+        self, batch_size: int, start_step: int, end_step: int, rank: int = 0, world_size: int = 1
+    ) -> None:
         self.per_rank = check_batch_divides(batch_size, world_size)
         self.batch_size, self.start_step, self.end_step, self.rank = batch_size, start_step, end_step, rank
 
@@ -115,10 +123,14 @@ def wrap_online(online: nn.Module, env: DistEnv, device: torch.device, *, sync_b
         return online
     if sync_bn:
         if device.type != "cuda":
-            raise DistributedConfigError("sync_bn=true needs CUDA (PyTorch's SyncBatchNorm has no CPU kernel); "
-                                         "set sync_bn=false for CPU runs")
+            raise DistributedConfigError(
+                "sync_bn=true needs CUDA (PyTorch's SyncBatchNorm has no CPU kernel); "
+                "set sync_bn=false for CPU runs"
+            )
         online = nn.SyncBatchNorm.convert_sync_batchnorm(online)
-    return nn.parallel.DistributedDataParallel(online, device_ids=[device.index] if device.type == "cuda" else None)
+    return nn.parallel.DistributedDataParallel(
+        online, device_ids=[device.index] if device.type == "cuda" else None
+    )
 
 
 def convert_sync_bn(module: nn.Module, env: DistEnv, enabled: bool) -> nn.Module:
@@ -136,7 +148,11 @@ def exchange_counts(n_local: int, env: DistEnv | None = None) -> list[int]:
     if not _distributed():
         return [int(n_local)]
     group = env.host_group if env is not None else None
-    device = None if group is not None or dist.get_backend() != "nccl" else torch.device("cuda", torch.cuda.current_device())
+    device = (
+        None
+        if group is not None or dist.get_backend() != "nccl"
+        else torch.device("cuda", torch.cuda.current_device())
+    )
     mine = torch.tensor([int(n_local)], dtype=torch.long, device=device)
     counts = [torch.zeros_like(mine) for _ in range(dist.get_world_size())]
     dist.all_gather(counts, mine, group=group)
@@ -165,10 +181,15 @@ def gather_rows(local: torch.Tensor, counts: Sequence[int] | None = None) -> tup
     return rows, sum(sizes[:rank]), sum(sizes)
 
 
-def gathered_symmetric_loss(predictions_1: list[torch.Tensor], predictions_2: list[torch.Tensor],
-                            targets_1: list[torch.Tensor], targets_2: list[torch.Tensor], temperature: float,
-                            counts: Sequence[int] | None = None, loss_fn: Callable[..., torch.Tensor] = symmetric_multiscale_loss
-                            ) -> tuple[torch.Tensor, torch.Tensor]:
+def gathered_symmetric_loss(
+    predictions_1: list[torch.Tensor],
+    predictions_2: list[torch.Tensor],
+    targets_1: list[torch.Tensor],
+    targets_2: list[torch.Tensor],
+    temperature: float,
+    counts: Sequence[int] | None = None,
+    loss_fn: Callable[..., torch.Tensor] = symmetric_multiscale_loss,
+) -> tuple[torch.Tensor, torch.Tensor]:
     """``(loss_to_backward, global_mean_loss_estimate)`` for this rank.
 
     The targets of every scale and both views are gathered in one collective; each local query's
@@ -181,14 +202,18 @@ def gathered_symmetric_loss(predictions_1: list[torch.Tensor], predictions_2: li
     local = torch.cat([z.detach().float() for z in (*targets_1, *targets_2)], dim=1)
     gathered, offset, total = gather_rows(local, counts)
     parts = list(torch.split(gathered, widths * 2, dim=1))
-    keys_1, keys_2 = parts[: len(widths)], parts[len(widths):]
+    keys_1, keys_2 = parts[: len(widths)], parts[len(widths) :]
     loss = loss_fn(predictions_1, predictions_2, keys_1, keys_2, temperature, positive_offset=offset)
     return loss * (world * n / total), loss.detach()
 
 
 def _host_reduce(values: list[float], env: DistEnv | None, dtype: torch.dtype) -> torch.Tensor:
     group = env.host_group if env is not None else None
-    device = None if group is not None or dist.get_backend() != "nccl" else torch.device("cuda", torch.cuda.current_device())
+    device = (
+        None
+        if group is not None or dist.get_backend() != "nccl"
+        else torch.device("cuda", torch.cuda.current_device())
+    )
     t = torch.tensor(values, dtype=dtype, device=device)
     dist.all_reduce(t, group=group)
     return t.cpu()
@@ -219,8 +244,9 @@ class StopRequest:
     all-reduced (every ``check_every`` steps, to keep the hot loop free of syncs) so that every rank
     stops after the same step and the collectives stay matched."""
 
-    def __init__(self, env: DistEnv | None = None, check_every: int = 10,
-                 signals: tuple[int, ...] = (signal.SIGTERM,)) -> None:
+    def __init__(
+        self, env: DistEnv | None = None, check_every: int = 10, signals: tuple[int, ...] = (signal.SIGTERM,)
+    ) -> None:
         self.env, self.requested, self.check_every = env, False, max(1, check_every)
         self._previous = {}
         for sig in signals:

@@ -109,7 +109,8 @@ def build_state(config: TrainConfig, device: torch.device, env: DistEnv | None =
     env = env or DistEnv()
     target = convert_sync_bn(target, env, config.sync_bn)
     state = TrainState(config, device, online, target, optimizer, scaler, env=env)
-    state.online_forward, state.target_forward = wrap_online(online, env, device, sync_bn=config.sync_bn), target
+    state.online_forward = wrap_online(online, env, device, sync_bn=config.sync_bn)
+    state.target_forward = target
     if config.compile:
         state.online_forward = torch.compile(state.online_forward)
         state.target_forward = torch.compile(target)
@@ -121,7 +122,8 @@ def device_images(state: TrainState, views_1: torch.Tensor, views_2: torch.Tenso
     """uint8 view pairs -> normalised float images on the device (views 1 then views 2); with
     ``photometric`` (2, B, N_PARAMS) the colour/blur/solarize augmentation runs here, batched."""
     cfg, device = state.config, state.device
-    memory_format = torch.channels_last if device.type == "cuda" and cfg.channels_last else torch.contiguous_format
+    channels_last = device.type == "cuda" and cfg.channels_last
+    memory_format = torch.channels_last if channels_last else torch.contiguous_format
     # copy each (pinned) view, then concatenate on the device: a host-side cat makes a 77 MB pageable
     # copy per step at batch 256, 224 px (then a synchronous upload); suspected cause of the 49 ms/step
     # gap between real and synthetic input in the first H100 check
@@ -162,8 +164,8 @@ def train_step(state: TrainState, views_1: torch.Tensor, views_2: torch.Tensor,
         finite = all_reduce_sum(int(not finite), state.env) == 0  # every rank stops together
     if not finite:
         raise NonFiniteLossError(
-            f"loss is {local_loss.item()} at step {state.step + 1}; the weights were not updated and the last "
-            "checkpoint is intact. Lower base_lr, set grad_clip, or use precision=fp32 and resume."
+            f"loss is {local_loss.item()} at step {state.step + 1}; the weights were not updated and the "
+            "last checkpoint is intact. Lower base_lr, set grad_clip, or use precision=fp32 and resume."
         )
     state.optimizer.zero_grad(set_to_none=True)
     state.scaler.scale(loss).backward()
@@ -214,12 +216,14 @@ def restore(state: TrainState, payload: dict[str, Any]) -> None:
     state.failed_clips = int(payload.get("failed_clips", 0))
 
 
-def build_loader(config: TrainConfig, manifest: Path | None, start_step: int, end_step: int, device: torch.device,
-                 *, cache: Path | None = None, env: DistEnv | None = None) -> ResilientBatches:
+def build_loader(config: TrainConfig, manifest: Path | None, start_step: int, end_step: int,
+                 device: torch.device, *, cache: Path | None = None, env: DistEnv | None = None
+                 ) -> ResilientBatches:
     """This rank's batches from the manifest's videos or from a frame cache (``vito-train prepare``)."""
     env = env or DistEnv()
     batched = use_batched_augment(config.photometric_augment, device)
-    log.info("data: %s; photometric augmentation %s", f"frame cache {cache}" if cache else f"videos of {manifest}",
+    log.info("data: %s; photometric augmentation %s",
+             f"frame cache {cache}" if cache else f"videos of {manifest}",
              "batched on the training device" if batched else "per sample in the loader workers")
     dataset = build_pair_dataset(config, manifest=manifest, cache=cache, batched=batched)
     return build_rank_batches(config, dataset, start_step=start_step, end_step=end_step, rank=env.rank,
@@ -292,7 +296,8 @@ def _train(config: TrainConfig, manifest: Path | None, cache: Path | None, run_d
             state.failed_clips += len(batch["failed"])
             counts = exchange_counts(0 if batch["view_1"] is None else batch["view_1"].shape[0], env)
             if min(counts) == 0:  # a rank has no decodable clip (or lost a worker): all skip, keep position
-                log.warning("step %d: no decodable clip in a rank's batch (counts %s); skipped", state.step + 1, counts)
+                log.warning("step %d: no decodable clip in a rank's batch (counts %s); skipped",
+                            state.step + 1, counts)
                 state.step += 1
                 continue
             loss = train_step(state, batch["view_1"], batch["view_2"], batch.get("photometric"), counts)
@@ -323,7 +328,8 @@ def _train(config: TrainConfig, manifest: Path | None, cache: Path | None, run_d
                 if env.is_main:
                     save(state, run_dir, numbered=False)
                 break
-            if env.is_main and (numbered or state.step % config.ckpt_last_every == 0 or state.step == end_step):
+            due = numbered or state.step % config.ckpt_last_every == 0 or state.step == end_step
+            if env.is_main and due:
                 save(state, run_dir, numbered=numbered)
     except KeyboardInterrupt:
         log.warning("interrupted: saving step %d to %s", state.step, run_dir / LAST)

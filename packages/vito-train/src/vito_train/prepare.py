@@ -66,6 +66,7 @@ def encode_clip(clip: Clip, fps: float, short_side: int, quality: int) -> list[t
     """
     import torch
     from torchvision.io import encode_jpeg
+
     from videonet_curate.video import probe_video, read_frames_at  # PyAV: only the prepare side needs it
 
     info = probe_video(clip.path)
@@ -73,10 +74,12 @@ def encode_clip(clip: Clip, fps: float, short_side: int, quality: int) -> list[t
     out = []
     times = frame_grid(clip.start_s, clip.end_s, fps)
     for first in range(0, len(times), DECODE_CHUNK):
-        chunk = times[first:first + DECODE_CHUNK]
+        chunk = times[first : first + DECODE_CHUNK]
         frames = read_frames_at(clip.path, chunk, max_side=max_side, threads=1)
         for t, frame in zip(chunk, frames, strict=True):
-            jpeg = encode_jpeg(torch.from_numpy(np.ascontiguousarray(frame)).permute(2, 0, 1), quality=quality)
+            jpeg = encode_jpeg(
+                torch.from_numpy(np.ascontiguousarray(frame)).permute(2, 0, 1), quality=quality
+            )
             out.append((t, jpeg.numpy().tobytes()))
     return out
 
@@ -115,31 +118,53 @@ def _check_plan(out: Path, plan: CachePlan) -> None:
         return
     existing = CachePlan.from_json(path.read_text())
     if existing != plan:
-        diffs = [k for k in ("fps", "short_side", "quality", "clips_per_shard", "clip_ids")
-                 if getattr(existing, k) != getattr(plan, k)]
-        raise CacheError(f"{out} holds a cache prepared with other settings ({diffs} differ): rerun with the "
-                         "same arguments and manifest to resume it, or choose a new --out")
+        diffs = [
+            k
+            for k in ("fps", "short_side", "quality", "clips_per_shard", "clip_ids")
+            if getattr(existing, k) != getattr(plan, k)
+        ]
+        raise CacheError(
+            f"{out} holds a cache prepared with other settings ({diffs} differ): rerun with the "
+            "same arguments and manifest to resume it, or choose a new --out"
+        )
 
 
-def prepare_cache(manifest: str | Path, out: str | Path, *, fps: float = 8.0, short_side: int = 256,
-                  quality: int = 90, clips_per_shard: int = 64, workers: int = 0,
-                  on_shard_done: Callable[[int, dict | None], None] | None = None) -> PrepareSummary:
+def prepare_cache(
+    manifest: str | Path,
+    out: str | Path,
+    *,
+    fps: float = 8.0,
+    short_side: int = 256,
+    quality: int = 90,
+    clips_per_shard: int = 64,
+    workers: int = 0,
+    on_shard_done: Callable[[int, dict | None], None] | None = None,
+) -> PrepareSummary:
     """Build (or finish) the frame cache of a manifest's kept clips in ``out``.
 
     ``workers``: processes (0 = all cores; 1 = in this process). ``on_shard_done(shard, marker)``
     is called as shards finish (marker None for a failed shard), e.g. to advance a progress bar.
     """
     if fps <= 0 or short_side < 16 or not 1 <= quality <= 100 or clips_per_shard < 1:
-        raise CacheError(f"prepare needs fps > 0, short_side >= 16, 1 <= quality <= 100 and clips_per_shard >= 1 "
-                         f"(got fps={fps}, short_side={short_side}, quality={quality}, "
-                         f"clips_per_shard={clips_per_shard})")
+        raise CacheError(
+            f"prepare needs fps > 0, short_side >= 16, 1 <= quality <= 100 and clips_per_shard >= 1 "
+            f"(got fps={fps}, short_side={short_side}, quality={quality}, "
+            f"clips_per_shard={clips_per_shard})"
+        )
     out = Path(out)
     clips = load_clips(manifest)
-    plan = CachePlan(fps=float(fps), short_side=int(short_side), quality=int(quality),
-                     clips_per_shard=int(clips_per_shard), clip_ids=tuple(c.clip_id for c in clips),
-                     manifest=str(Path(manifest).resolve()))
+    plan = CachePlan(
+        fps=float(fps),
+        short_side=int(short_side),
+        quality=int(quality),
+        clips_per_shard=int(clips_per_shard),
+        clip_ids=tuple(c.clip_id for c in clips),
+        manifest=str(Path(manifest).resolve()),
+    )
     if len(set(plan.clip_ids)) != len(plan.clip_ids):
-        raise CacheError(f"manifest {manifest} has duplicate clip_id values among kept rows; fix the manifest")
+        raise CacheError(
+            f"manifest {manifest} has duplicate clip_id values among kept rows; fix the manifest"
+        )
     out.mkdir(parents=True, exist_ok=True)
     _check_plan(out, plan)
     by_id = {c.clip_id: c for c in clips}
@@ -158,15 +183,21 @@ def prepare_cache(manifest: str | Path, out: str | Path, *, fps: float = 8.0, sh
             _record(summary, shard, lambda s=shard: build_shard(out, plan, s, by_id), on_shard_done)
     else:
         context = multiprocessing.get_context("spawn")  # no forked torch/FFmpeg state in workers
-        with ProcessPoolExecutor(min(workers, len(todo)), mp_context=context, initializer=_worker_init) as pool:
+        with ProcessPoolExecutor(
+            min(workers, len(todo)), mp_context=context, initializer=_worker_init
+        ) as pool:
             futures = {pool.submit(build_shard, out, plan, shard, by_id): shard for shard in todo}
             for future in as_completed(futures):
                 _record(summary, futures[future], future.result, on_shard_done)
     return _finish(out, plan, summary)
 
 
-def _record(summary: PrepareSummary, shard: int, result: Callable[[], dict],
-            on_shard_done: Callable[[int, dict | None], None] | None) -> None:
+def _record(
+    summary: PrepareSummary,
+    shard: int,
+    result: Callable[[], dict],
+    on_shard_done: Callable[[int, dict | None], None] | None,
+) -> None:
     try:
         marker = result()
     except Exception as exc:  # a worker that died or a shard that could not be written: retried next time
@@ -188,14 +219,24 @@ def _finish(out: Path, plan: CachePlan, summary: PrepareSummary) -> PrepareSumma
     summary.complete = len(done) == plan.n_shards
     if summary.complete:
         write_global_index(out, plan)
-        atomic_write_text(out / "summary.json", json.dumps({
-            "frames": summary.frames, "clips": summary.clips, "shards": plan.n_shards,
-            "clip_failures": summary.clip_failures}, indent=1))
+        atomic_write_text(
+            out / "summary.json",
+            json.dumps(
+                {
+                    "frames": summary.frames,
+                    "clips": summary.clips,
+                    "shards": plan.n_shards,
+                    "clip_failures": summary.clip_failures,
+                },
+                indent=1,
+            ),
+        )
     return summary
 
 
-def prepare_command(manifest: Path, out: Path, fps: float, short_side: int, quality: int, clips_per_shard: int,
-                    workers: int) -> int:
+def prepare_command(
+    manifest: Path, out: Path, fps: float, short_side: int, quality: int, clips_per_shard: int, workers: int
+) -> int:
     """The CLI body: progress bar, summary table; returns the exit code."""
     from rich.console import Console
     from rich.progress import Progress
@@ -213,8 +254,16 @@ def prepare_command(manifest: Path, out: Path, fps: float, short_side: int, qual
 
             n_clips = len(load_clips(manifest))
             progress.update(task, total=-(-n_clips // clips_per_shard))
-            summary = prepare_cache(manifest, out, fps=fps, short_side=short_side, quality=quality,
-                                    clips_per_shard=clips_per_shard, workers=workers, on_shard_done=advance)
+            summary = prepare_cache(
+                manifest,
+                out,
+                fps=fps,
+                short_side=short_side,
+                quality=quality,
+                clips_per_shard=clips_per_shard,
+                workers=workers,
+                on_shard_done=advance,
+            )
         except (CacheError, TrainingDataError) as exc:
             console.print(f"[red]error:[/red] {exc}")
             return 2

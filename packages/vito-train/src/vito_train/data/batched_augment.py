@@ -47,8 +47,9 @@ class PhotometricDistribution:
 BYOL = PhotometricDistribution()
 
 
-def draw_photometric_params(rng: np.random.Generator, view: ViewAugmentation,
-                            dist: PhotometricDistribution = BYOL) -> np.ndarray:
+def draw_photometric_params(
+    rng: np.random.Generator, view: ViewAugmentation, dist: PhotometricDistribution = BYOL
+) -> np.ndarray:
     """One sample's photometric parameters (a float32 vector laid out as the constants above)."""
     p = np.zeros(N_PARAMS, dtype=np.float32)
     p[JITTER] = rng.random() < dist.jitter_p
@@ -64,9 +65,14 @@ def draw_photometric_params(rng: np.random.Generator, view: ViewAugmentation,
     return p
 
 
-def random_photometric_params(n: int, view: ViewAugmentation, *, generator: torch.Generator | None = None,
-                              device: torch.device | str = "cpu", dist: PhotometricDistribution = BYOL
-                              ) -> torch.Tensor:
+def random_photometric_params(
+    n: int,
+    view: ViewAugmentation,
+    *,
+    generator: torch.Generator | None = None,
+    device: torch.device | str = "cpu",
+    dist: PhotometricDistribution = BYOL,
+) -> torch.Tensor:
     """(n, N_PARAMS) parameters drawn with torch ops (benchmarks; training uses the per-sample draw)."""
     u = torch.rand(n, N_PARAMS, generator=generator, device=device)
     p = torch.empty_like(u)
@@ -151,8 +157,9 @@ def separable_gaussian_blur(x: torch.Tensor, sigma: torch.Tensor, kernel_size: i
     return y.reshape(n, c, h, w)
 
 
-def reflect_blur_matrices(sigma: torch.Tensor, blur: torch.Tensor, size: int, kernel_size: int,
-                          dtype: torch.dtype) -> torch.Tensor:
+def reflect_blur_matrices(
+    sigma: torch.Tensor, blur: torch.Tensor, size: int, kernel_size: int, dtype: torch.dtype
+) -> torch.Tensor:
     """(N, size, size) matrices ``B_n`` with ``(B_n x)_i = sum_k w_n(k) x_reflect(i + k - K//2)``: the
     1-D Gaussian blur of sample ``n`` with reflect padding as a matrix (identity where ``blur`` is
     False), so a separable blur is two batched matmuls on tensor cores: ``B_n X B_n^T``."""
@@ -162,11 +169,17 @@ def reflect_blur_matrices(sigma: torch.Tensor, blur: torch.Tensor, size: int, ke
     delta = torch.zeros(kernel_size, device=sigma.device)
     delta[half] = 1
     w = torch.where(blur.view(-1, 1), w, delta.view(1, -1))
-    pos = torch.arange(size, device=sigma.device).view(-1, 1) + torch.arange(kernel_size, device=sigma.device) - half
+    pos = (
+        torch.arange(size, device=sigma.device).view(-1, 1)
+        + torch.arange(kernel_size, device=sigma.device)
+        - half
+    )
     pos = pos.abs()
     pos = torch.where(pos > size - 1, 2 * (size - 1) - pos, pos)  # reflect without repeating the edge
     matrices = torch.zeros(n, size, size, device=sigma.device)
-    matrices.scatter_add_(2, pos.expand(n, size, kernel_size), w.view(n, 1, kernel_size).expand(n, size, kernel_size))
+    matrices.scatter_add_(
+        2, pos.expand(n, size, kernel_size), w.view(n, 1, kernel_size).expand(n, size, kernel_size)
+    )
     return matrices.to(dtype)
 
 
@@ -183,8 +196,11 @@ def _color_jitter_masked(x: torch.Tensor, params: torch.Tensor) -> torch.Tensor:
         factor = torch.where(active & (op == 2), params[:, SATURATION], factor)
         luma = _luma(x)
         mean = luma.mean(dim=(1, 2, 3), keepdim=True)
-        degenerate = torch.where((op == 1).view(-1, 1, 1, 1), mean,
-                                 torch.where((op == 2).view(-1, 1, 1, 1), luma, torch.zeros_like(luma)))
+        degenerate = torch.where(
+            (op == 1).view(-1, 1, 1, 1),
+            mean,
+            torch.where((op == 2).view(-1, 1, 1, 1), luma, torch.zeros_like(luma)),
+        )
         f = factor.view(-1, 1, 1, 1).to(x.dtype)
         x = (f * x + (1 - f) * degenerate).clamp(0, 1)
         hue = (active & (op == 3)).view(-1, 1, 1, 1)
@@ -192,9 +208,14 @@ def _color_jitter_masked(x: torch.Tensor, params: torch.Tensor) -> torch.Tensor:
     return x
 
 
-def apply_photometric_static(images: torch.Tensor, params: torch.Tensor, *, kernel_size: int,
-                             dtype: torch.dtype = torch.float32, solarize_threshold: float = 128 / 255
-                             ) -> torch.Tensor:
+def apply_photometric_static(
+    images: torch.Tensor,
+    params: torch.Tensor,
+    *,
+    kernel_size: int,
+    dtype: torch.dtype = torch.float32,
+    solarize_threshold: float = 128 / 255,
+) -> torch.Tensor:
     """``apply_photometric`` as one static graph (no subsets, no host syncs; blur as matmuls):
     the GPU path, meant to run under torch.compile. Same results up to float rounding."""
     x = images.to(dtype) / 255 if not images.is_floating_point() else images.to(dtype)
@@ -204,7 +225,11 @@ def apply_photometric_static(images: torch.Tensor, params: torch.Tensor, *, kern
     blur = params[:, BLUR] > 0.5
     h, w = x.shape[-2:]
     rows = reflect_blur_matrices(params[:, SIGMA], blur, h, kernel_size, x.dtype).unsqueeze(1)
-    cols = rows if w == h else reflect_blur_matrices(params[:, SIGMA], blur, w, kernel_size, x.dtype).unsqueeze(1)
+    cols = (
+        rows
+        if w == h
+        else reflect_blur_matrices(params[:, SIGMA], blur, w, kernel_size, x.dtype).unsqueeze(1)
+    )
     x = torch.matmul(torch.matmul(rows, x), cols.transpose(-1, -2))
     solarize = (params[:, SOLARIZE] > 0.5).view(-1, 1, 1, 1)
     return torch.where(solarize & (x >= solarize_threshold), 1 - x, x)
@@ -238,8 +263,14 @@ def _color_jitter(x: torch.Tensor, params: torch.Tensor) -> torch.Tensor:
     return x
 
 
-def apply_photometric(images: torch.Tensor, params: torch.Tensor, *, kernel_size: int,
-                      dtype: torch.dtype = torch.float32, dist: PhotometricDistribution = BYOL) -> torch.Tensor:
+def apply_photometric(
+    images: torch.Tensor,
+    params: torch.Tensor,
+    *,
+    kernel_size: int,
+    dtype: torch.dtype = torch.float32,
+    dist: PhotometricDistribution = BYOL,
+) -> torch.Tensor:
     """uint8 or [0, 1] float (N, 3, H, W) + (N, N_PARAMS) parameters -> augmented float in [0, 1].
 
     Order as the per-sample pipeline: colour jitter, grayscale, blur, solarize.
@@ -258,8 +289,9 @@ def apply_photometric(images: torch.Tensor, params: torch.Tensor, *, kernel_size
     return torch.where(solarize & (x >= threshold), 1 - x, x)
 
 
-def _static_and_normalize(views: torch.Tensor, params: torch.Tensor, kernel_size: int, dtype: torch.dtype
-                          ) -> torch.Tensor:
+def _static_and_normalize(
+    views: torch.Tensor, params: torch.Tensor, kernel_size: int, dtype: torch.dtype
+) -> torch.Tensor:
     x = apply_photometric_static(views, params, kernel_size=kernel_size, dtype=dtype)
     mean = torch.tensor(IMAGENET_MEAN, device=x.device, dtype=dtype).view(1, 3, 1, 1)
     std = torch.tensor(IMAGENET_STD, device=x.device, dtype=dtype).view(1, 3, 1, 1)
@@ -272,8 +304,14 @@ def _compiled_static_and_normalize() -> Callable[..., torch.Tensor]:
     return torch.compile(_static_and_normalize, dynamic=False)
 
 
-def augment_and_normalize(views: torch.Tensor, params: torch.Tensor, *, kernel_size: int,
-                          dtype: torch.dtype = torch.float32, compiled: bool | None = None) -> torch.Tensor:
+def augment_and_normalize(
+    views: torch.Tensor,
+    params: torch.Tensor,
+    *,
+    kernel_size: int,
+    dtype: torch.dtype = torch.float32,
+    compiled: bool | None = None,
+) -> torch.Tensor:
     """Photometric augmentation then ImageNet normalisation, on the device ``views`` live on.
 
     On CUDA (``compiled`` None -> True) the static graph runs compiled: fused elementwise kernels
@@ -297,15 +335,20 @@ class CropPairAugmentation:
 
     def __init__(self, image_size: int, min_scale: float) -> None:
         self.image_size = image_size
-        self.transform = v2.Compose([
-            v2.RandomResizedCrop(image_size, scale=(min_scale, 1.0), antialias=True),
-            v2.RandomHorizontalFlip(),
-        ])
+        self.transform = v2.Compose(
+            [
+                v2.RandomResizedCrop(image_size, scale=(min_scale, 1.0), antialias=True),
+                v2.RandomHorizontalFlip(),
+            ]
+        )
 
-    def __call__(self, frame_1: np.ndarray | torch.Tensor, frame_2: np.ndarray | torch.Tensor, seed: int
-                 ) -> tuple[torch.Tensor, torch.Tensor]:
-        images = [f if isinstance(f, torch.Tensor) else torch.from_numpy(np.ascontiguousarray(f)).permute(2, 0, 1)
-                  for f in (frame_1, frame_2)]
+    def __call__(
+        self, frame_1: np.ndarray | torch.Tensor, frame_2: np.ndarray | torch.Tensor, seed: int
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        images = [
+            f if isinstance(f, torch.Tensor) else torch.from_numpy(np.ascontiguousarray(f)).permute(2, 0, 1)
+            for f in (frame_1, frame_2)
+        ]
         with torch.random.fork_rng(devices=[]):
             # the CPU generator only: torch.manual_seed also queues lazy seeding of every accelerator
             # backend, formatting a stack trace each time (~0.2 ms a sample where CUDA is not initialised)
@@ -325,7 +368,21 @@ def draw_pair_params(seed: int, index: int) -> np.ndarray:
 
 
 __all__ = [
-    "N_PARAMS", "PhotometricDistribution", "BYOL", "draw_photometric_params", "random_photometric_params",
-    "rgb_to_hsv", "hsv_to_rgb", "adjust_hue", "gaussian_kernels", "separable_gaussian_blur", "apply_photometric",
-    "augment_and_normalize", "apply_photometric_static", "reflect_blur_matrices", "CropPairAugmentation", "draw_pair_params", "params_generator",
+    "N_PARAMS",
+    "PhotometricDistribution",
+    "BYOL",
+    "draw_photometric_params",
+    "random_photometric_params",
+    "rgb_to_hsv",
+    "hsv_to_rgb",
+    "adjust_hue",
+    "gaussian_kernels",
+    "separable_gaussian_blur",
+    "apply_photometric",
+    "augment_and_normalize",
+    "apply_photometric_static",
+    "reflect_blur_matrices",
+    "CropPairAugmentation",
+    "draw_pair_params",
+    "params_generator",
 ]

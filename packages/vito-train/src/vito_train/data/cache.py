@@ -36,12 +36,14 @@ PLAN_FILE = "plan.json"
 INDEX_FILE = "index.parquet"
 SHARDS_DIR = "shards"
 
-INDEX_SCHEMA = pa.schema([
-    ("clip_id", pa.string()),
-    ("t_s", pa.float64()),  # frame time in the clip file's clock (as the manifest's start_s / end_s)
-    ("offset", pa.int64()),  # byte offset of the JPEG inside the shard's tar
-    ("length", pa.int32()),
-])
+INDEX_SCHEMA = pa.schema(
+    [
+        ("clip_id", pa.string()),
+        ("t_s", pa.float64()),  # frame time in the clip file's clock (as the manifest's start_s / end_s)
+        ("offset", pa.int64()),  # byte offset of the JPEG inside the shard's tar
+        ("length", pa.int32()),
+    ]
+)
 
 
 class CacheError(ValueError):
@@ -63,7 +65,7 @@ class CachePlan:
         return -(-len(self.clip_ids) // self.clips_per_shard)
 
     def shard_clip_ids(self, shard: int) -> tuple[str, ...]:
-        return self.clip_ids[shard * self.clips_per_shard:(shard + 1) * self.clips_per_shard]
+        return self.clip_ids[shard * self.clips_per_shard : (shard + 1) * self.clips_per_shard]
 
     def to_json(self) -> str:
         data = asdict(self)
@@ -110,8 +112,9 @@ def atomic_write_parquet(table: pa.Table, path: Path) -> None:
         raise
 
 
-def write_shard(root: Path, shard: int, frames: Iterable[tuple[str, float, bytes]],
-                failures: list[dict[str, str]]) -> dict[str, Any]:
+def write_shard(
+    root: Path, shard: int, frames: Iterable[tuple[str, float, bytes]], failures: list[dict[str, str]]
+) -> dict[str, Any]:
     """Write one shard from ``(clip_id, t_s, jpeg bytes)`` in order; then its index; then its marker.
 
     The marker comes last, so a shard with a marker is whole. Returns the marker's content.
@@ -138,15 +141,23 @@ def write_shard(root: Path, shard: int, frames: Iterable[tuple[str, float, bytes
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
-    table = pa.table({
-        "clip_id": [r[0] for r in rows],
-        "t_s": [r[1] for r in rows],
-        "offset": [m.offset_data for m in members],
-        "length": [m.size for m in members],
-    }, schema=INDEX_SCHEMA)
+    table = pa.table(
+        {
+            "clip_id": [r[0] for r in rows],
+            "t_s": [r[1] for r in rows],
+            "offset": [m.offset_data for m in members],
+            "length": [m.size for m in members],
+        },
+        schema=INDEX_SCHEMA,
+    )
     atomic_write_parquet(table, index_path)
-    marker = {"shard": shard, "frames": len(rows), "clips": len({r[0] for r in rows}), "failures": failures,
-              "tar_bytes": tar_path.stat().st_size}
+    marker = {
+        "shard": shard,
+        "frames": len(rows),
+        "clips": len({r[0] for r in rows}),
+        "failures": failures,
+        "tar_bytes": tar_path.stat().st_size,
+    }
     atomic_write_text(done_path, json.dumps(marker))
     return marker
 
@@ -159,7 +170,7 @@ class _BytesReader:
 
     def read(self, n: int = -1) -> bytes:
         end = len(self.view) if n < 0 else min(self.pos + n, len(self.view))
-        out = self.view[self.pos:end].tobytes()
+        out = self.view[self.pos : end].tobytes()
         self.pos = end
         return out
 
@@ -227,19 +238,27 @@ class FrameCache:
         index_path = self.root / INDEX_FILE
         if not index_path.is_file():
             if (self.root / PLAN_FILE).is_file():
-                raise CacheError(f"frame cache {self.root} is incomplete (no {INDEX_FILE}): rerun "
-                                 "`vito-train prepare` with the same arguments to finish it")
-            raise CacheError(f"{self.root} is not a frame cache (no {INDEX_FILE}); build one with "
-                             "`vito-train prepare --manifest M --out CACHE`")
+                raise CacheError(
+                    f"frame cache {self.root} is incomplete (no {INDEX_FILE}): rerun "
+                    "`vito-train prepare` with the same arguments to finish it"
+                )
+            raise CacheError(
+                f"{self.root} is not a frame cache (no {INDEX_FILE}); build one with "
+                "`vito-train prepare --manifest M --out CACHE`"
+            )
         table = pq.read_table(index_path)
         meta = table.schema.metadata or {}
         if meta.get(b"format", b"").decode() != FORMAT:
-            raise CacheError(f"{index_path}: format {meta.get(b'format')!r}, expected {FORMAT!r}; rebuild the cache")
+            raise CacheError(
+                f"{index_path}: format {meta.get(b'format')!r}, expected {FORMAT!r}; rebuild the cache"
+            )
         self.plan = CachePlan.from_json(meta[b"plan"].decode())
         self.bad_shards: dict[int, str] = {}
         self.clips = self._clips(table)
         if not self.clips:
-            raise CacheError(f"frame cache {self.root} holds no readable clip (bad shards: {self.bad_shards})")
+            raise CacheError(
+                f"frame cache {self.root} holds no readable clip (bad shards: {self.bad_shards})"
+            )
         self._fds: dict[int, int] = {}
         self._fd_pid = os.getpid()
 
@@ -252,8 +271,12 @@ class FrameCache:
             needed = int((data["offset"][rows] + data["length"][rows]).max())
             size = tar_path.stat().st_size if tar_path.is_file() else -1
             if size < needed:
-                self.bad_shards[int(shard)] = "missing" if size < 0 else f"truncated ({size} < {needed} bytes)"
-                log.warning("frame cache %s: skipping shard %d: %s", self.root, shard, self.bad_shards[int(shard)])
+                self.bad_shards[int(shard)] = (
+                    "missing" if size < 0 else f"truncated ({size} < {needed} bytes)"
+                )
+                log.warning(
+                    "frame cache %s: skipping shard %d: %s", self.root, shard, self.bad_shards[int(shard)]
+                )
         clips = []
         order = np.lexsort((data["t_s"], clip_ids.astype(str)))
         ids_sorted = clip_ids[order]
@@ -264,8 +287,15 @@ class FrameCache:
             shard = int(data["shard"][rows[0]])
             if shard in self.bad_shards:
                 continue
-            clips.append(CachedClip(str(clip_ids[rows[0]]), shard, data["t_s"][rows].astype(np.float64),
-                                    data["offset"][rows].astype(np.int64), data["length"][rows].astype(np.int64)))
+            clips.append(
+                CachedClip(
+                    str(clip_ids[rows[0]]),
+                    shard,
+                    data["t_s"][rows].astype(np.float64),
+                    data["offset"][rows].astype(np.int64),
+                    data["length"][rows].astype(np.int64),
+                )
+            )
         # manifest order, so clip k is the same clip as in video mode
         rank = {clip_id: i for i, clip_id in enumerate(self.plan.clip_ids)}
         return sorted(clips, key=lambda c: rank.get(c.clip_id, len(rank)))

@@ -34,12 +34,24 @@ class CachedFramePairDataset(Dataset):
     moves to another clip drawn from its own generator; after ``retries`` failures it is None.
     """
 
-    def __init__(self, cache: FrameCache, *, seed: int, image_size: int, min_scale: float, max_gap_s: float,
-                 retries: int = 3, crop_only: bool = False) -> None:
+    def __init__(
+        self,
+        cache: FrameCache,
+        *,
+        seed: int,
+        image_size: int,
+        min_scale: float,
+        max_gap_s: float,
+        retries: int = 3,
+        crop_only: bool = False,
+    ) -> None:
         self.cache, self.clips = cache, cache.clips
         self.seed, self.max_gap_s, self.retries = seed, max_gap_s, retries
-        self.augment = CropPairAugmentation(image_size, min_scale) if crop_only else PairAugmentation(
-            image_size, min_scale)
+        self.augment = (
+            CropPairAugmentation(image_size, min_scale)
+            if crop_only
+            else PairAugmentation(image_size, min_scale)
+        )
 
     def __len__(self) -> int:  # endless stream; the batch sampler decides what is read
         return 2**62
@@ -50,7 +62,9 @@ class CachedFramePairDataset(Dataset):
         first = decode_jpeg(torch.frombuffer(bytearray(self.cache.read_jpeg(clip, i1)), dtype=torch.uint8))
         if i2 == i1:
             return first, first
-        return first, decode_jpeg(torch.frombuffer(bytearray(self.cache.read_jpeg(clip, i2)), dtype=torch.uint8))
+        return first, decode_jpeg(
+            torch.frombuffer(bytearray(self.cache.read_jpeg(clip, i2)), dtype=torch.uint8)
+        )
 
     def __getitem__(self, index: int) -> dict[str, Any]:
         rng = sample_generator(self.seed, index)
@@ -96,12 +110,16 @@ def collate_pair_batch(samples: list[dict[str, Any]]) -> dict[str, Any]:
     """
     good = [s for s in samples if s["view_1"] is not None]
     failed = [clip for s in samples for clip in s["failed"]]
-    batch: dict[str, Any] = {"view_1": None, "view_2": None, "failed": failed, "dropped": len(samples) - len(good),
-                             "photometric": None}
+    batch: dict[str, Any] = {
+        "view_1": None,
+        "view_2": None,
+        "failed": failed,
+        "dropped": len(samples) - len(good),
+        "photometric": None,
+    }
     if good:
         batch["view_1"] = torch.stack([s["view_1"] for s in good])
         batch["view_2"] = torch.stack([s["view_2"] for s in good])
         if "photometric" in good[0]:
             batch["photometric"] = torch.stack([s["photometric"] for s in good], dim=1)
     return batch
-

@@ -34,30 +34,50 @@ def use_batched_augment(setting: str, device: torch.device) -> bool:
     return setting == "device" or (setting == "auto" and device.type == "cuda")
 
 
-def build_pair_dataset(config: Any, *, manifest: str | Path | None = None, cache: str | Path | None = None,
-                       batched: bool = False) -> Dataset:
+def build_pair_dataset(
+    config: Any, *, manifest: str | Path | None = None, cache: str | Path | None = None, batched: bool = False
+) -> Dataset:
     """Video mode (``manifest``: PyAV seeks per sample) or cache mode (``cache``: prepared JPEGs)."""
     if (manifest is None) == (cache is None):
         raise ValueError("pass exactly one of manifest (video mode) or cache (frame-cache mode)")
     if cache is not None:
         frame_cache = FrameCache(cache)
         if frame_cache.bad_shards:
-            log.warning("frame cache %s: %d shard(s) unreadable and skipped: %s", cache,
-                        len(frame_cache.bad_shards), frame_cache.bad_shards)
+            log.warning(
+                "frame cache %s: %d shard(s) unreadable and skipped: %s",
+                cache,
+                len(frame_cache.bad_shards),
+                frame_cache.bad_shards,
+            )
         dataset: Dataset = CachedFramePairDataset(
-            frame_cache, seed=config.seed, image_size=config.image_size, min_scale=config.crop_min_scale,
-            max_gap_s=config.max_gap_s, retries=config.decode_retries, crop_only=batched)
+            frame_cache,
+            seed=config.seed,
+            image_size=config.image_size,
+            min_scale=config.crop_min_scale,
+            max_gap_s=config.max_gap_s,
+            retries=config.decode_retries,
+            crop_only=batched,
+        )
     else:
         from vito_train.data.batched_augment import CropPairAugmentation
         from vito_train.data.dataset import FramePairDataset  # PyAV only in video mode
         from vito_train.data.pairs import load_clips
 
         # the decode-size key is being renamed in the trainer (short side -> max side): take either
-        decode = ({"decode_max_side": config.decode_max_side} if hasattr(config, "decode_max_side")
-                  else {"decode_short_side": config.decode_short_side})
-        dataset = FramePairDataset(load_clips(manifest), seed=config.seed, image_size=config.image_size,
-                                   min_scale=config.crop_min_scale, max_gap_s=config.max_gap_s,
-                                   retries=config.decode_retries, **decode)
+        decode = (
+            {"decode_max_side": config.decode_max_side}
+            if hasattr(config, "decode_max_side")
+            else {"decode_short_side": config.decode_short_side}
+        )
+        dataset = FramePairDataset(
+            load_clips(manifest),
+            seed=config.seed,
+            image_size=config.image_size,
+            min_scale=config.crop_min_scale,
+            max_gap_s=config.max_gap_s,
+            retries=config.decode_retries,
+            **decode,
+        )
         if batched:
             dataset.augment = CropPairAugmentation(config.image_size, config.crop_min_scale)
     return WithPhotometricParams(dataset, config.seed) if batched else dataset
@@ -68,8 +88,10 @@ def check_data_source(*, manifest: str | Path | None = None, cache: str | Path |
     if (manifest is None) == (cache is None):
         from vito_train.data.pairs import TrainingDataError
 
-        raise TrainingDataError("pass exactly one data source: --manifest (decode videos) or --cache "
-                                "(a frame cache from `vito-train prepare`)")
+        raise TrainingDataError(
+            "pass exactly one data source: --manifest (decode videos) or --cache "
+            "(a frame cache from `vito-train prepare`)"
+        )
     if cache is not None:
         FrameCache(cache)
     else:
@@ -80,8 +102,11 @@ def check_data_source(*, manifest: str | Path | None = None, cache: str | Path |
 
 def is_worker_death(exc: BaseException) -> bool:
     """DataLoader's error for a worker process that exited (crash, OOM kill) rather than raised."""
-    return isinstance(exc, RuntimeError) and "DataLoader worker" in str(exc) and (
-        "exited unexpectedly" in str(exc) or "killed by signal" in str(exc))
+    return (
+        isinstance(exc, RuntimeError)
+        and "DataLoader worker" in str(exc)
+        and ("exited unexpectedly" in str(exc) or "killed by signal" in str(exc))
+    )
 
 
 def empty_batch(n: int) -> dict[str, Any]:
@@ -141,8 +166,16 @@ class ResilientBatches:
                 yield batch
 
 
-def build_rank_batches(config: Any, dataset: Dataset, *, start_step: int, end_step: int, rank: int = 0,
-                       world_size: int = 1, pin_memory: bool = False) -> ResilientBatches:
+def build_rank_batches(
+    config: Any,
+    dataset: Dataset,
+    *,
+    start_step: int,
+    end_step: int,
+    rank: int = 0,
+    world_size: int = 1,
+    pin_memory: bool = False,
+) -> ResilientBatches:
     """This rank's batches (its slice of every global batch), from ``start_step``."""
     prefetch = 4
 
