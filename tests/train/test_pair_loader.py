@@ -78,7 +78,7 @@ def tiny_cache(sample_videos, tmp_path_factory):
     for name in ("carphone_pristine.mp4", "realshort.mp4"):
         (root / "videos" / name).symlink_to(sample_videos / name)
     manifest = write_sample_manifest(root / "videos", root)
-    summary = prepare_cache(manifest, root / "frames", fps=4, short_side=64, workers=1)
+    summary = prepare_cache(manifest, root / "frames", fps=4, short_side=64, clips_per_shard=1, workers=1)
     assert summary.complete
     return root / "frames"
 
@@ -121,3 +121,18 @@ def test_cache_mode_trains_with_batched_augmentation_and_sigterm_checkpoints(tin
         cache=tiny_cache,
     )
     assert resumed["start_step"] == summary["end_step"] and resumed["steps"] == 1
+
+
+def test_a_truncated_cache_shard_is_skipped_and_counted_in_the_run(tiny_cache, tmp_path):
+    import shutil
+
+    from vito_train.data.cache import FrameCache, shard_paths
+
+    copy = tmp_path / "frames"
+    shutil.copytree(tiny_cache, copy)
+    tar = shard_paths(copy, FrameCache(copy).clips[0].shard)[0]
+    tar.write_bytes(tar.read_bytes()[:1024])  # cut mid-shard, as a failed copy would
+    config = resolve_config("cpu-smoke", TINY + ["max_steps=1"])
+    summary = train(config, None, tmp_path / "run", cache=copy)
+    assert summary["steps"] == 1 and summary["bad_cache_shards"] == 1
+    assert json.loads((tmp_path / "run" / "metrics.jsonl").read_text())["bad_cache_shards"] == 1

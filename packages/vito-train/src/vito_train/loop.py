@@ -316,7 +316,7 @@ def _train(config: TrainConfig, manifest: Path | None, cache: Path | None, run_d
                         "ema_decay": ema_decay(state.step - 1, config.max_steps, config.ema_base),
                         "pairs_per_s": pairs_per_s, "failed_clips": failed_clips,
                         "dropped_samples": dropped, "loader_worker_deaths": batches.worker_deaths,
-                        "skipped_steps": batches.skipped_steps,
+                        "skipped_steps": batches.skipped_steps, "bad_cache_shards": batches.bad_cache_shards,
                     })
                 if bar is not None:
                     bar.set_postfix(loss=f"{last_loss:.3f}", pairs_s=f"{pairs_per_s:.1f}")
@@ -347,5 +347,6 @@ def _train(config: TrainConfig, manifest: Path | None, cache: Path | None, run_d
     return {"start_step": start_step, "end_step": state.step, "steps": state.step - start_step,
             "final_loss": last_loss, "seconds": elapsed, "failed_clips": state.failed_clips,
             "loader_worker_deaths": batches.worker_deaths, "skipped_steps": batches.skipped_steps,
+            "bad_cache_shards": batches.bad_cache_shards,
             "stopped_by_signal": stopped,
             "pairs_per_s": (state.step - start_step) * config.batch_size / max(elapsed, 1e-9)}

@@ -134,6 +134,7 @@ class ResilientBatches:
     max_deaths: int = 100
     worker_deaths: int = 0
     skipped_steps: int = 0
+    bad_cache_shards: int = 0  # frame-cache shards found unreadable when the cache was opened
 
     def _died(self, exc: RuntimeError, step: int) -> None:
         if not is_worker_death(exc) or self.worker_deaths >= self.max_deaths:
@@ -193,4 +194,8 @@ def build_rank_batches(
 
     per_rank = RankBatchSampler(config.batch_size, 0, 0, rank, world_size).per_rank
     window = max(1, config.num_workers * prefetch + 1) if config.num_workers > 0 else 0
-    return ResilientBatches(make_loader, start_step, end_step, per_rank, window=window)
+    inner = getattr(dataset, "inner", dataset)
+    bad_shards = len(getattr(getattr(inner, "cache", None), "bad_shards", {}))
+    return ResilientBatches(
+        make_loader, start_step, end_step, per_rank, window=window, bad_cache_shards=bad_shards
+    )
