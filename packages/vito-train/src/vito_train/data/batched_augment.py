@@ -301,7 +301,9 @@ def _static_and_normalize(
 @functools.cache
 def _compiled_static_and_normalize() -> Callable[..., torch.Tensor]:
     # built on first use: importing this module should not pull in the compiler
-    return torch.compile(_static_and_normalize, dynamic=False)
+    # default (automatic) dynamic shapes: a batch that lost samples recompiles once for any size,
+    # instead of once per distinct size
+    return torch.compile(_static_and_normalize)
 
 
 def augment_and_normalize(
