@@ -188,6 +188,8 @@ def test_rank_batches_tile_the_global_batch_and_resume_on_another_world_size():
 
 
 def test_sigterm_requests_a_stop_instead_of_killing():
+    # whatever handler was there before (SIG_DFL, or Ray's when an earlier test started Ray here) comes back
+    before = signal.getsignal(signal.SIGTERM)
     stop = StopRequest()
     try:
         assert not stop.should_stop(1)
@@ -195,7 +197,7 @@ def test_sigterm_requests_a_stop_instead_of_killing():
         assert stop.should_stop(2)
     finally:
         stop.restore()
-    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
+    assert signal.getsignal(signal.SIGTERM) is before
 
 
 def _train_rank(rank: int, world: int, port: int, cache: str, run: str, overrides: list[str]) -> None:
