@@ -63,12 +63,6 @@ def build_pair_dataset(
         from vito_train.data.dataset import FramePairDataset  # PyAV only in video mode
         from vito_train.data.pairs import load_clips
 
-        # the decode-size key is being renamed in the trainer (short side -> max side): take either
-        decode = (
-            {"decode_max_side": config.decode_max_side}
-            if hasattr(config, "decode_max_side")
-            else {"decode_short_side": config.decode_short_side}
-        )
         dataset = FramePairDataset(
             load_clips(manifest),
             seed=config.seed,
@@ -76,7 +70,7 @@ def build_pair_dataset(
             min_scale=config.crop_min_scale,
             max_gap_s=config.max_gap_s,
             retries=config.decode_retries,
-            **decode,
+            decode_short_side=config.decode_short_side,
         )
         if batched:
             dataset.augment = CropPairAugmentation(config.image_size, config.crop_min_scale)
