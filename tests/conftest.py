@@ -41,3 +41,14 @@ def kinetics_dir() -> Path:
     if not path.is_dir():
         pytest.skip(f"{path} not present (the Kinetics CSVs live outside the repository)")
     return path
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """Many small ops on a shared 2-core machine: intra-op threads only spin against each other."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

@@ -22,12 +22,8 @@ from vito_eval.fixtures import UCF_FIXTURE_CLASSES, write_clip_avi, write_ucf101
 
 
 @pytest.fixture(autouse=True, scope="module")
-def one_torch_thread():
-    """On this shared 2-core machine two intra-op threads spin against each other."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+def _one_thread(one_torch_thread):
+    """Every test here runs with one torch thread (see tests/conftest.py)."""
 
 
 @pytest.fixture(scope="module")

@@ -146,17 +146,10 @@ def _image_stats(x: torch.Tensor) -> dict[str, np.ndarray]:
 REPEATS = 40  # 640 augmented images per pipeline and view
 
 
-@pytest.fixture(scope="module")
-def one_thread():
-    """Many small ops: intra-op threads only add contention on a shared 2-core machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="module")
-def cpu_reference(real_crops, one_thread) -> dict[str, torch.Tensor]:
+def cpu_reference(real_crops, one_torch_thread) -> dict[str, torch.Tensor]:
     """augment.py's per-view transform on the same crops, with a crop that keeps the whole square
     image (scale 1.0: RandomResizedCrop returns it unchanged), so only the photometric ops act."""
     out = {}
