@@ -26,8 +26,12 @@ from videonet_curate.shards import plan_shards
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    default = Path(os.environ.get("VIDEONET_SAMPLES", Path.home() / ".cache/videonet-curate/samples")) / "videos"
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    default = (
+        Path(os.environ.get("VIDEONET_SAMPLES", Path.home() / ".cache/videonet-curate/samples")) / "videos"
+    )
     parser.add_argument("--samples", type=Path, default=default)
     parser.add_argument("--clip-seconds", type=float, default=10.0)
     parser.add_argument("--frames", type=int, default=8)
@@ -39,7 +43,9 @@ def main() -> None:
     candidates, failures = discover_local(args.samples, args.clip_seconds, use_ray=False)
     probe_s = time.perf_counter() - started
 
-    config = LabelingConfig(model=args.model, frames_per_clip=args.frames, threads=args.threads, min_score=0.0)
+    config = LabelingConfig(
+        model=args.model, frames_per_clip=args.frames, threads=args.threads, min_score=0.0
+    )
     with tempfile.TemporaryDirectory() as out:
         labeler = ShardLabeler(config, out)
         (shard,) = plan_shards(candidates, len(candidates), "bench")
@@ -50,11 +56,18 @@ def main() -> None:
         timings = dict(labeler.timings)
 
     clips = len(candidates)
-    stages = {"probe": probe_s, "sample": timings["sample"], "embed": timings["embed"], "score": timings["score"]}
+    stages = {
+        "probe": probe_s,
+        "sample": timings["sample"],
+        "embed": timings["embed"],
+        "score": timings["score"],
+    }
     total = sum(stages.values())
     console = Console()
-    table = Table(title=f"cost per clip: {clips} clips of <= {args.clip_seconds:g} s, {args.frames} frames each, "
-                        f"{args.model}")
+    table = Table(
+        title=f"cost per clip: {clips} clips of <= {args.clip_seconds:g} s, {args.frames} frames each, "
+        f"{args.model}"
+    )
     table.add_column("stage")
     table.add_column("ms / clip", justify="right")
     table.add_column("share", justify="right")
@@ -62,8 +75,10 @@ def main() -> None:
         table.add_row(name, f"{1000 * seconds / clips:.1f}", f"{100 * seconds / total:.1f}%")
     table.add_row("total", f"{1000 * total / clips:.1f}", "100%")
     console.print(table)
-    console.print(f"files that are not videos: {len(failures)}; machine: {platform.processor() or platform.machine()}, "
-                  f"{os.cpu_count()} cores, torch threads {args.threads}")
+    console.print(
+        f"files that are not videos: {len(failures)}; machine: {platform.processor() or platform.machine()}, "
+        f"{os.cpu_count()} cores, torch threads {args.threads}"
+    )
 
 
 if __name__ == "__main__":

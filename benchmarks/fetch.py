@@ -35,8 +35,17 @@ def _candidates(n: int, seconds: float) -> list[dict]:
     for i in range(n):
         name = SOURCES[i % len(SOURCES)]
         start = float((i // len(SOURCES)) % 3)
-        out.append({"clip_id": f"{name[:-4]}_{i:04d}", "source": "kinetics", "source_id": name[:-4], "url": None,
-                    "start_s": start, "end_s": start + seconds, "source_label": None})
+        out.append(
+            {
+                "clip_id": f"{name[:-4]}_{i:04d}",
+                "source": "kinetics",
+                "source_id": name[:-4],
+                "url": None,
+                "start_s": start,
+                "end_s": start + seconds,
+                "source_label": None,
+            }
+        )
     return out
 
 
@@ -65,12 +74,20 @@ def _ray_run(cands: list[dict], opts: FetchOptions, clips_dir: Path, workers: in
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--clips", type=int, default=12)
     parser.add_argument("--seconds", type=float, default=4.0, help="segment length")
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1)
-    parser.add_argument("--samples", type=Path, default=Path(os.environ.get(
-        "VIDEONET_SAMPLES", Path.home() / ".cache" / "videonet-curate" / "samples")) / "videos")
+    parser.add_argument(
+        "--samples",
+        type=Path,
+        default=Path(
+            os.environ.get("VIDEONET_SAMPLES", Path.home() / ".cache" / "videonet-curate" / "samples")
+        )
+        / "videos",
+    )
     args = parser.parse_args()
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 
@@ -82,8 +99,12 @@ def main() -> None:
     cands = _candidates(args.clips, args.seconds)
     try:
         with serve(served) as lb:
-            opts = FetchOptions(url_template=lb.base_url + "/{youtube_id}.mp4", min_height=100, max_rps=1000.0,
-                                max_concurrent=64)
+            opts = FetchOptions(
+                url_template=lb.base_url + "/{youtube_id}.mp4",
+                min_height=100,
+                max_rps=1000.0,
+                max_concurrent=64,
+            )
             materialize(cands[0], opts, work / "warmup")  # imports, ffmpeg page cache
             loop_s, loop_kept = _loop(cands, opts, work / "loop")
 
@@ -103,7 +124,9 @@ def main() -> None:
     print(f"machine: {os.cpu_count()} cores; {n} clips of {args.seconds:.0f} s from {', '.join(SOURCES)}")
     print(f"plain loop, 1 process : {loop_s:7.2f} s  {n / loop_s:6.2f} clips/s/core  (kept {loop_kept}/{n})")
     print(f"Ray, 1 worker         : {ray1_s:7.2f} s  {n / ray1_s:6.2f} clips/s      (kept {ray1_kept}/{n})")
-    print(f"Ray, {args.workers} workers        : {rayn_s:7.2f} s  {n / rayn_s:6.2f} clips/s      (kept {rayn_kept}/{n})")
+    print(
+        f"Ray, {args.workers} workers        : {rayn_s:7.2f} s  {n / rayn_s:6.2f} clips/s      (kept {rayn_kept}/{n})"
+    )
     print(f"Ray start-up (once)   : {ray_start_s:7.2f} s")
     print(f"ratio Ray(1 worker) / plain loop = {ray1_s / loop_s:.3f}  (Ray orchestration overhead)")
     print(f"ratio plain loop / Ray({args.workers} workers) = {loop_s / rayn_s:.3f}  (speed-up)")

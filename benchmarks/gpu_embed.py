@@ -38,15 +38,17 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", default="efficientnet-lite0", help="a videonet_curate.models spec")
     parser.add_argument("--device", default="auto", help="auto (cuda when available), cuda or cpu")
-    parser.add_argument("--precision", default=None,
-                        help="fp32, fp16 or bf16 (default: bf16 on GPU, fp32 on CPU)")
+    parser.add_argument(
+        "--precision", default=None, help="fp32, fp16 or bf16 (default: bf16 on GPU, fp32 on CPU)"
+    )
     parser.add_argument("--batch-size", type=int, default=256)
     parser.add_argument("--iters", type=int, default=30)
     parser.add_argument("--warmup", type=int, default=5)
     parser.add_argument("--height", type=int, default=360, help="decoded frame height (e.g. 360p video)")
     parser.add_argument("--width", type=int, default=640)
-    parser.add_argument("--channels-last", action="store_true",
-                        help="also convert the model to channels_last")
+    parser.add_argument(
+        "--channels-last", action="store_true", help="also convert the model to channels_last"
+    )
     return parser.parse_args(argv)
 
 
@@ -55,8 +57,9 @@ def synchronize(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def frames_per_second(step: Callable[[], object], batch: int, iters: int, warmup: int,
-                      device: torch.device) -> float:
+def frames_per_second(
+    step: Callable[[], object], batch: int, iters: int, warmup: int, device: torch.device
+) -> float:
     for _ in range(warmup):
         step()
     synchronize(device)
@@ -82,8 +85,11 @@ def machine(device: torch.device) -> str:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    device = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available() else
-                          ("cpu" if args.device == "auto" else args.device))
+    device = torch.device(
+        "cuda"
+        if args.device == "auto" and torch.cuda.is_available()
+        else ("cpu" if args.device == "auto" else args.device)
+    )
     precision = args.precision or ("bf16" if device.type == "cuda" else "fp32")
     torch.backends.cudnn.benchmark = True
     from videonet_curate.models import load_scorer  # the registry the build pipeline uses
@@ -100,9 +106,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.channels_last:
         ready = ready.contiguous(memory_format=torch.channels_last)
     print(f"machine: {machine(device)}")
-    print(f"model: {scorer.model_id} ({precision}), batch {args.batch_size} frames of "
-          f"{args.height}x{args.width} uint8 -> {tuple(ready.shape[1:])}, "
-          f"{args.iters} iters after {args.warmup}")
+    print(
+        f"model: {scorer.model_id} ({precision}), batch {args.batch_size} frames of "
+        f"{args.height}x{args.width} uint8 -> {tuple(ready.shape[1:])}, "
+        f"{args.iters} iters after {args.warmup}"
+    )
 
     def bare() -> object:
         with torch.inference_mode():
@@ -136,7 +144,10 @@ def main(argv: list[str] | None = None) -> int:
 
     timing = {}
     stages: list[tuple[str, Callable[[], object]]] = [
-        ("bare forward", bare), ("path (numpy frames)", path_numpy), ("path (pinned frames)", path_pinned)]
+        ("bare forward", bare),
+        ("path (numpy frames)", path_numpy),
+        ("path (pinned frames)", path_pinned),
+    ]
     if side is not None:
         stages.append(("path (pinned, overlapped)", path_overlapped))
     stages.append(("preprocess only", preprocess_only))

@@ -21,8 +21,18 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import train_step  # noqa: E402  (the shared measuring code beside this file)
 
-GPU_DEFAULTS = {"preset": "paper-r50", "device": "cuda", "arch": "resnet50", "image_size": 224, "batch": 256,
-                "workers": 15, "precision": "bf16", "compile": True, "warmup": 8, "steps": 20}
+GPU_DEFAULTS = {
+    "preset": "paper-r50",
+    "device": "cuda",
+    "arch": "resnet50",
+    "image_size": 224,
+    "batch": 256,
+    "workers": 15,
+    "precision": "bf16",
+    "compile": True,
+    "warmup": 8,
+    "steps": 20,
+}
 
 if __name__ == "__main__":
     wants_cpu = "--device" in sys.argv and sys.argv[sys.argv.index("--device") + 1] == "cpu"

@@ -54,24 +54,31 @@ def bench_rebalance(rows: int, seed: int) -> None:
     scores = rng.random(rows, dtype=np.float32)
     budget = rows // 5
     result, pure, pure_cpu = timed(lambda: rebalance(labels, scores, uniform_target(), budget=budget))
-    print(f"rebalance (numpy) of {rows:,} rows to budget {budget:,}: {pure:.2f} s wall, {pure_cpu:.2f} s CPU "
-          f"(TV {result.tv_before:.3f} -> {result.tv_after:.3f}, "
-          f"KL {result.kl_before:.3f} -> {result.kl_after:.4f}, "
-          f"{int(result.keep.sum()):,} kept)")
-    table = pa.table({
-        "status": pa.DictionaryArray.from_arrays(np.zeros(rows, np.int8), ["kept"]).cast(pa.string()),
-        "reason": pa.nulls(rows, pa.string()),
-        "detail": pa.nulls(rows, pa.string()),
-        "label": pa.array(labels),
-        "score": pa.array(scores),
-    })
+    print(
+        f"rebalance (numpy) of {rows:,} rows to budget {budget:,}: {pure:.2f} s wall, {pure_cpu:.2f} s CPU "
+        f"(TV {result.tv_before:.3f} -> {result.tv_after:.3f}, "
+        f"KL {result.kl_before:.3f} -> {result.kl_after:.4f}, "
+        f"{int(result.keep.sum()):,} kept)"
+    )
+    table = pa.table(
+        {
+            "status": pa.DictionaryArray.from_arrays(np.zeros(rows, np.int8), ["kept"]).cast(pa.string()),
+            "reason": pa.nulls(rows, pa.string()),
+            "detail": pa.nulls(rows, pa.string()),
+            "label": pa.array(labels),
+            "score": pa.array(scores),
+        }
+    )
     (out, _), tabled, tabled_cpu = timed(lambda: apply_rebalance(table, uniform_target(), budget=budget))
-    print(f"apply_rebalance (Arrow table) of {rows:,} rows: {tabled:.2f} s wall, {tabled_cpu:.2f} s CPU "
-          f"({out.num_rows:,} rows, goal <= 10 s)")
+    print(
+        f"apply_rebalance (Arrow table) of {rows:,} rows: {tabled:.2f} s wall, {tabled_cpu:.2f} s CPU "
+        f"({out.num_rows:,} rows, goal <= 10 s)"
+    )
 
 
-def planted_embeddings(n: int, dim: int, seed: int, *, centres: int = 2000, group_size: int = 4,
-                       duplicate_fraction: float = 0.02) -> tuple[np.ndarray, np.ndarray]:
+def planted_embeddings(
+    n: int, dim: int, seed: int, *, centres: int = 2000, group_size: int = 4, duplicate_fraction: float = 0.02
+) -> tuple[np.ndarray, np.ndarray]:
     """Clustered unit vectors; returns (x, group id per clip, -1 for clips outside any planted group)."""
     rng = np.random.default_rng(seed)
     centre_vectors = rng.standard_normal((centres, dim), dtype=np.float32)
@@ -108,19 +115,23 @@ def bench_dedup(clips: int, dim: int, subset: int, threshold: float, seed: int) 
     scores = np.random.default_rng(seed + 1).random(clips)
     result, seconds, cpu = timed(lambda: find_duplicates(x, scores, threshold, exact_max=0))
     recall, false_marks = planted_recall(result.dup_of, group_of)
-    print(f"dedup (bucketed) of {clips:,} x {dim}-d at cosine >= {threshold}: {seconds:.1f} s wall, "
-          f"{cpu:.1f} s CPU "
-          f"(goal <= 120 s); {result.groups:,} groups, {result.num_duplicates:,} duplicates; "
-          f"planted recall {recall:.2%}, {false_marks} marks outside planted groups")
+    print(
+        f"dedup (bucketed) of {clips:,} x {dim}-d at cosine >= {threshold}: {seconds:.1f} s wall, "
+        f"{cpu:.1f} s CPU "
+        f"(goal <= 120 s); {result.groups:,} groups, {result.num_duplicates:,} duplicates; "
+        f"planted recall {recall:.2%}, {false_marks} marks outside planted groups"
+    )
     xs, ss = x[:subset], scores[:subset]
     exact, exact_s, exact_cpu = timed(lambda: find_duplicates(xs, ss, threshold, exact_max=subset))
     bucketed, bucketed_s, bucketed_cpu = timed(lambda: find_duplicates(xs, ss, threshold, exact_max=0))
     agree = float((exact.dup_of == bucketed.dup_of).mean())
     found = (exact.dup_of >= 0) & (bucketed.dup_of >= 0)
-    print(f"side by side on {subset:,} clips: exact {exact_s:.1f} s wall / {exact_cpu:.1f} s CPU, bucketed "
-          f"{bucketed_s:.1f} s wall / {bucketed_cpu:.1f} s CPU ({exact_cpu / bucketed_cpu:.1f}x less CPU); "
-          f"dup_of agrees on {agree:.3%} of clips; bucketed finds "
-          f"{found.sum() / max((exact.dup_of >= 0).sum(), 1):.2%} of exact's duplicates")
+    print(
+        f"side by side on {subset:,} clips: exact {exact_s:.1f} s wall / {exact_cpu:.1f} s CPU, bucketed "
+        f"{bucketed_s:.1f} s wall / {bucketed_cpu:.1f} s CPU ({exact_cpu / bucketed_cpu:.1f}x less CPU); "
+        f"dup_of agrees on {agree:.3%} of clips; bucketed finds "
+        f"{found.sum() / max((exact.dup_of >= 0).sum(), 1):.2%} of exact's duplicates"
+    )
 
 
 def main() -> None:
@@ -128,8 +139,9 @@ def main() -> None:
     parser.add_argument("--rows", type=int, default=10_000_000)
     parser.add_argument("--clips", type=int, default=1_000_000)
     parser.add_argument("--dim", type=int, default=512)
-    parser.add_argument("--subset", type=int, default=20_000,
-                        help="clips for the exact vs bucketed comparison")
+    parser.add_argument(
+        "--subset", type=int, default=20_000, help="clips for the exact vs bucketed comparison"
+    )
     parser.add_argument("--threshold", type=float, default=0.95)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--skip-rebalance", action="store_true")

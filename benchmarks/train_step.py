@@ -17,12 +17,15 @@ from pathlib import Path
 
 import torch
 
-DEFAULT_VIDEOS = Path(os.environ.get("VIDEONET_SAMPLES", Path.home() / ".cache/videonet-curate/samples")) / "videos"
+DEFAULT_VIDEOS = (
+    Path(os.environ.get("VIDEONET_SAMPLES", Path.home() / ".cache/videonet-curate/samples")) / "videos"
+)
 
 
 def write_local_manifest(videos: Path, out_dir: Path) -> Path:
     """A manifest with every video under ``videos`` kept whole (paths absolute; labels arbitrary)."""
     import av
+
     from videonet_curate.manifest import empty_row, rows_to_table, write_manifest
 
     rows = []
@@ -30,10 +33,25 @@ def write_local_manifest(videos: Path, out_dir: Path) -> Path:
     for label, path in enumerate(sorted(p for p in videos.iterdir() if p.suffix.lower() in video_suffixes)):
         with av.open(str(path)) as container:
             stream = container.streams.video[0]
-            duration = float(stream.duration * stream.time_base) if stream.duration else (container.duration or 0) / 1e6
-        rows.append(empty_row(clip_id=path.stem, source="local", source_id=path.name, path=str(path.resolve()),
-                              start_s=0.0, end_s=max(duration - 0.1, 0.2), status="kept", label=label,
-                              label_name=path.stem, score=1.0))
+            duration = (
+                float(stream.duration * stream.time_base)
+                if stream.duration
+                else (container.duration or 0) / 1e6
+            )
+        rows.append(
+            empty_row(
+                clip_id=path.stem,
+                source="local",
+                source_id=path.name,
+                path=str(path.resolve()),
+                start_s=0.0,
+                end_s=max(duration - 0.1, 0.2),
+                status="kept",
+                label=label,
+                label_name=path.stem,
+                score=1.0,
+            )
+        )
     return write_manifest(rows_to_table(rows), out_dir / "manifest.parquet")
 
 
@@ -81,7 +99,9 @@ def time_real(state, config, manifest: Path, warmup: int, steps: int) -> tuple[f
 
 
 def main(argv: list[str] | None = None, defaults: dict | None = None) -> dict:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--preset", default="cpu-smoke")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--arch", default="resnet18")
@@ -102,10 +122,18 @@ def main(argv: list[str] | None = None, defaults: dict | None = None) -> dict:
     from vito_train.config import resolve_config
     from vito_train.loop import build_state, resolve_device
 
-    overrides = [f"arch={args.arch}", f"image_size={args.image_size}", f"batch_size={args.batch}",
-                 f"num_workers={args.workers}", f"precision={args.precision}", f"compile={str(args.compile).lower()}",
-                 f"device={args.device}", "deterministic=false", f"max_steps={args.warmup + args.steps + 100}",
-                 *args.overrides]
+    overrides = [
+        f"arch={args.arch}",
+        f"image_size={args.image_size}",
+        f"batch_size={args.batch}",
+        f"num_workers={args.workers}",
+        f"precision={args.precision}",
+        f"compile={str(args.compile).lower()}",
+        f"device={args.device}",
+        "deterministic=false",
+        f"max_steps={args.warmup + args.steps + 100}",
+        *args.overrides,
+    ]
     config = resolve_config(args.preset, overrides)
     device = resolve_device(config.device)
     if config.torch_threads > 0:
@@ -117,10 +145,14 @@ def main(argv: list[str] | None = None, defaults: dict | None = None) -> dict:
         state = build_state(config, device)
         synthetic = time_synthetic(state, config.batch_size, config.image_size, args.warmup, args.steps)
         real, failed = time_real(state, config, manifest, args.warmup, args.steps)
-    name = torch.cuda.get_device_name() if device.type == "cuda" else f"cpu x{torch.get_num_threads()} threads"
-    print(f"device {name}; {config.arch} @ {config.image_size}px, batch {config.batch_size} pairs, "
-          f"{config.precision}, compile={config.compile}, workers={config.num_workers}, "
-          f"photometric_augment={config.photometric_augment}, {args.steps} timed steps")
+    name = (
+        torch.cuda.get_device_name() if device.type == "cuda" else f"cpu x{torch.get_num_threads()} threads"
+    )
+    print(
+        f"device {name}; {config.arch} @ {config.image_size}px, batch {config.batch_size} pairs, "
+        f"{config.precision}, compile={config.compile}, workers={config.num_workers}, "
+        f"photometric_augment={config.photometric_augment}, {args.steps} timed steps"
+    )
     print(f"synthetic input : {synthetic:8.1f} pairs/s")
     print(f"real data       : {real:8.1f} pairs/s  ({failed} clips failed to decode)")
     print(f"ratio real/synthetic: {real / synthetic:.3f}  (goal >= 0.95)")

@@ -47,8 +47,9 @@ def _pick(frames: np.ndarray, times: np.ndarray, stamps: list[float]) -> np.ndar
 METHODS = ("seek", "sequential", "decode_all")
 
 
-def bench_window(path: Path, start: float, end: float, n_frames: int, repeats: int,
-                 max_side: int | None) -> dict[str, tuple[float, float]]:
+def bench_window(
+    path: Path, start: float, end: float, n_frames: int, repeats: int, max_side: int | None
+) -> dict[str, tuple[float, float]]:
     """Median (wall, cpu) of each method reading ``n_frames`` frames from ``[start, end)``."""
     stamps = sample_timestamps(start, end, n_frames)
 
@@ -69,8 +70,9 @@ def bench_window(path: Path, start: float, end: float, n_frames: int, repeats: i
     for _ in range(repeats):
         for name in METHODS:  # interleaved: load on the machine hits every method alike
             runs[name].append(_timed(calls[name]))
-    return {m: (statistics.median(w for w, _ in v), statistics.median(c for _, c in v)) 
-            for m, v in runs.items()}
+    return {
+        m: (statistics.median(w for w, _ in v), statistics.median(c for _, c in v)) for m, v in runs.items()
+    }
 
 
 def _ms(pair: tuple[float, float] | list[float]) -> str:
@@ -89,17 +91,32 @@ def main() -> None:
     parser.add_argument("--frames", type=int, default=8)
     parser.add_argument("--clip-seconds", type=float, default=10.0)
     parser.add_argument("--max-side", type=int, default=None, help="downscale on decode (e.g. 224)")
-    parser.add_argument("--last-window", action="store_true",
-                        help="also time each video's last window (a naive decoder starts from 0 for it)")
+    parser.add_argument(
+        "--last-window",
+        action="store_true",
+        help="also time each video's last window (a naive decoder starts from 0 for it)",
+    )
     args = parser.parse_args()
 
     console = Console(width=160)
-    console.print(f"{platform.machine()}, {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}; "
-                  f"{args.frames} frames per {args.clip_seconds:g} s window; median of {args.repeats}; "
-                  f"max_side={args.max_side}; times in ms, wall (CPU of this process)")
+    console.print(
+        f"{platform.machine()}, {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}; "
+        f"{args.frames} frames per {args.clip_seconds:g} s window; median of {args.repeats}; "
+        f"max_side={args.max_side}; times in ms, wall (CPU of this process)"
+    )
     table = Table(title="video sampling: seek vs one sequential pass vs decode-all-then-pick")
-    for col in ("video", "codec", "size", "window s", "probe", "seek", "sequential", "decode-all",
-                "decode-all/seek", "sequential/seek"):
+    for col in (
+        "video",
+        "codec",
+        "size",
+        "window s",
+        "probe",
+        "seek",
+        "sequential",
+        "decode-all",
+        "decode-all/seek",
+        "sequential/seek",
+    ):
         table.add_column(col, justify="left" if col in ("video", "codec", "size", "window s") else "right")
     totals = {m: [0.0, 0.0] for m in (*METHODS, "probe")}
     ratios = []
@@ -117,18 +134,32 @@ def main() -> None:
             totals["probe"][0] += probe if i == 0 else 0.0
             ratios.append(got["decode_all"][0] / got["seek"][0])
             table.add_row(
-                path.name if i == 0 else "", info.codec, f"{info.width}x{info.height}",
+                path.name if i == 0 else "",
+                info.codec,
+                f"{info.width}x{info.height}",
                 f"{start:g}-{end:.1f}",
-                f"{probe * 1e3:.1f}" if i == 0 else "", *(_ms(got[m]) for m in METHODS),
-                _ratio(got["decode_all"], got["seek"]), _ratio(got["sequential"], got["seek"]),
+                f"{probe * 1e3:.1f}" if i == 0 else "",
+                *(_ms(got[m]) for m in METHODS),
+                _ratio(got["decode_all"], got["seek"]),
+                _ratio(got["sequential"], got["seek"]),
             )
     t = totals
-    table.add_row("all (sum)", "", "", "", f"{t['probe'][0] * 1e3:.1f}", *(_ms(t[m]) for m in METHODS),
-                  _ratio(t["decode_all"], t["seek"]), _ratio(t["sequential"], t["seek"]))
+    table.add_row(
+        "all (sum)",
+        "",
+        "",
+        "",
+        f"{t['probe'][0] * 1e3:.1f}",
+        *(_ms(t[m]) for m in METHODS),
+        _ratio(t["decode_all"], t["seek"]),
+        _ratio(t["sequential"], t["seek"]),
+    )
     console.print(table)
-    console.print(f"decode-all / seek over all windows, wall (CPU): {_ratio(t['decode_all'], t['seek'])} "
-                  f"(sums of medians); geometric mean of per-window wall ratios "
-                  f"{statistics.geometric_mean(ratios):.2f}x")
+    console.print(
+        f"decode-all / seek over all windows, wall (CPU): {_ratio(t['decode_all'], t['seek'])} "
+        f"(sums of medians); geometric mean of per-window wall ratios "
+        f"{statistics.geometric_mean(ratios):.2f}x"
+    )
 
 
 if __name__ == "__main__":

@@ -25,7 +25,9 @@ def samples_dir() -> Path:
     """The sample media fetched by `videonet-curate samples fetch` (make test runs it first)."""
     root = _samples_root()
     if not (root / "videos").is_dir():
-        pytest.fail(f"sample media missing under {root}: run `videonet-curate samples fetch` (make setup does)")
+        pytest.fail(
+            f"sample media missing under {root}: run `videonet-curate samples fetch` (make setup does)"
+        )
     return root
 
 

@@ -250,7 +250,9 @@ class Loopback:
 
 
 @contextmanager
-def serve(root: str | os.PathLike[str], *, retry_after_s: int = 1, stall_s: float = 30.0) -> Iterator[Loopback]:
+def serve(
+    root: str | os.PathLike[str], *, retry_after_s: int = 1, stall_s: float = 30.0
+) -> Iterator[Loopback]:
     """Serve ``root`` on 127.0.0.1 (a free port) in a background thread for the ``with`` body."""
     server = _LoopbackServer(Path(root), retry_after_s=retry_after_s, stall_s=stall_s)
     thread = threading.Thread(target=server.serve_forever, name="loopback-http", daemon=True)

@@ -17,8 +17,9 @@ from videonet_curate.dedup import (
 from videonet_curate.manifest import empty_row, rows_to_table, validate
 
 
-def planted(n: int = 3000, dim: int = 48, groups: int = 12, size: int = 6, noise: float = 0.02,
-            seed: int = 0):
+def planted(
+    n: int = 3000, dim: int = 48, groups: int = 12, size: int = 6, noise: float = 0.02, seed: int = 0
+):
     """Random clips plus ``groups`` groups of ``size`` noisy copies of the first ``groups`` clips."""
     rng = np.random.default_rng(seed)
     x = rng.standard_normal((n, dim)).astype(np.float32)
@@ -98,9 +99,19 @@ def test_embedding_matrix_reads_fixed_and_variable_lists() -> None:
 def test_apply_dedup_marks_only_kept_rows() -> None:
     statuses = ["kept", "kept", "kept", "failed", "kept"]
     rows = [
-        empty_row(clip_id=f"c{i}", source="local", source_id=f"v{i}", path=f"v{i}.mp4", start_s=0.0,
-                  end_s=1.0, status=s, reason=None if s == "kept" else "decode_error", label=1,
-                  label_name="goldfish", score=score)
+        empty_row(
+            clip_id=f"c{i}",
+            source="local",
+            source_id=f"v{i}",
+            path=f"v{i}.mp4",
+            start_s=0.0,
+            end_s=1.0,
+            status=s,
+            reason=None if s == "kept" else "decode_error",
+            label=1,
+            label_name="goldfish",
+            score=score,
+        )
         for i, (s, score) in enumerate(zip(statuses, [0.2, 0.9, 0.5, 0.99, 0.3], strict=True))
     ]
     table = rows_to_table(rows)

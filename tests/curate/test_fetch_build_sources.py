@@ -20,10 +20,27 @@ from videonet_curate.fetch.validate import decode_clip
 
 pytestmark = pytest.mark.slow
 
-SERVED = {"bikes.mp4": "bikes.mp4", "box.mp4": "box.mp4", "cockatoo.mp4": "cockatoo.mp4", "cup.mp4": "cup.mp4"}
+SERVED = {
+    "bikes.mp4": "bikes.mp4",
+    "box.mp4": "box.mp4",
+    "cockatoo.mp4": "cockatoo.mp4",
+    "cup.mp4": "cup.mp4",
+}
 # one clip per batch keeps the model's work small; Ray starts with two CPUs like this machine
-COMMON = ["--frames-per-clip", "4", "--batch-frames", "4", "--min-height", "100", "--max-rps", "50",
-          "--workers", "1", "--threads", "1"]
+COMMON = [
+    "--frames-per-clip",
+    "4",
+    "--batch-frames",
+    "4",
+    "--min-height",
+    "100",
+    "--max-rps",
+    "50",
+    "--workers",
+    "1",
+    "--threads",
+    "1",
+]
 
 
 @pytest.fixture(scope="module")
@@ -53,8 +70,16 @@ def _manifest(out: Path) -> list[dict]:
 
 def _url_list(server: Loopback, path: Path) -> Path:
     rows = ["url,start,end"]
-    for name, (start, end) in [("bikes", (0, 3)), ("bikes", (4, 8)), ("box", (1, 4)), ("box", (6, 9)),
-                               ("cockatoo", (0, 3)), ("cockatoo", (5, 8)), ("cup", (2, 5)), ("gone", (0, 3))]:
+    for name, (start, end) in [
+        ("bikes", (0, 3)),
+        ("bikes", (4, 8)),
+        ("box", (1, 4)),
+        ("box", (6, 9)),
+        ("cockatoo", (0, 3)),
+        ("cockatoo", (5, 8)),
+        ("cup", (2, 5)),
+        ("gone", (0, 3)),
+    ]:
         rows.append(f"{server.url(name + '.mp4')},{start},{end}")
     path.write_text("\n".join(rows) + "\n")
     return path
@@ -62,23 +87,45 @@ def _url_list(server: Loopback, path: Path) -> Path:
 
 def test_kinetics_url_template_and_url_list_give_kept_segments(server: Loopback, tmp_path: Path) -> None:
     csv = tmp_path / "k.csv"
-    csv.write_text("label,youtube_id,time_start,time_end,split\nriding a bike,bikes,2,7,val\n"
-                   "cup,cup,1,6,val\nmissing,nope,0,10,val\n")
+    csv.write_text(
+        "label,youtube_id,time_start,time_end,split\nriding a bike,bikes,2,7,val\n"
+        "cup,cup,1,6,val\nmissing,nope,0,10,val\n"
+    )
     out = tmp_path / "k"
-    done = _run("--source", "kinetics", "--annotations", str(csv), "--out", str(out),
-                "--url-template", server.base_url + "/{youtube_id}.mp4")
+    done = _run(
+        "--source",
+        "kinetics",
+        "--annotations",
+        str(csv),
+        "--out",
+        str(out),
+        "--url-template",
+        server.base_url + "/{youtube_id}.mp4",
+    )
     assert done.returncode == 1, done.stderr[-3000:]  # finished, with one failure (404)
     rows = {r["clip_id"]: r for r in _manifest(out)}
-    assert rows["nope_000000_000010"]["status"] == "failed" and rows["nope_000000_000010"]["reason"] == "unavailable"
+    assert (
+        rows["nope_000000_000010"]["status"] == "failed"
+        and rows["nope_000000_000010"]["reason"] == "unavailable"
+    )
     for clip_id, start in [("bikes_000002_000007", 2.0), ("cup_000001_000006", 1.0)]:
         row = rows[clip_id]
         assert row["status"] in ("kept", "low_score") and row["source_start_s"] == start
-        assert row["path"] == f"clips/{clip_id}.mp4" and row["end_s"] - row["start_s"] == pytest.approx(5.0, abs=0.2)
+        assert row["path"] == f"clips/{clip_id}.mp4" and row["end_s"] - row["start_s"] == pytest.approx(
+            5.0, abs=0.2
+        )
         assert decode_clip(out / row["path"]).duration_s == pytest.approx(5.0, abs=0.2)
 
     out = tmp_path / "u"
-    done = _run("--source", "urls", "--input", str(_url_list(server, tmp_path / "l.csv")), "--out", str(out),
-                "--no-ray")
+    done = _run(
+        "--source",
+        "urls",
+        "--input",
+        str(_url_list(server, tmp_path / "l.csv")),
+        "--out",
+        str(out),
+        "--no-ray",
+    )
     assert done.returncode == 1, done.stderr[-3000:]
     rows = _manifest(out)
     assert len(rows) == 8 and sum(r["path"] is not None for r in rows) == 7
@@ -92,8 +139,18 @@ def test_kinetics_url_template_and_url_list_give_kept_segments(server: Loopback,
 def test_offline_run_finishes_fast_with_every_row_network(tmp_path: Path) -> None:
     slice_csv = Path(__file__).resolve().parents[1] / "data" / "kinetics-slice.csv"
     started = time.perf_counter()
-    done = _run("--source", "kinetics", "--annotations", str(slice_csv), "--out", str(tmp_path / "o"),
-                "--url-template", "http://no-such-host.invalid/{youtube_id}.mp4", "--no-ray", timeout=120)
+    done = _run(
+        "--source",
+        "kinetics",
+        "--annotations",
+        str(slice_csv),
+        "--out",
+        str(tmp_path / "o"),
+        "--url-template",
+        "http://no-such-host.invalid/{youtube_id}.mp4",
+        "--no-ray",
+        timeout=120,
+    )
     assert done.returncode == 1, done.stderr[-3000:]
     assert time.perf_counter() - started < 90
     rows = _manifest(tmp_path / "o")
@@ -102,7 +159,9 @@ def test_offline_run_finishes_fast_with_every_row_network(tmp_path: Path) -> Non
 
 
 @pytest.mark.needs_shared
-def test_mirror_at_full_kinetics_600_val_scale(kinetics_dir: Path, sample_videos: Path, tmp_path: Path) -> None:
+def test_mirror_at_full_kinetics_600_val_scale(
+    kinetics_dir: Path, sample_videos: Path, tmp_path: Path
+) -> None:
     csv = kinetics_dir / "kinetics-600_val.csv"
     lines = csv.read_text().splitlines()[1:]
     picked = [lines[0], lines[12_345], lines[-1]]
@@ -113,8 +172,16 @@ def test_mirror_at_full_kinetics_600_val_scale(kinetics_dir: Path, sample_videos
         folder.mkdir(parents=True, exist_ok=True)
         shutil.copy(sample_videos / "bikes.mp4", folder / f"{youtube_id}_{int(start):06d}_{int(end):06d}.mp4")
     started = time.perf_counter()
-    done = _run("--source", "kinetics", "--annotations", str(csv), "--mirror", str(mirror),
-                "--out", str(tmp_path / "o"))
+    done = _run(
+        "--source",
+        "kinetics",
+        "--annotations",
+        str(csv),
+        "--mirror",
+        str(mirror),
+        "--out",
+        str(tmp_path / "o"),
+    )
     elapsed = time.perf_counter() - started
     assert done.returncode == 1, done.stderr[-3000:]
     rows = pq.read_table(tmp_path / "o" / "manifest.parquet", columns=["clip_id", "status", "reason", "path"])
@@ -134,8 +201,9 @@ def test_retry_failed_refetches_only_transient_failures(server: Loopback, tmp_pa
     out = tmp_path / "o"
     server.script("/cup.mp4", ["429"], always=True)
     try:
-        first = _run("--source", "urls", "--input", str(listing), "--out", str(out), "--no-ray",
-                     "--max-retries", "0")
+        first = _run(
+            "--source", "urls", "--input", str(listing), "--out", str(out), "--no-ray", "--max-retries", "0"
+        )
     finally:
         server.script("/cup.mp4", [])
     assert first.returncode == 1
@@ -169,8 +237,11 @@ def _wait_for(predicate, proc: subprocess.Popen, timeout: float = 300) -> bool:
 
 
 def _assert_no_partial_files(out: Path) -> None:
-    leftovers = [p for p in out.rglob("*") if p.is_file() and (p.name.startswith(".") or ".partial" in p.parts
-                                                               or p.suffix in (".part", ".tmp"))]
+    leftovers = [
+        p
+        for p in out.rglob("*")
+        if p.is_file() and (p.name.startswith(".") or ".partial" in p.parts or p.suffix in (".part", ".tmp"))
+    ]
     assert leftovers == []
     for clip in (out / "clips").glob("*.mp4"):
         decode_clip(clip)  # every visible clip is complete
@@ -189,8 +260,13 @@ def test_kill_9_then_rerun_matches_an_uninterrupted_run(server: Loopback, tmp_pa
     }
     for name, reached in kill_points.items():
         out = tmp_path / name.replace(" ", "-")
-        proc = subprocess.Popen(_build_cmd(*args, "--out", str(out)), env=_env(),
-                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+        proc = subprocess.Popen(
+            _build_cmd(*args, "--out", str(out)),
+            env=_env(),
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+        )
         hit = _wait_for(lambda out=out, reached=reached: reached(out), proc)
         os.kill(proc.pid, signal.SIGKILL)
         proc.wait()

@@ -30,15 +30,30 @@ def server(sample_videos: Path, tmp_path_factory: pytest.TempPathFactory) -> Loo
 
 
 def _opts(lb: Loopback, **kw: object) -> FetchOptions:
-    base = dict(url_template=lb.base_url + "/{youtube_id}.mp4", min_height=100, socket_timeout_s=1.5,
-                max_retries=2, backoff_base_s=0.05, backoff_max_s=0.2, max_rps=100.0, max_concurrent=4)
+    base = dict(
+        url_template=lb.base_url + "/{youtube_id}.mp4",
+        min_height=100,
+        socket_timeout_s=1.5,
+        max_retries=2,
+        backoff_base_s=0.05,
+        backoff_max_s=0.2,
+        max_rps=100.0,
+        max_concurrent=4,
+    )
     base.update(kw)
     return FetchOptions(**base)  # type: ignore[arg-type]
 
 
 def _kinetics(youtube_id: str, start: int = 2, end: int = 7) -> dict:
-    return {"clip_id": f"{youtube_id}_{start:06d}_{end:06d}", "source": "kinetics", "source_id": youtube_id,
-            "url": None, "start_s": float(start), "end_s": float(end), "source_label": "x"}
+    return {
+        "clip_id": f"{youtube_id}_{start:06d}_{end:06d}",
+        "source": "kinetics",
+        "source_id": youtube_id,
+        "url": None,
+        "start_s": float(start),
+        "end_s": float(end),
+        "source_label": "x",
+    }
 
 
 def test_url_template_segment_is_downloaded_trimmed_and_valid(server: Loopback, tmp_path: Path) -> None:
@@ -86,8 +101,11 @@ FAULTS = [
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize(("script", "always", "reason", "attempts"), FAULTS,
-                         ids=[f"{'+'.join(map(str, s))}{'-always' if a else ''}" for s, a, _, _ in FAULTS])
+@pytest.mark.parametrize(
+    ("script", "always", "reason", "attempts"),
+    FAULTS,
+    ids=[f"{'+'.join(map(str, s))}{'-always' if a else ''}" for s, a, _, _ in FAULTS],
+)
 def test_faults_end_in_the_right_status(
     server: Loopback, tmp_path: Path, script: list, always: bool, reason: str | None, attempts: int
 ) -> None:
@@ -142,10 +160,14 @@ def test_unreachable_host_is_settled_on_the_driver_fast(tmp_path: Path) -> None:
     candidates = [_kinetics(f"vid{i}") for i in range(500)]
     started = time.perf_counter()
     plan = plan_fetch(candidates, FetchOptions(url_template=f"http://127.0.0.1:{port}/{{youtube_id}}.mp4"))
-    dns = plan_fetch(candidates[:3], FetchOptions(url_template="http://no-such-host.invalid/{youtube_id}.mp4"))
+    dns = plan_fetch(
+        candidates[:3], FetchOptions(url_template="http://no-such-host.invalid/{youtube_id}.mp4")
+    )
     assert time.perf_counter() - started < 10
     assert plan.to_fetch == [] and len(plan.settled) == 500
-    assert {(r["status"], r["reason"], r["attempts"]) for r in plan.settled + dns.settled} == {("failed", "network", 0)}
+    assert {(r["status"], r["reason"], r["attempts"]) for r in plan.settled + dns.settled} == {
+        ("failed", "network", 0)
+    }
     assert "DNS" in dns.settled[0]["detail"]
 
 
@@ -162,7 +184,10 @@ def test_mirror_flat_and_per_label_folders(sample_videos: Path, tmp_path: Path) 
     results = {c["clip_id"]: materialize(c, opts, tmp_path / "clips") for c in plan.to_fetch}
     bike = results["-bk_000010_000020"]
     assert bike.status == "kept" and bike.path == mirror / "riding a bike" / "-bk_000010_000020.mp4"
-    assert bike.end_s == pytest.approx(10.0, abs=0.1) and (bike.source_start_s, bike.source_end_s) == (10.0, 20.0)
+    assert bike.end_s == pytest.approx(10.0, abs=0.1) and (bike.source_start_s, bike.source_end_s) == (
+        10.0,
+        20.0,
+    )
     assert results["cup_000000_000010"].reason == "too_short"
     with av.open(str(bike.path)) as container:  # used in place, untouched
         assert container.streams.video[0].codec_context.name == "h264"
@@ -170,20 +195,31 @@ def test_mirror_flat_and_per_label_folders(sample_videos: Path, tmp_path: Path) 
 
 def test_preflight_checks_the_proxy_not_the_hosts_behind_it(server: Loopback) -> None:
     cands = [_kinetics("bikes")]
-    through_proxy = plan_fetch(cands, FetchOptions(url_template="http://no-such-host.invalid/{youtube_id}.mp4",
-                                                   proxy=server.base_url))
+    through_proxy = plan_fetch(
+        cands,
+        FetchOptions(url_template="http://no-such-host.invalid/{youtube_id}.mp4", proxy=server.base_url),
+    )
     assert len(through_proxy.to_fetch) == 1 and through_proxy.settled == []
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize(("fault", "reason", "attempts"),
-                         [("reset", "network", 3), ("truncate", "network", 3), ("empty", "not_a_video", 1)])
+@pytest.mark.parametrize(
+    ("fault", "reason", "attempts"),
+    [("reset", "network", 3), ("truncate", "network", 3), ("empty", "not_a_video", 1)],
+)
 def test_whole_video_downloads_classify_body_faults(
     server: Loopback, tmp_path: Path, fault: str, reason: str, attempts: int
 ) -> None:
     url = server.url("cup.mp4")
-    cand = {"clip_id": "cup_whole", "source": "urls", "source_id": url, "url": url, "start_s": None,
-            "end_s": None, "source_label": None}
+    cand = {
+        "clip_id": "cup_whole",
+        "source": "urls",
+        "source_id": url,
+        "url": url,
+        "start_s": None,
+        "end_s": None,
+        "source_label": None,
+    }
     server.script("/cup.mp4", [None, fault], always=True)  # the extractor's request is fine, the body is not
     try:
         got = materialize(cand, _opts(server, url_template=None), tmp_path)

@@ -11,15 +11,28 @@ from videonet_curate.fetch.ytdlp import ytdlp_params
 
 
 def test_allowed_options_are_parsed_to_types() -> None:
-    opts = parse_ytdlp_options(["force-ipv4=true", "ratelimit=500000", "extractor_args=youtube:player_client=web,ios"])
-    assert opts == {"force_ipv4": True, "ratelimit": 500000,
-                    "extractor_args": {"youtube": {"player_client": ["web", "ios"]}}}
+    opts = parse_ytdlp_options(
+        ["force-ipv4=true", "ratelimit=500000", "extractor_args=youtube:player_client=web,ios"]
+    )
+    assert opts == {
+        "force_ipv4": True,
+        "ratelimit": 500000,
+        "extractor_args": {"youtube": {"player_client": ["web", "ios"]}},
+    }
 
 
 @pytest.mark.parametrize(
     "pair",
-    ["exec=rm -rf /", "exec_cmd=x", "postprocessors=x", "external_downloader=aria2c", "outtmpl=/etc/x",
-     "external_downloader_args=x", "paths=/", "cookiesfrombrowser=chrome"],
+    [
+        "exec=rm -rf /",
+        "exec_cmd=x",
+        "postprocessors=x",
+        "external_downloader=aria2c",
+        "outtmpl=/etc/x",
+        "external_downloader_args=x",
+        "paths=/",
+        "cookiesfrombrowser=chrome",
+    ],
 )
 def test_command_execution_and_redirect_options_are_refused(pair: str) -> None:
     with pytest.raises(FetchConfigError, match="not allowed"):

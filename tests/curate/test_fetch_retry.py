@@ -32,9 +32,12 @@ def _failing(failures: list[Failure], value: str = "ok"):
 
 def test_transient_failures_are_retried_until_success() -> None:
     sleeps: list[float] = []
-    attempt, calls = _failing([Failure("network", "reset"), Failure("blocked", "429", 429, retry_after_s=5.0)])
-    outcome = run_with_retries(attempt, RetryPolicy(max_retries=3, base_s=0.1), sleep=sleeps.append,
-                               rng=random.Random(1))
+    attempt, calls = _failing(
+        [Failure("network", "reset"), Failure("blocked", "429", 429, retry_after_s=5.0)]
+    )
+    outcome = run_with_retries(
+        attempt, RetryPolicy(max_retries=3, base_s=0.1), sleep=sleeps.append, rng=random.Random(1)
+    )
     assert outcome.value == "ok" and outcome.failure is None and outcome.attempts == 3 and calls == [1, 2, 3]
     assert 0.05 <= sleeps[0] <= 0.1 and sleeps[1] == 5.0  # Retry-After wins over a shorter backoff
 
@@ -46,8 +49,15 @@ def test_retries_run_out() -> None:
     assert outcome.failure.reason == "network" and outcome.attempts == 3 and len(sleeps) == 2
 
 
-@pytest.mark.parametrize("failure", [Failure("unavailable", "gone", 404), Failure("http_error", "no", 403),
-                                     Failure("not_a_video", "html"), Failure("decode_error", "bad")])
+@pytest.mark.parametrize(
+    "failure",
+    [
+        Failure("unavailable", "gone", 404),
+        Failure("http_error", "no", 403),
+        Failure("not_a_video", "html"),
+        Failure("decode_error", "bad"),
+    ],
+)
 def test_permanent_failures_are_not_retried(failure: Failure) -> None:
     sleeps: list[float] = []
     attempt, calls = _failing([failure])
@@ -60,7 +70,11 @@ def test_5xx_is_retried_and_long_retry_after_gives_up() -> None:
     assert run_with_retries(attempt, RetryPolicy(base_s=0.01), sleep=lambda s: None).attempts == 2
     attempt, _ = _failing([Failure("blocked", "429", 429, retry_after_s=3600.0)])
     outcome = run_with_retries(attempt, RetryPolicy(max_retry_after_s=60.0), sleep=lambda s: None)
-    assert outcome.attempts == 1 and outcome.failure.reason == "blocked" and "Retry-After" in outcome.failure.detail
+    assert (
+        outcome.attempts == 1
+        and outcome.failure.reason == "blocked"
+        and "Retry-After" in outcome.failure.detail
+    )
 
 
 def test_unexpected_exceptions_are_classified_not_raised() -> None:

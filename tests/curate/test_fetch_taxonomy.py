@@ -27,8 +27,15 @@ def _http_error(status: int, headers: dict[str, str] | None = None) -> HTTPError
 
 @pytest.mark.parametrize(
     ("status", "reason", "transient"),
-    [(429, "blocked", True), (503, "http_error", True), (500, "http_error", True), (404, "unavailable", False),
-     (410, "unavailable", False), (403, "http_error", False), (400, "http_error", False)],
+    [
+        (429, "blocked", True),
+        (503, "http_error", True),
+        (500, "http_error", True),
+        (404, "unavailable", False),
+        (410, "unavailable", False),
+        (403, "http_error", False),
+        (400, "http_error", False),
+    ],
 )
 def test_http_statuses(status: int, reason: str, transient: bool) -> None:
     failure = classify_http_status(status)

@@ -54,8 +54,9 @@ def test_clip_ids_of_colliding_slugs_differ() -> None:
 
 
 def test_candidates_cover_the_video_in_windows(tmp_path: Path) -> None:
-    info = VideoInfo(duration_s=79.5, fps=10.0, width=768, height=576, codec="msmpeg4", num_frames=795,
-                     has_audio=False)
+    info = VideoInfo(
+        duration_s=79.5, fps=10.0, width=768, height=576, codec="msmpeg4", num_frames=795, has_audio=False
+    )
     rows = local_candidates(tmp_path / "sub" / "vtest.avi", info, tmp_path, 10.0)
     assert [(r["start_s"], r["end_s"]) for r in rows][-1] == (70.0, 79.5)
     assert len(rows) == 8
@@ -102,8 +103,9 @@ def test_failure_rows_carry_the_reason_code(tmp_path: Path, sample_videos: Path)
 
 
 def test_too_short_row(tmp_path: Path) -> None:
-    info = VideoInfo(duration_s=0.4, fps=25.0, width=64, height=48, codec="h264", num_frames=10,
-                     has_audio=False)
+    info = VideoInfo(
+        duration_s=0.4, fps=25.0, width=64, height=48, codec="h264", num_frames=10, has_audio=False
+    )
     assert local_candidates(tmp_path / "blip.mp4", info, tmp_path, 10.0) == []
     row = too_short_row(tmp_path / "blip.mp4", info, tmp_path)
     assert row["status"] == "failed" and row["reason"] == "too_short"

@@ -7,16 +7,40 @@ from videonet_curate import manifest as mf
 
 def _rows():
     return [
-        mf.empty_row(clip_id="a-0", source="local", source_id="a.mp4", path="../in/a.mp4", start_s=0.0,
-                     end_s=10.0, status="kept", label=89, label_name="sulphur-crested cockatoo", score=0.8),
-        mf.empty_row(clip_id="b-0", source="local", source_id="b.mp4", path=None, start_s=0.0, end_s=0.0,
-                     status="failed", reason="not_a_video", detail="no video stream"),
+        mf.empty_row(
+            clip_id="a-0",
+            source="local",
+            source_id="a.mp4",
+            path="../in/a.mp4",
+            start_s=0.0,
+            end_s=10.0,
+            status="kept",
+            label=89,
+            label_name="sulphur-crested cockatoo",
+            score=0.8,
+        ),
+        mf.empty_row(
+            clip_id="b-0",
+            source="local",
+            source_id="b.mp4",
+            path=None,
+            start_s=0.0,
+            end_s=0.0,
+            status="failed",
+            reason="not_a_video",
+            detail="no video stream",
+        ),
     ]
 
 
 def test_round_trip_keeps_rows_and_metadata(tmp_path):
-    path = mf.write_manifest(mf.rows_to_table(_rows()), tmp_path / "manifest.parquet",
-                             model_id="efficientnet-lite0", prototype_set="classifier-rows", config={"k": 1})
+    path = mf.write_manifest(
+        mf.rows_to_table(_rows()),
+        tmp_path / "manifest.parquet",
+        model_id="efficientnet-lite0",
+        prototype_set="classifier-rows",
+        config={"k": 1},
+    )
     table = mf.read_manifest(tmp_path)
     assert table.column("clip_id").to_pylist() == ["a-0", "b-0"]
     assert table.schema.names[: len(mf.SCHEMA.names)] == mf.SCHEMA.names
@@ -86,5 +110,8 @@ def test_missing_and_unreadable_manifests_say_what_to_pass(tmp_path):
 
 
 def test_clip_paths_resolve_relative_to_the_manifest(tmp_path):
-    assert mf.resolve_clip_path(tmp_path / "manifest.parquet", "clips/a.mp4") == (tmp_path / "clips/a.mp4").resolve()
+    assert (
+        mf.resolve_clip_path(tmp_path / "manifest.parquet", "clips/a.mp4")
+        == (tmp_path / "clips/a.mp4").resolve()
+    )
     assert mf.resolve_clip_path(tmp_path, "/abs/a.mp4").as_posix() == "/abs/a.mp4"

@@ -31,8 +31,11 @@ def test_built_once_then_read_back(tmp_path):
 
 def test_key_changes_with_every_part_of_the_identity(tmp_path):
     base = prototype_cache.cache_path(tmp_path, IDENTITY)
-    for change in ({"prototype_set": "openai-80-templates"}, {"model_id": "openclip:ViT-B-32:openai"},
-                   {"class_indices": [1, 2]}):
+    for change in (
+        {"prototype_set": "openai-80-templates"},
+        {"model_id": "openclip:ViT-B-32:openai"},
+        {"class_indices": [1, 2]},
+    ):
         assert prototype_cache.cache_path(tmp_path, {**IDENTITY, **change}) != base
     assert prototype_cache.cache_path(tmp_path, dict(reversed(IDENTITY.items()))) == base
 
@@ -47,7 +50,9 @@ def test_damaged_entry_is_rebuilt(tmp_path, damage):
     else:
         expected_shape = (4, 8)
         build.tensor = torch.randn(4, 8)
-    tensor, _ = prototype_cache.load_or_build(IDENTITY, build, cache_dir=tmp_path, expected_shape=expected_shape)
+    tensor, _ = prototype_cache.load_or_build(
+        IDENTITY, build, cache_dir=tmp_path, expected_shape=expected_shape
+    )
     assert build.calls == 2 and tuple(tensor.shape) == expected_shape
 
 

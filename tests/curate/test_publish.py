@@ -108,8 +108,18 @@ def test_publish_with_no_kept_clips(tmp_path: Path) -> None:
     from videonet_curate.manifest import empty_row, rows_to_table, write_manifest
 
     out = tmp_path / "out"
-    rows = [empty_row(clip_id="a", source="urls", source_id="http://x/a.mp4", path=None, start_s=0.0,
-                      end_s=1.0, status="failed", reason="network")]
+    rows = [
+        empty_row(
+            clip_id="a",
+            source="urls",
+            source_id="http://x/a.mp4",
+            path=None,
+            start_s=0.0,
+            end_s=1.0,
+            status="failed",
+            reason="network",
+        )
+    ]
     write_manifest(rows_to_table(rows), out / "manifest.parquet")
     result = publish(out, tmp_path / "dataset")
     assert result.kept == 0

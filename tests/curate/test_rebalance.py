@@ -128,9 +128,19 @@ def test_labels_outside_the_target_are_an_error() -> None:
 
 def _table(labels: list[int | None], statuses: list[str]):
     rows = [
-        empty_row(clip_id=f"c{i}", source="local", source_id=f"v{i}", path=f"v{i}.mp4", start_s=0.0,
-                  end_s=10.0, status=status, reason=None if status == "kept" else "network",
-                  label=label, label_name=None if label is None else f"class{label}", score=0.1 * i)
+        empty_row(
+            clip_id=f"c{i}",
+            source="local",
+            source_id=f"v{i}",
+            path=f"v{i}.mp4",
+            start_s=0.0,
+            end_s=10.0,
+            status=status,
+            reason=None if status == "kept" else "network",
+            label=label,
+            label_name=None if label is None else f"class{label}",
+            score=0.1 * i,
+        )
         for i, (label, status) in enumerate(zip(labels, statuses, strict=True))
     ]
     return rows_to_table(rows)
@@ -140,7 +150,12 @@ def test_apply_rebalance_touches_only_kept_rows() -> None:
     table = _table([0, 0, 0, 1, None, 0], ["kept", "kept", "kept", "kept", "failed", "failed"])
     out, result = apply_rebalance(table, uniform(2), budget=2)
     assert out.column("status").to_pylist() == [
-        "rebalanced_out", "rebalanced_out", "kept", "kept", "failed", "failed"
+        "rebalanced_out",
+        "rebalanced_out",
+        "kept",
+        "kept",
+        "failed",
+        "failed",
     ]
     assert out.column("reason").to_pylist()[:2] == ["rebalanced_out"] * 2
     assert out.column("reason").to_pylist()[4] == "network"

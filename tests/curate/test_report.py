@@ -20,22 +20,39 @@ def write_build_output(out: Path, *, n: int = 60, with_embeddings: bool = True) 
     """A small but complete build output: every status, two sources, embeddings with one duplicate pair."""
     rng = np.random.default_rng(1)
     statuses = ["kept"] * (n - 6) + ["failed", "missing", "low_score", "duplicate", "rebalanced_out", "kept"]
-    reasons = {"failed": "network", "missing": "missing_from_mirror", "low_score": "low_score",
-               "duplicate": "duplicate", "rebalanced_out": "rebalanced_out"}
+    reasons = {
+        "failed": "network",
+        "missing": "missing_from_mirror",
+        "low_score": "low_score",
+        "duplicate": "duplicate",
+        "rebalanced_out": "rebalanced_out",
+    }
     rows = []
     for i, status in enumerate(statuses):
         labelled = status not in ("failed", "missing")
-        rows.append(empty_row(
-            clip_id=f"clip{i:03d}", source="kinetics" if i % 3 else "local", source_id=f"vid{i}",
-            path=f"clips/clip{i:03d}.mp4", start_s=0.0, end_s=10.0, status=status, reason=reasons.get(status),
-            label=int(rng.integers(0, 1000)) if labelled else None,
-            label_name="cockatoo" if labelled else None,
-            score=float(rng.random()) if labelled else None,
-            dup_of="clip000" if status == "duplicate" else None,
-        ))
-    write_manifest(rows_to_table(rows), out / "manifest.parquet", model_id="efficientnet-lite0",
-                   prototype_set="imagenet-1k-classifier",
-                   config={"curation": {"dup_threshold": 0.9, "target": "imagenet"}})
+        rows.append(
+            empty_row(
+                clip_id=f"clip{i:03d}",
+                source="kinetics" if i % 3 else "local",
+                source_id=f"vid{i}",
+                path=f"clips/clip{i:03d}.mp4",
+                start_s=0.0,
+                end_s=10.0,
+                status=status,
+                reason=reasons.get(status),
+                label=int(rng.integers(0, 1000)) if labelled else None,
+                label_name="cockatoo" if labelled else None,
+                score=float(rng.random()) if labelled else None,
+                dup_of="clip000" if status == "duplicate" else None,
+            )
+        )
+    write_manifest(
+        rows_to_table(rows),
+        out / "manifest.parquet",
+        model_id="efficientnet-lite0",
+        prototype_set="imagenet-1k-classifier",
+        config={"curation": {"dup_threshold": 0.9, "target": "imagenet"}},
+    )
     if with_embeddings:
         e = rng.standard_normal((n, 16)).astype(np.float32)
         e[n - 3] = e[0] + 0.01

@@ -113,8 +113,12 @@ def test_install_gunzips(tmp_path: Path) -> None:
 def test_apt_failure_names_the_registry_and_the_fix(tmp_path: Path, monkeypatch) -> None:  # noqa: ANN001
     def unreachable(command, **kwargs):  # noqa: ANN001, ANN003, ANN202
         return subprocess.CompletedProcess(
-            command, 100, "", "E: Failed to fetch http://deb.debian.org/debian/pool/main/o/opencv/x.deb"
-            "  Could not resolve 'deb.debian.org'\n")
+            command,
+            100,
+            "",
+            "E: Failed to fetch http://deb.debian.org/debian/pool/main/o/opencv/x.deb"
+            "  Could not resolve 'deb.debian.org'\n",
+        )
 
     monkeypatch.setattr(subprocess, "run", unreachable)
     result = CliRunner().invoke(app, ["samples", "fetch", "--dest", str(tmp_path), "--only", "videos"])

@@ -34,8 +34,19 @@ def test_shard_names_change_with_config_and_content():
 def test_done_marker_is_the_commit_point(tmp_path):
     shard = plan_shards(_cands(2), 2, "fp")[0]
     assert not is_done(tmp_path, shard)
-    rows = mf.rows_to_table([mf.empty_row(clip_id="clip-000", source="local", source_id="x", start_s=0.0,
-                                          end_s=1.0, status="failed", reason="decode_error")])
+    rows = mf.rows_to_table(
+        [
+            mf.empty_row(
+                clip_id="clip-000",
+                source="local",
+                source_id="x",
+                start_s=0.0,
+                end_s=1.0,
+                status="failed",
+                reason="decode_error",
+            )
+        ]
+    )
     emb = pa.table({"clip_id": pa.array([], pa.string()), "embedding": pa.array([], pa.list_(pa.float32()))})
     paths = write_shard(tmp_path, shard, rows, emb, {"model_id": "m"})
     assert is_done(tmp_path, shard)

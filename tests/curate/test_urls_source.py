@@ -20,8 +20,9 @@ def test_txt_list_skips_comments_and_repeats(tmp_path: Path) -> None:
 
 
 def test_csv_and_parquet_with_segments(tmp_path: Path) -> None:
-    frame = pd.DataFrame({"URL": ["http://h/v.mp4", "http://h/v.mp4"], "start": [1, 5], "end": [4, 9],
-                          "label": ["cat", ""]})
+    frame = pd.DataFrame(
+        {"URL": ["http://h/v.mp4", "http://h/v.mp4"], "start": [1, 5], "end": [4, 9], "label": ["cat", ""]}
+    )
     frame.to_csv(tmp_path / "l.csv", index=False)
     frame.to_parquet(tmp_path / "l.parquet")
     for name in ("l.csv", "l.parquet"):

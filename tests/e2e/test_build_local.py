@@ -44,8 +44,18 @@ def input_dir(tmp_path_factory, sample_videos: Path) -> Path:
 @pytest.fixture(scope="module")
 def built(tmp_path_factory, input_dir: Path):
     out = tmp_path_factory.mktemp("out")
-    proc = _run("--input", str(input_dir), "--out", str(out), "--clip-seconds", "5", "--shard-size", "3",
-                "--frames-per-clip", "4")
+    proc = _run(
+        "--input",
+        str(input_dir),
+        "--out",
+        str(out),
+        "--clip-seconds",
+        "5",
+        "--shard-size",
+        "3",
+        "--frames-per-clip",
+        "4",
+    )
     return out, proc
 
 
@@ -109,8 +119,18 @@ def test_outputs_metadata_and_embeddings(built):
 def test_rerun_skips_finished_shards_and_gives_the_same_manifest(built, input_dir):
     out, _ = built
     first = mf.read_manifest(out).select(["clip_id", "status", "label"]).to_pylist()
-    proc = _run("--input", str(input_dir), "--out", str(out), "--clip-seconds", "5", "--shard-size", "3",
-                "--frames-per-clip", "4")
+    proc = _run(
+        "--input",
+        str(input_dir),
+        "--out",
+        str(out),
+        "--clip-seconds",
+        "5",
+        "--shard-size",
+        "3",
+        "--frames-per-clip",
+        "4",
+    )
     assert proc.returncode == 1
     summary = json.loads((out / "summary.json").read_text())
     assert summary["shards"]["skipped_as_done"] == summary["shards"]["total"] > 0

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import av
 import pytest
+
 from videonet_curate.manifest import empty_row, rows_to_table, write_manifest
 
 
@@ -23,14 +24,26 @@ def write_sample_manifest(videos: Path, out_dir: Path, names: list[str] | None =
     for label, path in enumerate(files):
         with av.open(str(path)) as container:
             stream = container.streams.video[0]
-            duration = float(stream.duration * stream.time_base) if stream.duration else \
-                float(container.duration or 0) / 1e6
-        rows.append(empty_row(
-            clip_id=path.stem, source="local", source_id=path.name,
-            path=_relative_or_absolute(path, out_dir),
-            start_s=0.0, end_s=max(duration - 0.1, 0.2), status="kept", label=label, label_name=path.stem,
-            score=1.0, duration_s=duration,
-        ))
+            duration = (
+                float(stream.duration * stream.time_base)
+                if stream.duration
+                else float(container.duration or 0) / 1e6
+            )
+        rows.append(
+            empty_row(
+                clip_id=path.stem,
+                source="local",
+                source_id=path.name,
+                path=_relative_or_absolute(path, out_dir),
+                start_s=0.0,
+                end_s=max(duration - 0.1, 0.2),
+                status="kept",
+                label=label,
+                label_name=path.stem,
+                score=1.0,
+                duration_s=duration,
+            )
+        )
     return write_manifest(rows_to_table(rows), out_dir / "manifest.parquet")
 
 
@@ -44,18 +57,36 @@ def sample_manifest(sample_videos: Path, tmp_path_factory: pytest.TempPathFactor
     return write_sample_manifest(root / "videos", root)
 
 
-SMOKE_OVERRIDES = ["max_steps=40", "image_size=64", "batch_size=8", "decode_short_side=96", "num_workers=2",
-                   "projector_hidden=256", "predictor_hidden=256", "ckpt_every=20"]
+SMOKE_OVERRIDES = [
+    "max_steps=40",
+    "image_size=64",
+    "batch_size=8",
+    "decode_short_side=96",
+    "num_workers=2",
+    "projector_hidden=256",
+    "predictor_hidden=256",
+    "ckpt_every=20",
+]
 
 
 @pytest.fixture(scope="session")
 def smoke_run(sample_manifest: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """`vito-train run --preset cpu-smoke` for 40 steps on the sample clips (tiny images, batch 8)."""
     from typer.testing import CliRunner
+
     from vito_train.cli import app
 
     run_dir = tmp_path_factory.mktemp("smoke") / "run"
-    args = ["run", "--manifest", str(sample_manifest), "--out", str(run_dir), "--preset", "cpu-smoke", "--no-progress"]
+    args = [
+        "run",
+        "--manifest",
+        str(sample_manifest),
+        "--out",
+        str(run_dir),
+        "--preset",
+        "cpu-smoke",
+        "--no-progress",
+    ]
     for item in SMOKE_OVERRIDES:
         args += ["--set", item]
     result = CliRunner().invoke(app, args)

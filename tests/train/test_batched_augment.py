@@ -146,8 +146,6 @@ def _image_stats(x: torch.Tensor) -> dict[str, np.ndarray]:
 REPEATS = 40  # 640 augmented images per pipeline and view
 
 
-
-
 @pytest.fixture(scope="module")
 def cpu_reference(real_crops, one_torch_thread) -> dict[str, torch.Tensor]:
     """augment.py's per-view transform on the same crops, with a crop that keeps the whole square

@@ -1,4 +1,5 @@
 import pytest
+
 from vito_train.config import ConfigError, TrainConfig, preset_names, resolve_config, save_config
 
 

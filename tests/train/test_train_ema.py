@@ -1,6 +1,7 @@
 import pytest
 import torch
 from torch import nn
+
 from vito_train.ema import ema_decay, ema_update_
 
 
@@ -8,7 +9,7 @@ def test_cosine_schedule_runs_from_base_to_one():
     assert ema_decay(0, 100, 0.996) == pytest.approx(0.996)
     assert ema_decay(50, 100, 0.996) == pytest.approx(0.998)  # 1 - 0.004 * (cos(pi/2) + 1) / 2
     assert ema_decay(100, 100, 0.996) == pytest.approx(1.0)
-    assert ema_decay(25, 100, 0.99) == pytest.approx(1 - 0.01 * (2 ** -0.5 + 1) / 2)
+    assert ema_decay(25, 100, 0.99) == pytest.approx(1 - 0.01 * (2**-0.5 + 1) / 2)
 
 
 def test_update_moves_target_towards_online_and_copies_buffers():

@@ -5,6 +5,7 @@ import torch
 import torchvision
 from safetensors.torch import load_file
 from typer.testing import CliRunner
+
 from vito_train.checkpoint import CheckpointError
 from vito_train.cli import app
 from vito_train.export import ArchitectureMismatchError, load_backbone, load_pooled_encoder

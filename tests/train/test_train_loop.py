@@ -4,6 +4,7 @@ import json
 
 import pytest
 import torch
+
 from vito_train.checkpoint import load_checkpoint
 from vito_train.config import ConfigError, resolve_config
 from vito_train.loop import NonFiniteLossError, train
@@ -11,8 +12,18 @@ from vito_train.metrics import read_metrics
 
 pytestmark = pytest.mark.slow
 
-TINY = ["image_size=48", "batch_size=4", "decode_short_side=64", "projector_hidden=64", "predictor_hidden=64",
-        "projector_dim=32", "attention_hidden=16", "max_steps=6", "warmup_steps=2", "ckpt_last_every=1"]
+TINY = [
+    "image_size=48",
+    "batch_size=4",
+    "decode_short_side=64",
+    "projector_hidden=64",
+    "predictor_hidden=64",
+    "projector_dim=32",
+    "attention_hidden=16",
+    "max_steps=6",
+    "warmup_steps=2",
+    "ckpt_last_every=1",
+]
 
 
 def test_smoke_run_loss_falls_and_writes_the_run_directory(smoke_run):
@@ -20,7 +31,9 @@ def test_smoke_run_loss_falls_and_writes_the_run_directory(smoke_run):
     assert [r["step"] for r in rows] == list(range(1, 41))
     losses = [r["loss"] for r in rows]
     first, last = sum(losses[:5]) / 5, sum(losses[-5:]) / 5
-    print(f"smoke loss: first-5 mean {first:.3f}, last-5 mean {last:.3f}; pairs/s {rows[-1]['pairs_per_s']:.2f}")
+    print(
+        f"smoke loss: first-5 mean {first:.3f}, last-5 mean {last:.3f}; pairs/s {rows[-1]['pairs_per_s']:.2f}"
+    )
     assert last < first - 0.3, losses
     for name in ("last.pt", "step-00000020.pt", "step-00000040.pt", "config.yaml", "loss.png"):
         assert (smoke_run / name).is_file(), name
@@ -33,7 +46,11 @@ def test_resume_reproduces_an_uninterrupted_run(sample_manifest, tmp_path):
     whole = resolve_config("cpu-smoke", TINY + ["num_workers=0"])
     train(whole, sample_manifest, tmp_path / "whole")
     # interrupted at step 3, then resumed by a second invocation, with loader workers this time
-    train(resolve_config("cpu-smoke", TINY + ["num_workers=2", "stop_after=3"]), sample_manifest, tmp_path / "split")
+    train(
+        resolve_config("cpu-smoke", TINY + ["num_workers=2", "stop_after=3"]),
+        sample_manifest,
+        tmp_path / "split",
+    )
     assert load_checkpoint(tmp_path / "split" / "last.pt")["step"] == 3
     train(resolve_config("cpu-smoke", TINY + ["num_workers=2"]), sample_manifest, tmp_path / "split")
     a, b = read_metrics(tmp_path / "whole"), read_metrics(tmp_path / "split")
@@ -49,7 +66,9 @@ def test_resume_reproduces_an_uninterrupted_run(sample_manifest, tmp_path):
 def test_resume_refuses_a_changed_model(sample_manifest, tmp_path):
     train(resolve_config("cpu-smoke", TINY + ["num_workers=0", "stop_after=1"]), sample_manifest, tmp_path)
     with pytest.raises(ConfigError, match="batch_size"):
-        train(resolve_config("cpu-smoke", TINY + ["num_workers=0", "batch_size=6"]), sample_manifest, tmp_path)
+        train(
+            resolve_config("cpu-smoke", TINY + ["num_workers=0", "batch_size=6"]), sample_manifest, tmp_path
+        )
 
 
 def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(sample_manifest, tmp_path, monkeypatch):

@@ -2,6 +2,7 @@ import math
 
 import pytest
 import torch
+
 from vito_train.loss import info_nce, symmetric_multiscale_loss
 
 
@@ -20,7 +21,9 @@ def test_info_nce_positive_offset_picks_the_gathered_keys_of_this_rank():
     other = torch.randn(3, 5)
     keys_rank0, keys_rank1 = other, q.clone()  # this rank is rank 1: its positives sit at 3..5
     gathered = torch.cat([keys_rank0, keys_rank1])
-    logits = torch.nn.functional.normalize(q, dim=1) @ torch.nn.functional.normalize(gathered, dim=1).t() / 0.1
+    logits = (
+        torch.nn.functional.normalize(q, dim=1) @ torch.nn.functional.normalize(gathered, dim=1).t() / 0.1
+    )
     manual = torch.nn.functional.cross_entropy(logits, torch.arange(3) + 3)
     assert info_nce(q, gathered, 0.1, positive_offset=3).item() == pytest.approx(manual.item(), rel=1e-6)
     assert info_nce(q, gathered, 0.1, positive_offset=3) < info_nce(q, gathered, 0.1, positive_offset=0)

@@ -3,6 +3,7 @@ import math
 import pytest
 import torch
 from torch import nn
+
 from vito_train.optim import build_lars, lars_param_groups, learning_rate
 
 
@@ -38,7 +39,9 @@ def test_lars_step_matches_hand_computed_update():
         group["lr"] = lr
     optimizer.step()
     trust = eta * 5 / (1 + 5 * wd + 1e-8)
-    expected_w = torch.tensor([[3.0, 4.0]]) - lr * trust * (torch.tensor([[0.6, 0.8]]) + wd * torch.tensor([[3.0, 4.0]]))
+    expected_w = torch.tensor([[3.0, 4.0]]) - lr * trust * (
+        torch.tensor([[0.6, 0.8]]) + wd * torch.tensor([[3.0, 4.0]])
+    )
     assert torch.allclose(model.weight, expected_w, atol=1e-7)
     # bias: no decay and no trust ratio -> plain SGD step
     assert model.bias.item() == pytest.approx(1.0 - lr * 0.5)

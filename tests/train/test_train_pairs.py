@@ -3,6 +3,7 @@ import shutil
 import numpy as np
 import pytest
 import torch
+
 from videonet_curate.manifest import empty_row, rows_to_table, write_manifest
 from vito_train.data.dataset import FramePairDataset, collate_pairs
 from vito_train.data.pairs import TrainingDataError, clip_for_index, load_clips, sample_pair_times
@@ -44,11 +45,31 @@ def test_undecodable_clip_is_skipped_and_counted(sample_videos, tmp_path):
     (tmp_path / "v").mkdir()
     shutil.copy(sample_videos / "bikes.mp4", tmp_path / "v" / "bikes.mp4")
     (tmp_path / "v" / "broken.mp4").write_bytes(b"<html>not a video</html>" * 10)
-    rows = [empty_row(clip_id=n, source="local", source_id=n, path=f"v/{n}.mp4", start_s=0.0, end_s=5.0,
-                      status="kept", label=i, label_name=n, score=1.0) for i, n in enumerate(["bikes", "broken"])]
+    rows = [
+        empty_row(
+            clip_id=n,
+            source="local",
+            source_id=n,
+            path=f"v/{n}.mp4",
+            start_s=0.0,
+            end_s=5.0,
+            status="kept",
+            label=i,
+            label_name=n,
+            score=1.0,
+        )
+        for i, n in enumerate(["bikes", "broken"])
+    ]
     manifest = write_manifest(rows_to_table(rows), tmp_path / "manifest.parquet")
-    ds = FramePairDataset(load_clips(manifest), seed=0, image_size=32, min_scale=0.3, max_gap_s=1.0,
-                          decode_short_side=48, retries=3)
+    ds = FramePairDataset(
+        load_clips(manifest),
+        seed=0,
+        image_size=32,
+        min_scale=0.3,
+        max_gap_s=1.0,
+        decode_short_side=48,
+        retries=3,
+    )
     batch = collate_pairs([ds[g] for g in range(8)])
     assert "broken" in batch["failed"]
     assert batch["view_1"] is not None and batch["view_1"].shape[0] + batch["dropped"] == 8
@@ -60,20 +81,57 @@ def test_bad_manifests_raise_typed_errors(tmp_path, sample_manifest):
     (tmp_path / "junk.parquet").write_text("not parquet")
     with pytest.raises(TrainingDataError, match="not valid"):
         load_clips(tmp_path / "junk.parquet")
-    rows = [empty_row(clip_id="a", source="local", source_id="a", path="a.mp4", start_s=0.0, end_s=1.0,
-                      status="low_score", reason="low_score", label=1, label_name="x", score=0.1)]
+    rows = [
+        empty_row(
+            clip_id="a",
+            source="local",
+            source_id="a",
+            path="a.mp4",
+            start_s=0.0,
+            end_s=1.0,
+            status="low_score",
+            reason="low_score",
+            label=1,
+            label_name="x",
+            score=0.1,
+        )
+    ]
     with pytest.raises(TrainingDataError, match="no rows with status 'kept'"):
         load_clips(write_manifest(rows_to_table(rows), tmp_path / "none-kept" / "manifest.parquet"))
-    rows = [empty_row(clip_id="a", source="local", source_id="a", path="gone.mp4", start_s=0.0, end_s=1.0,
-                      status="kept", label=1, label_name="x", score=0.9)]
+    rows = [
+        empty_row(
+            clip_id="a",
+            source="local",
+            source_id="a",
+            path="gone.mp4",
+            start_s=0.0,
+            end_s=1.0,
+            status="kept",
+            label=1,
+            label_name="x",
+            score=0.9,
+        )
+    ]
     with pytest.raises(TrainingDataError, match="missing files"):
         load_clips(write_manifest(rows_to_table(rows), tmp_path / "missing" / "manifest.parquet"))
 
 
 def test_published_manifest_that_fails_verification_is_refused(tmp_path, sample_videos):
     shutil.copy(sample_videos / "bikes.mp4", tmp_path / "bikes.mp4")
-    rows = [empty_row(clip_id="bikes", source="local", source_id="b", path="bikes.mp4", start_s=0.0, end_s=5.0,
-                      status="kept", label=1, label_name="x", score=0.9)]
+    rows = [
+        empty_row(
+            clip_id="bikes",
+            source="local",
+            source_id="b",
+            path="bikes.mp4",
+            start_s=0.0,
+            end_s=5.0,
+            status="kept",
+            label=1,
+            label_name="x",
+            score=0.9,
+        )
+    ]
     write_manifest(rows_to_table(rows), tmp_path / "manifest.parquet")
     (tmp_path / "checksums.sha256").write_text(f"{'0' * 64}  manifest.parquet\n")  # wrong digest
     pytest.importorskip("videonet_curate.publish")

@@ -1,6 +1,7 @@
 import math
 
 import torch
+
 from vito_train.model.pooling import AttentionPool, StagePooling, attention_pool
 
 

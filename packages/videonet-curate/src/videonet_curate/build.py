@@ -79,7 +79,9 @@ def check_output_dir(out_dir: Path) -> None:
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        raise BuildInputError(f"cannot create output directory {out_dir}: {exc.strerror}; pass a writable --out") from exc
+        raise BuildInputError(
+            f"cannot create output directory {out_dir}: {exc.strerror}; pass a writable --out"
+        ) from exc
     if not os.access(out_dir, os.W_OK | os.X_OK):
         raise BuildInputError(f"output directory {out_dir} is not writable; pass a writable --out")
 
@@ -90,7 +92,9 @@ def check_local_input(input_path: Path | None) -> Path:
     if not input_path.exists():
         raise BuildInputError(f"--input {input_path} does not exist; pass a directory of video files")
     if not input_path.is_dir():
-        raise BuildInputError(f"--input {input_path} is not a directory; pass the directory that holds the videos")
+        raise BuildInputError(
+            f"--input {input_path} is not a directory; pass the directory that holds the videos"
+        )
     if not any(p.is_file() for p in input_path.rglob("*")):
         raise BuildInputError(f"--input {input_path} holds no files; pass a directory of video files")
     return input_path
@@ -119,7 +123,9 @@ def remote_source_options(options: BuildOptions) -> dict[str, Any]:
 # -- sources -------------------------------------------------------------------------------------------
 def gather_candidates(
     options: BuildOptions,
-) -> tuple[list[dict[str, Any]], list[dict[str, Any]], Callable[..., Mapping[str, Any]] | None, dict[str, Any]]:
+) -> tuple[
+    list[dict[str, Any]], list[dict[str, Any]], Callable[..., Mapping[str, Any]] | None, dict[str, Any]
+]:
     """(candidates to label, rows already final, materialise function, source stats) for the source."""
     if options.source == "local":
         input_dir = check_local_input(options.input_path)
@@ -130,7 +136,10 @@ def gather_candidates(
 
         try:
             remote = gather_remote(
-                options.source, remote_source_options(options), use_ray=options.use_ray, out_dir=options.out_dir
+                options.source,
+                remote_source_options(options),
+                use_ray=options.use_ray,
+                out_dir=options.out_dir,
             )
         except SourceInputError as exc:
             raise BuildInputError(str(exc)) from exc

@@ -27,40 +27,65 @@ def _default_workers() -> int:
 
 
 def build_command(
-    source: str = typer.Option("local", "--source", help="Where candidate clips come from: local, kinetics, urls."),
-    input_path: Path = typer.Option(None, "--input", help="local: a directory of videos (searched recursively)."),
-    out: Path = typer.Option(..., "--out", help="Output directory: manifest.parquet, embeddings, plots, summary."),
+    source: str = typer.Option(
+        "local", "--source", help="Where candidate clips come from: local, kinetics, urls."
+    ),
+    input_path: Path = typer.Option(
+        None, "--input", help="local: a directory of videos (searched recursively)."
+    ),
+    out: Path = typer.Option(
+        ..., "--out", help="Output directory: manifest.parquet, embeddings, plots, summary."
+    ),
     model: str = typer.Option(
         "efficientnet-lite0",
         "--model",
         help="efficientnet-lite0 (bundled, offline) or openclip:ARCH[:PRETRAINED_TAG_OR_CHECKPOINT].",
     ),
-    templates: str = typer.Option("openai", "--templates", help="open_clip prompt set: openai (80) or simple (7)."),
-    clip_seconds: float = typer.Option(10.0, "--clip-seconds", min=0.5, help="Split videos into clips this long."),
-    frames_per_clip: int = typer.Option(8, "--frames-per-clip", min=1, help="Evenly spaced frames sampled per clip."),
+    templates: str = typer.Option(
+        "openai", "--templates", help="open_clip prompt set: openai (80) or simple (7)."
+    ),
+    clip_seconds: float = typer.Option(
+        10.0, "--clip-seconds", min=0.5, help="Split videos into clips this long."
+    ),
+    frames_per_clip: int = typer.Option(
+        8, "--frames-per-clip", min=1, help="Evenly spaced frames sampled per clip."
+    ),
     min_score: float = typer.Option(
         0.1, "--min-score", min=0.0, max=1.0, help="Clips whose best class scores lower are marked low_score."
     ),
     dup_threshold: float = typer.Option(
-        0.95, "--dup-threshold", min=-1.0, max=1.0,
+        0.95,
+        "--dup-threshold",
+        min=-1.0,
+        max=1.0,
         help="Clips whose embeddings' cosine similarity reaches this are near-duplicates; the best-scoring stays.",
     ),
     no_dedup: bool = typer.Option(False, "--no-dedup", help="Skip de-duplication."),
     target: str = typer.Option(
-        "imagenet", "--target",
+        "imagenet",
+        "--target",
         help="Class histogram to rebalance toward and report against: imagenet, uniform or FILE.csv (label,count).",
     ),
     budget: int = typer.Option(None, "--budget", min=0, help="Rebalance: keep at most this many clips."),
-    per_class_max: int = typer.Option(None, "--per-class-max", min=1, help="Rebalance: at most this many per class."),
+    per_class_max: int = typer.Option(
+        None, "--per-class-max", min=1, help="Rebalance: at most this many per class."
+    ),
     batch_frames: int = typer.Option(64, "--batch-frames", min=1, help="Frames per model forward pass."),
     decode_max_side: int = typer.Option(
-        456, "--decode-max-side", min=64, help="Frames are scaled on decode so their longer side is at most this."
+        456,
+        "--decode-max-side",
+        min=64,
+        help="Frames are scaled on decode so their longer side is at most this.",
     ),
     shard_size: int = typer.Option(16, "--shard-size", min=1, help="Clips per shard (the unit of resume)."),
     workers: int = typer.Option(None, "--workers", min=1, help="Labelling actors (each holds one model)."),
-    threads: int = typer.Option(None, "--threads", min=1, help="Torch threads per actor (default: cores/workers)."),
+    threads: int = typer.Option(
+        None, "--threads", min=1, help="Torch threads per actor (default: cores/workers)."
+    ),
     device: str = typer.Option("auto", "--device", help="auto, cpu or cuda."),
-    address: str = typer.Option(None, "--address", help="Join the Ray cluster at this address (default: local)."),
+    address: str = typer.Option(
+        None, "--address", help="Join the Ray cluster at this address (default: local)."
+    ),
     no_ray: bool = typer.Option(False, "--no-ray", help="Run in this process without Ray (debugging)."),
     verbose: bool = typer.Option(False, "--verbose", "-v", help="Log more."),
     # --source kinetics / urls (fetch/build_sources.py)
@@ -68,21 +93,41 @@ def build_command(
     split: str = typer.Option(None, "--split", help="kinetics: keep rows of this split (train, val, test)."),
     classes: str = typer.Option(None, "--classes", help="kinetics: keep these labels (comma-separated)."),
     limit: int = typer.Option(None, "--limit", min=1, help="kinetics/urls: only the first N selected rows."),
-    mirror: Path = typer.Option(None, "--mirror", help="kinetics: local copy {youtube_id}_{start:06d}_{end:06d}.mp4 (no network)."),
-    url_template: str = typer.Option(None, "--url-template", help="kinetics: HTTP mirror, e.g. http://host/{youtube_id}.mp4."),
-    min_height: int = typer.Option(360, "--min-height", min=0, help="Smallest format at or above this height."),
-    max_retries: int = typer.Option(3, "--max-retries", min=0, help="Retries of transient failures (backoff, jitter)."),
-    timeout: float = typer.Option(10.0, "--timeout", min=0.5, help="Socket timeout of every request, seconds."),
-    max_rps: float = typer.Option(2.0, "--max-rps", min=0.01, help="Requests per second, all workers together."),
-    max_concurrent: int = typer.Option(4, "--max-concurrent", min=1, help="Downloads at once per host, all workers."),
+    mirror: Path = typer.Option(
+        None, "--mirror", help="kinetics: local copy {youtube_id}_{start:06d}_{end:06d}.mp4 (no network)."
+    ),
+    url_template: str = typer.Option(
+        None, "--url-template", help="kinetics: HTTP mirror, e.g. http://host/{youtube_id}.mp4."
+    ),
+    min_height: int = typer.Option(
+        360, "--min-height", min=0, help="Smallest format at or above this height."
+    ),
+    max_retries: int = typer.Option(
+        3, "--max-retries", min=0, help="Retries of transient failures (backoff, jitter)."
+    ),
+    timeout: float = typer.Option(
+        10.0, "--timeout", min=0.5, help="Socket timeout of every request, seconds."
+    ),
+    max_rps: float = typer.Option(
+        2.0, "--max-rps", min=0.01, help="Requests per second, all workers together."
+    ),
+    max_concurrent: int = typer.Option(
+        4, "--max-concurrent", min=1, help="Downloads at once per host, all workers."
+    ),
     cookies: Path = typer.Option(None, "--cookies", help="Netscape cookies.txt for yt-dlp."),
     proxy: str = typer.Option(None, "--proxy", help="Proxy URL for yt-dlp and ffmpeg."),
-    ytdlp_opt: list[str] = typer.Option(None, "--ytdlp-opt", help="Extra yt-dlp option KEY=VALUE (allow-listed keys only)."),
+    ytdlp_opt: list[str] = typer.Option(
+        None, "--ytdlp-opt", help="Extra yt-dlp option KEY=VALUE (allow-listed keys only)."
+    ),
     retry_failed: bool = typer.Option(
-        False, "--retry-failed", help="Re-fetch only the rows of OUT's manifest that failed for --retry-reasons."
+        False,
+        "--retry-failed",
+        help="Re-fetch only the rows of OUT's manifest that failed for --retry-reasons.",
     ),
     retry_reasons: str = typer.Option(
-        "network,blocked", "--retry-reasons", help="With --retry-failed: the failure reasons to retry (comma-separated)."
+        "network,blocked",
+        "--retry-reasons",
+        help="With --retry-failed: the failure reasons to retry (comma-separated).",
     ),
 ) -> None:
     """Curate candidate clips into OUT/manifest.parquet.
@@ -90,7 +135,9 @@ def build_command(
     Exit codes: 0 every row accounted for and none failed; 1 finished, but some rows failed or were missing
     (see status/reason in the manifest); 2 bad arguments (nothing was written).
     """
-    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format="%(levelname)s %(message)s")
+    logging.basicConfig(
+        level=logging.INFO if verbose else logging.WARNING, format="%(levelname)s %(message)s"
+    )
     workers = workers or _default_workers()
     threads = threads or max(1, (os.cpu_count() or 1) // workers)
     resolved_device = _resolve_device(device)
@@ -110,7 +157,10 @@ def build_command(
             threads=threads,
         ),
         curation=CurationOptions(
-            dup_threshold=None if no_dedup else dup_threshold, target=target, budget=budget, per_class_max=per_class_max
+            dup_threshold=None if no_dedup else dup_threshold,
+            target=target,
+            budget=budget,
+            per_class_max=per_class_max,
         ),
         shard_size=shard_size,
         workers=workers,
@@ -118,12 +168,23 @@ def build_command(
         use_ray=not no_ray,
         gpus_per_worker=1.0 if resolved_device == "cuda" else 0.0,
         source_options={
-            "annotations": annotations, "split": split, "limit": limit, "mirror_dir": mirror,
+            "annotations": annotations,
+            "split": split,
+            "limit": limit,
+            "mirror_dir": mirror,
             "classes": [c.strip() for c in classes.split(",") if c.strip()] if classes else None,
-            "url_template": url_template, "min_height": min_height, "max_retries": max_retries,
-            "socket_timeout_s": timeout, "max_rps": max_rps, "max_concurrent": max_concurrent,
-            "cookies": cookies, "proxy": proxy, "ytdlp_opt": list(ytdlp_opt or ()),
-            "retry_failed": [r.strip() for r in retry_reasons.split(",") if r.strip()] if retry_failed else None,
+            "url_template": url_template,
+            "min_height": min_height,
+            "max_retries": max_retries,
+            "socket_timeout_s": timeout,
+            "max_rps": max_rps,
+            "max_concurrent": max_concurrent,
+            "cookies": cookies,
+            "proxy": proxy,
+            "ytdlp_opt": list(ytdlp_opt or ()),
+            "retry_failed": [r.strip() for r in retry_reasons.split(",") if r.strip()]
+            if retry_failed
+            else None,
         },
     )
     try:

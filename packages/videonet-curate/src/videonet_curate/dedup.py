@@ -144,7 +144,12 @@ def _knn(xq: np.ndarray, xb: np.ndarray, k: int, gpu: object | None) -> tuple[np
 
 
 def _flat_edges(
-    xq: np.ndarray, q_ids: np.ndarray, xb: np.ndarray, b_ids: np.ndarray, threshold: float, k: int,
+    xq: np.ndarray,
+    q_ids: np.ndarray,
+    xb: np.ndarray,
+    b_ids: np.ndarray,
+    threshold: float,
+    k: int,
     gpu: object | None,
 ) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
     """Yield (query ids, best similarity to another clip, edges as 2 x E global ids) per query batch."""
@@ -202,8 +207,16 @@ def _bucket_plan(x: np.ndarray, bucket_size: int, nprobe: int, seed: int, gpu: o
     nbuckets = max(1, min(n // max(bucket_size, 1), 65_536))
     # Buckets only need to keep near-duplicates together, not to be optimal clusters: a small sample
     # and few iterations suffice (faiss warns below 39 points per centroid).
-    kmeans = faiss.Kmeans(d, nbuckets, niter=8, seed=seed, spherical=True, gpu=gpu is not None,
-                          max_points_per_centroid=40, verbose=False)
+    kmeans = faiss.Kmeans(
+        d,
+        nbuckets,
+        niter=8,
+        seed=seed,
+        spherical=True,
+        gpu=gpu is not None,
+        max_points_per_centroid=40,
+        verbose=False,
+    )
     kmeans.train(x)
     nprobe = min(nprobe, nbuckets)
     if gpu is not None:
@@ -211,8 +224,11 @@ def _bucket_plan(x: np.ndarray, bucket_size: int, nprobe: int, seed: int, gpu: o
     assign = np.empty((n, nprobe), np.int64)
     for start in range(0, n, _QUERY_BATCH):
         sims = x[start : start + _QUERY_BATCH] @ kmeans.centroids.T
-        top = np.argpartition(-sims, nprobe - 1, axis=1)[:, :nprobe] if nprobe < nbuckets else (
-            np.broadcast_to(np.arange(nbuckets), sims.shape).copy())
+        top = (
+            np.argpartition(-sims, nprobe - 1, axis=1)[:, :nprobe]
+            if nprobe < nbuckets
+            else (np.broadcast_to(np.arange(nbuckets), sims.shape).copy())
+        )
         order = np.argsort(-np.take_along_axis(sims, top, axis=1), axis=1)
         assign[start : start + _QUERY_BATCH] = np.take_along_axis(top, order, axis=1)
     return nbuckets, assign
@@ -242,7 +258,14 @@ def _segments(keys: np.ndarray, nkeys: int) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _search_all(
-    x: np.ndarray, threshold: float, *, exact: bool, k: int, bucket_size: int, nprobe: int, seed: int,
+    x: np.ndarray,
+    threshold: float,
+    *,
+    exact: bool,
+    k: int,
+    bucket_size: int,
+    nprobe: int,
+    seed: int,
     gpu: object | None,
 ) -> tuple[np.ndarray, np.ndarray]:
     n = len(x)
@@ -268,7 +291,8 @@ def _search_all(
 
     for xq, q_ids, xb, b_ids in blocks():
         searched = (
-            _flat_edges(xq, q_ids, xb, b_ids, threshold, k, gpu) if exact or gpu is not None
+            _flat_edges(xq, q_ids, xb, b_ids, threshold, k, gpu)
+            if exact or gpu is not None
             else _matmul_edges(xq, q_ids, xb, b_ids, threshold)
         )
         for qid, best, edges in searched:
@@ -304,9 +328,7 @@ def find_duplicates(
     x = np.asarray(embeddings)
     s = np.asarray(scores, dtype=np.float64)
     if x.ndim != 2 or len(x) != len(s):
-        raise DedupInputError(
-            f"embeddings must be (N, D) with N == len(scores); got {x.shape} and {s.shape}"
-        )
+        raise DedupInputError(f"embeddings must be (N, D) with N == len(scores); got {x.shape} and {s.shape}")
     if not np.isfinite(x).all():
         raise DedupInputError("embeddings contain NaN or inf: recompute them for the affected clips")
     if not -1.0 <= threshold <= 1.0:
@@ -372,20 +394,27 @@ def apply_dedup(
     sims = np.einsum("ij,ij->i", emb[dup_local], emb[keeper_local])
     keeper_ids = table.column("clip_id").take(rows[keeper_local])
     details = pc.binary_join_element_wise(
-        "cosine similarity ", pc.cast(pc.round(pa.array(sims), 4), pa.string()), " to ", keeper_ids,
-        f" (threshold {threshold:.3f})", "",
+        "cosine similarity ",
+        pc.cast(pc.round(pa.array(sims), 4), pa.string()),
+        " to ",
+        keeper_ids,
+        f" (threshold {threshold:.3f})",
+        "",
     )
     # scatter the per-duplicate values into full-length columns: take with null for every other row
     slot = np.full(table.num_rows, -1, np.int64)
     slot[rows[dup_local]] = np.arange(len(dup_local))
     slot_index = pa.array(slot, mask=slot < 0)
     mask = pc.is_valid(slot_index)
-    return _replace_columns(table, {
-        "status": pc.if_else(mask, STATUS_DUPLICATE, table.column("status")),
-        "reason": pc.if_else(mask, "duplicate", table.column("reason")),
-        "dup_of": pc.if_else(mask, pc.take(keeper_ids, slot_index), table.column("dup_of")),
-        "detail": pc.if_else(mask, pc.take(details, slot_index), table.column("detail")),
-    })
+    return _replace_columns(
+        table,
+        {
+            "status": pc.if_else(mask, STATUS_DUPLICATE, table.column("status")),
+            "reason": pc.if_else(mask, "duplicate", table.column("reason")),
+            "dup_of": pc.if_else(mask, pc.take(keeper_ids, slot_index), table.column("dup_of")),
+            "detail": pc.if_else(mask, pc.take(details, slot_index), table.column("detail")),
+        },
+    )
 
 
 def _replace_columns(table: pa.Table, columns: Mapping[str, pa.Array | pa.ChunkedArray]) -> pa.Table:
@@ -401,8 +430,11 @@ def _embedding_lookup(source: Mapping[str, np.ndarray] | pa.Table) -> tuple[pa.A
         matrix = embedding_matrix(source)
     else:
         ids = pa.array(list(source.keys()), pa.string())
-        matrix = np.stack([np.asarray(v, np.float32) for v in source.values()]) if len(source) else (
-            np.empty((0, 0), np.float32))
+        matrix = (
+            np.stack([np.asarray(v, np.float32) for v in source.values()])
+            if len(source)
+            else (np.empty((0, 0), np.float32))
+        )
     if pc.count_distinct(ids).as_py() != len(ids):
         raise DedupInputError("embeddings hold a clip_id more than once")
     return ids, matrix

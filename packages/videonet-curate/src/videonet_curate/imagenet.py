@@ -37,7 +37,6 @@ _DISAMBIGUATED_NAMES: dict[int, str] = {
 }
 
 
-
 @cache
 def _classnames() -> tuple[str, ...]:
     # imported on first use: encoders reused elsewhere (vito-eval) must not need open_clip

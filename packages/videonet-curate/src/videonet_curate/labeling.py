@@ -102,7 +102,9 @@ class ShardLabeler:
         """Materialise and sample one candidate; a finished (failed) row comes back as a dict."""
         from videonet_curate.video import VideoError, read_frames_at, sample_timestamps
 
-        values = {k: v for k, v in candidate.items() if k not in _CANDIDATE_ONLY_KEYS and k in mf.SCHEMA.names}
+        values = {
+            k: v for k, v in candidate.items() if k not in _CANDIDATE_ONLY_KEYS and k in mf.SCHEMA.names
+        }
         row = mf.empty_row(**values)
         row.setdefault("attempts", None)
         local_path = candidate.get("locator")
@@ -112,8 +114,21 @@ class ShardLabeler:
             started = time.perf_counter()
             got = self.materialize(candidate, self.out_dir)
             self.timings["materialize"] += time.perf_counter() - started
-            for key in ("status", "reason", "detail", "attempts", "start_s", "end_s", "source_start_s",
-                        "source_end_s", "duration_s", "fps", "width", "height", "codec"):
+            for key in (
+                "status",
+                "reason",
+                "detail",
+                "attempts",
+                "start_s",
+                "end_s",
+                "source_start_s",
+                "source_end_s",
+                "duration_s",
+                "fps",
+                "width",
+                "height",
+                "codec",
+            ):
                 if got.get(key) is not None:
                     row[key] = got[key]
             if got.get("path") is None:
@@ -124,7 +139,9 @@ class ShardLabeler:
 
         started = time.perf_counter()
         try:
-            stamps = sample_timestamps(float(row["start_s"]), float(row["end_s"]), self.config.frames_per_clip)
+            stamps = sample_timestamps(
+                float(row["start_s"]), float(row["end_s"]), self.config.frames_per_clip
+            )
             frames = read_frames_at(
                 local_path, stamps, max_side=self.config.decode_max_side, threads=self.config.threads
             )
@@ -190,6 +207,7 @@ class ShardLabeler:
 
     @staticmethod
     def _failed(row: dict[str, Any], reason: str, detail: str) -> dict[str, Any]:
-        row.update(status=mf.STATUS_FAILED, reason=reason if reason in mf.REASONS else "decode_error",
-                   detail=detail)
+        row.update(
+            status=mf.STATUS_FAILED, reason=reason if reason in mf.REASONS else "decode_error", detail=detail
+        )
         return row

@@ -228,9 +228,10 @@ def write_manifest(
     """Validate, attach metadata and atomically write a manifest."""
     table = conform(table)
     validate(table)
-    metadata = {**(table.schema.metadata or {}), **build_metadata(
-        model_id=model_id, prototype_set=prototype_set, config=config
-    )}
+    metadata = {
+        **(table.schema.metadata or {}),
+        **build_metadata(model_id=model_id, prototype_set=prototype_set, config=config),
+    }
     return atomic_write_table(table.replace_schema_metadata(metadata), path)
 
 

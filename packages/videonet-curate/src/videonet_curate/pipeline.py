@@ -54,8 +54,12 @@ def init_ray(address: str | None = None, num_cpus: int | None = None) -> None:
     if ray.is_initialized():
         return
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
-    kwargs: dict[str, Any] = {"include_dashboard": False, "log_to_driver": True,
-                              "configure_logging": True, "logging_level": logging.WARNING}
+    kwargs: dict[str, Any] = {
+        "include_dashboard": False,
+        "log_to_driver": True,
+        "configure_logging": True,
+        "logging_level": logging.WARNING,
+    }
     if address:
         ray.init(address=address, **kwargs)
     else:
@@ -100,7 +104,9 @@ def discover_local(
     from videonet_curate.sources.local import iter_video_files
 
     files = [str(p) for p in iter_video_files(input_dir)]
-    batches = [(files[i : i + batch_size], str(input_dir), clip_seconds) for i in range(0, len(files), batch_size)]
+    batches = [
+        (files[i : i + batch_size], str(input_dir), clip_seconds) for i in range(0, len(files), batch_size)
+    ]
     outputs = _ray_map_ordered(_probe_batch, batches) if use_ray else [_probe_batch(b) for b in batches]
     candidates: list[dict[str, Any]] = []
     failures: list[dict[str, Any]] = []
@@ -124,7 +130,9 @@ def _run_shards_on_ray(
     from ray.util import ActorPool
 
     actor_cls = ray.remote(num_cpus=config.threads, num_gpus=gpus_per_worker)(ShardLabeler)
-    actors = [actor_cls.remote(config, str(out_dir), materialize) for _ in range(max(1, min(workers, len(shards))))]
+    actors = [
+        actor_cls.remote(config, str(out_dir), materialize) for _ in range(max(1, min(workers, len(shards))))
+    ]
     pool = ActorPool(actors)
     summaries = []
     for summary in pool.map_unordered(lambda actor, shard: actor.run_shard.remote(shard), list(shards)):
@@ -176,7 +184,9 @@ def merge_outputs(
     if emb_tables:
         embeddings = pa.concat_tables(emb_tables).sort_by("clip_id")
     else:
-        embeddings = pa.schema([("clip_id", pa.string()), ("embedding", pa.list_(pa.float32()))]).empty_table()
+        embeddings = pa.schema(
+            [("clip_id", pa.string()), ("embedding", pa.list_(pa.float32()))]
+        ).empty_table()
     return rows, embeddings
 
 
@@ -217,8 +227,14 @@ def run_labelling(
     shards = plan_shards(candidates, shard_size, run_fp)
     skipped = sum(is_done(out_dir, s) for s in shards)
     summaries = label_shards(
-        shards, config, out_dir, workers=workers, use_ray=use_ray, materialize=materialize,
-        on_progress=on_progress, gpus_per_worker=gpus_per_worker,
+        shards,
+        config,
+        out_dir,
+        workers=workers,
+        use_ray=use_ray,
+        materialize=materialize,
+        on_progress=on_progress,
+        gpus_per_worker=gpus_per_worker,
     )
     remove_stale(out_dir, shards)
     rows, embeddings = merge_outputs(out_dir, shards, final_rows)

@@ -91,7 +91,8 @@ def write_checksums(directory: Path) -> Path:
     """``checksums.sha256`` over every other file of ``directory`` (sorted, POSIX relative paths)."""
     lines = [
         f"{sha256_file(directory / name)}  {name}\n"
-        for name in _relative_files(directory) if name != CHECKSUMS_FILENAME
+        for name in _relative_files(directory)
+        if name != CHECKSUMS_FILENAME
     ]
     path = directory / CHECKSUMS_FILENAME
     path.write_text("".join(lines), encoding="utf-8")
@@ -140,8 +141,12 @@ def publish(
 
 
 def render_card(
-    table: Any, metadata: dict[str, Any], summary: dict[str, Any], plots: dict[str, Path],
-    with_embeddings: bool, title: str,
+    table: Any,
+    metadata: dict[str, Any],
+    summary: dict[str, Any],
+    plots: dict[str, Path],
+    with_embeddings: bool,
+    title: str,
 ) -> str:
     """The dataset card: YAML front matter (Hugging Face style) then the human-readable description."""
     sources = summary["sources"]
@@ -191,7 +196,9 @@ def render_card(
     config = json.dumps(metadata.get("config", {}), indent=2, sort_keys=True)
     embeddings_note = (
         f"`{EMBEDDINGS_FILENAME}`: `clip_id` and `embedding` (fixed-size list of float32, the L2-normalised "
-        "mean of the frame embeddings)." if with_embeddings else ""
+        "mean of the frame embeddings)."
+        if with_embeddings
+        else ""
     )
     return f"""{chr(10).join(front)}
 
@@ -205,10 +212,10 @@ was built in, and `source`/`source_id`/`source_start_s`/`source_end_s` say where
 
 ## Counts
 
-{summary['kept']} clips kept of {summary['rows']} candidates, {summary['kept_classes']} classes present,
-{summary['kept_hours']:.2f} hours kept. Total-variation distance to the `{summary.get('target')}` target
-histogram: {_number(summary['tv_to_target'])}; KL(kept || target): {_number(summary['kl_to_target'])} nats
-(epsilon {summary['kl_epsilon']:g} smoothing).
+{summary["kept"]} clips kept of {summary["rows"]} candidates, {summary["kept_classes"]} classes present,
+{summary["kept_hours"]:.2f} hours kept. Total-variation distance to the `{summary.get("target")}` target
+histogram: {_number(summary["tv_to_target"])}; KL(kept || target): {_number(summary["kl_to_target"])} nats
+(epsilon {summary["kl_epsilon"]:g} smoothing).
 
 | status | rows |
 | --- | --- |
@@ -222,10 +229,10 @@ histogram: {_number(summary['tv_to_target'])}; KL(kept || target): {_number(summ
 
 ## Model and prototypes
 
-- model: `{metadata.get('model_id', '') or 'not recorded'}`
-- prototype set: `{metadata.get('prototype_set', '') or 'not recorded'}`
-- manifest schema version {metadata.get('schema_version', '')}, written by videonet-curate
-  {metadata.get('tool_version', '')}
+- model: `{metadata.get("model_id", "") or "not recorded"}`
+- prototype set: `{metadata.get("prototype_set", "") or "not recorded"}`
+- manifest schema version {metadata.get("schema_version", "")}, written by videonet-curate
+  {metadata.get("tool_version", "")}
 
 Build configuration:
 
@@ -257,8 +264,13 @@ def _number(value: float | None) -> str:
 
 
 def _size_category(n: int) -> str:
-    for limit, name in ((1_000, "n<1K"), (10_000, "1K<n<10K"), (100_000, "10K<n<100K"),
-                        (1_000_000, "100K<n<1M"), (10_000_000, "1M<n<10M")):
+    for limit, name in (
+        (1_000, "n<1K"),
+        (10_000, "1K<n<10K"),
+        (100_000, "10K<n<100K"),
+        (1_000_000, "100K<n<1M"),
+        (10_000_000, "1M<n<10M"),
+    ):
         if n < limit:
             return name
     return "10M<n<100M"

@@ -134,8 +134,11 @@ def per_class_cap(target: np.ndarray, per_class_max: int) -> np.ndarray:
     t = np.asarray(target, dtype=np.float64)
     if per_class_max < 0:
         raise RebalanceError(f"--per-class-max must be >= 0, got {per_class_max}")
-    return np.floor(per_class_max * t / t.max() + 1e-9).astype(np.int64) if t.max() > 0 else np.zeros_like(
-        t, np.int64)
+    return (
+        np.floor(per_class_max * t / t.max() + 1e-9).astype(np.int64)
+        if t.max() > 0
+        else np.zeros_like(t, np.int64)
+    )
 
 
 def select_top_per_class(labels: np.ndarray, scores: np.ndarray, quota: np.ndarray) -> np.ndarray:
@@ -223,12 +226,18 @@ def apply_rebalance(
         )
     labels = labels_col.to_numpy(zero_copy_only=False).astype(np.int64)
     scores = pc.fill_null(table.column("score").take(pa.array(rows)), float("nan"))
-    result = rebalance(labels, scores.to_numpy(zero_copy_only=False), target, budget=budget,
-                       per_class_max=per_class_max)
+    result = rebalance(
+        labels, scores.to_numpy(zero_copy_only=False), target, budget=budget, per_class_max=per_class_max
+    )
     dropped = np.zeros(table.num_rows, bool)
     dropped[rows[~result.keep]] = True
-    log.info("rebalance: kept %d of %d (TV %.4f -> %.4f)", int(result.keep.sum()), len(rows),
-             result.tv_before, result.tv_after)
+    log.info(
+        "rebalance: kept %d of %d (TV %.4f -> %.4f)",
+        int(result.keep.sum()),
+        len(rows),
+        result.tv_before,
+        result.tv_after,
+    )
     if dropped.any():
         mask = pa.array(dropped)
         # short: it is repeated on every dropped row (millions at scale)

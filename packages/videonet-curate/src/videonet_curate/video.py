@@ -35,7 +35,12 @@ FORWARD_DECODE_S = 2.0
 MIN_SEEK_SKIP_S = 1.0
 # The leading bytes of containers ffmpeg reads: a file that starts like one but will not open is damaged.
 _CONTAINER_SIGNATURES: tuple[tuple[int, bytes], ...] = (
-    (4, b"ftyp"), (4, b"moov"), (4, b"mdat"), (4, b"free"), (4, b"wide"), (4, b"skip"),  # ISO BMFF (mp4/mov)
+    (4, b"ftyp"),
+    (4, b"moov"),
+    (4, b"mdat"),
+    (4, b"free"),
+    (4, b"wide"),
+    (4, b"skip"),  # ISO BMFF (mp4/mov)
     (0, b"RIFF"),  # AVI
     (0, b"\x1a\x45\xdf\xa3"),  # Matroska / WebM
     (0, b"\x00\x00\x01\xba"),  # MPEG program stream
@@ -104,8 +109,9 @@ def _open_video(
     except av.error.FFmpegError as exc:
         if _looks_like_a_container(path):
             raise VideoDecodeError(
-                path, f"starts like a video container but FFmpeg cannot read it ({exc.strerror}): "
-                "truncated or corrupt (e.g. an MP4 cut before its moov index); download it again"
+                path,
+                f"starts like a video container but FFmpeg cannot read it ({exc.strerror}): "
+                "truncated or corrupt (e.g. an MP4 cut before its moov index); download it again",
             ) from exc
         raise NotAVideoError(path, f"FFmpeg does not recognise a container ({exc.strerror})") from exc
     try:
@@ -142,8 +148,9 @@ def _frame_rate(stream: av.video.stream.VideoStream) -> float:
     return 0.0
 
 
-def _rewound(stack: ExitStack, path: str | os.PathLike[str], container: Any, stream: Any,
-             threads: int = 0) -> tuple[Any, Any]:
+def _rewound(
+    stack: ExitStack, path: str | os.PathLike[str], container: Any, stream: Any, threads: int = 0
+) -> tuple[Any, Any]:
     """Back to the first packet: seek to 0, or reopen when the input cannot seek (raw elementary streams)."""
     try:
         container.seek(0)
@@ -256,8 +263,9 @@ class _SeekUnsupported(Exception):
 class _SeekingReader:
     """Serves sorted target pts by seeking to the keyframe before each, or decoding forward when cheaper."""
 
-    def __init__(self, path: str | os.PathLike[str], container: Any, stream: Any, start_pts: int,
-                 duration_ticks: float) -> None:
+    def __init__(
+        self, path: str | os.PathLike[str], container: Any, stream: Any, start_pts: int, duration_ticks: float
+    ) -> None:
         self.path, self.container, self.stream, self.start_pts = path, container, stream, start_pts
         self.frames: Iterator[av.VideoFrame] | None = None
         self.current: av.VideoFrame | None = None  # the last frame decoded
@@ -349,8 +357,9 @@ class _SeekingReader:
             if gap_s > END_TOLERANCE_S:
                 end_s = float((last.pts - self.start_pts) * self.stream.time_base)
                 raise VideoDecodeError(
-                    self.path, f"decodable frames end at {end_s:.2f} s, {gap_s:.2f} s before the requested "
-                    "time: the file is truncated or its stated duration is wrong"
+                    self.path,
+                    f"decodable frames end at {end_s:.2f} s, {gap_s:.2f} s before the requested "
+                    "time: the file is truncated or its stated duration is wrong",
                 )
         return last
 
@@ -419,8 +428,9 @@ def _decode_from_start(
         yield container, stream, frames()
 
 
-def _read_sequential(path: str | os.PathLike[str], timestamps: Sequence[float], max_side: int | None,
-                     threads: int) -> np.ndarray:
+def _read_sequential(
+    path: str | os.PathLike[str], timestamps: Sequence[float], max_side: int | None, threads: int
+) -> np.ndarray:
     """One decode pass keeping, for each time, the first frame at or after it (the fallback path)."""
     with _decode_from_start(path, threads) as (container, stream, frames):
         start_pts = _start_pts(container, stream)

@@ -136,18 +136,30 @@ def _track(iterable, description: str):
 
 @app.command()
 def davis(
-    encoder: str = typer.Option(..., "--encoder", "-e", help="RUN_DIR | FILE.safetensors | random:ARCH[:SEED] | "
-                                "efficientnet-lite0 | torchvision:ARCH:WEIGHTS | timm:NAME:WEIGHTS"),
-    root: Path = typer.Option(..., "--root", help="DAVIS-2017 folder holding JPEGImages/480p, Annotations/480p, "
-                              "ImageSets/2017."),
-    out: Path = typer.Option(..., "--out", "-o", help="Output folder: predictions/, overlays/, CSV, JSON, PNG."),
+    encoder: str = typer.Option(
+        ...,
+        "--encoder",
+        "-e",
+        help="RUN_DIR | FILE.safetensors | random:ARCH[:SEED] | "
+        "efficientnet-lite0 | torchvision:ARCH:WEIGHTS | timm:NAME:WEIGHTS",
+    ),
+    root: Path = typer.Option(
+        ..., "--root", help="DAVIS-2017 folder holding JPEGImages/480p, Annotations/480p, ImageSets/2017."
+    ),
+    out: Path = typer.Option(
+        ..., "--out", "-o", help="Output folder: predictions/, overlays/, CSV, JSON, PNG."
+    ),
     preset: str = typer.Option("crw", help="crw (T=0.05) | vfs (T=0.07) | dino (7 context, top-5, T=0.1)."),
     n_context: int = typer.Option(None, help="Preceding frames used as context (preset: 20)."),
     topk: int = typer.Option(None, help="Neighbours per query position (preset: 10)."),
-    radius: float = typer.Option(None, help="Spatial radius in feature cells for the preceding frames (preset: 12)."),
+    radius: float = typer.Option(
+        None, help="Spatial radius in feature cells for the preceding frames (preset: 12)."
+    ),
     temperature: float = typer.Option(None, help="Softmax temperature of the affinities (preset)."),
     stage: int = typer.Option(3, help="ResNet stage whose features propagate labels."),
-    output_stride: int = typer.Option(8, help="Remove later strides to this output stride (8, 16, 32; ResNets)."),
+    output_stride: int = typer.Option(
+        8, help="Remove later strides to this output stride (8, 16, 32; ResNets)."
+    ),
     split: str = typer.Option("val", help="ImageSets/2017/<split>.txt"),
     sequence: list[str] = typer.Option(None, "--sequence", help="Repeatable: only these sequences."),
     overlay_frames: int = typer.Option(3, help="Overlay PNGs per sequence."),
@@ -156,28 +168,55 @@ def davis(
     """DAVIS-2017 semi-supervised label propagation (J, F, J&F as davis2017-evaluation)."""
     from vito_eval.davis import DavisEvalConfig, run_davis_eval
 
-    config = DavisEvalConfig(encoder=encoder, root=root, out=out, preset=preset, n_context=n_context, topk=topk,
-                             radius=radius, temperature=temperature, stage=stage, output_stride=output_stride,
-                             split=split, sequences=list(sequence or []) or None, n_overlay_frames=overlay_frames,
-                             device=device)
+    config = DavisEvalConfig(
+        encoder=encoder,
+        root=root,
+        out=out,
+        preset=preset,
+        n_context=n_context,
+        topk=topk,
+        radius=radius,
+        temperature=temperature,
+        stage=stage,
+        output_stride=output_stride,
+        split=split,
+        sequences=list(sequence or []) or None,
+        n_overlay_frames=overlay_frames,
+        device=device,
+    )
     result = run_command(lambda: run_davis_eval(config, track=_track))
     m = result["metrics"]
-    console.print(f"J&F {m['jf_mean']:.4f}  J {m['j_mean']:.4f}  F {m['f_mean']:.4f}  ({m['n_objects']} objects, "
-                  f"{len(result['failed'])} failed sequences); wrote {out}/summary.json", highlight=False)
+    console.print(
+        f"J&F {m['jf_mean']:.4f}  J {m['j_mean']:.4f}  F {m['f_mean']:.4f}  ({m['n_objects']} objects, "
+        f"{len(result['failed'])} failed sequences); wrote {out}/summary.json",
+        highlight=False,
+    )
 
 
 @app.command()
 def ucf101(
     encoder: str = typer.Option(..., "--encoder", "-e", help="An encoder spec, as for `probe`."),
-    root: Path = typer.Option(..., "--root", help="The UCF-101 video folder (<Class>/v_<Class>_gXX_cYY.avi)."),
-    splits: Path = typer.Option(..., "--splits", help="ucfTrainTestlist folder (classInd.txt, trainlist0N.txt, ...)."),
+    root: Path = typer.Option(
+        ..., "--root", help="The UCF-101 video folder (<Class>/v_<Class>_gXX_cYY.avi)."
+    ),
+    splits: Path = typer.Option(
+        ..., "--splits", help="ucfTrainTestlist folder (classInd.txt, trainlist0N.txt, ...)."
+    ),
     split: int = typer.Option(1, help="Official split 1, 2 or 3."),
-    out: Path = typer.Option(None, "--out", "-o", help="Folder (or .json file) for results and the confusion PNG."),
-    frames: str = typer.Option("middle", help="middle: the middle frame; average: mean of --n-frames frames."),
+    out: Path = typer.Option(
+        None, "--out", "-o", help="Folder (or .json file) for results and the confusion PNG."
+    ),
+    frames: str = typer.Option(
+        "middle", help="middle: the middle frame; average: mean of --n-frames frames."
+    ),
     n_frames: int = typer.Option(8, help="Frames averaged with --frames average."),
     image_size: int = typer.Option(224, help="Shorter side resize + centre crop."),
-    limit_per_class: int = typer.Option(None, help="Only the first N listed clips of each class (quick looks)."),
-    cache_dir: Path = typer.Option(None, help="Feature cache (default ~/.cache/vito-eval/features or $VITO_EVAL_CACHE)."),
+    limit_per_class: int = typer.Option(
+        None, help="Only the first N listed clips of each class (quick looks)."
+    ),
+    cache_dir: Path = typer.Option(
+        None, help="Feature cache (default ~/.cache/vito-eval/features or $VITO_EVAL_CACHE)."
+    ),
     no_cache: bool = typer.Option(False, "--no-cache", help="Neither read nor write cached clip features."),
     device: str = typer.Option("cpu", help="cpu, cuda, cuda:1, ..."),
 ) -> None:
@@ -185,25 +224,46 @@ def ucf101(
     from vito_eval.action import Ucf101Config, run_ucf101
     from vito_eval.features import DEFAULT_CACHE_DIR
 
-    config = Ucf101Config(encoder=encoder, root=root, splits=splits, split=split, out=out, frames=frames,  # type: ignore[arg-type]
-                          n_frames=n_frames, image_size=image_size, device=device, limit_per_class=limit_per_class,
-                          cache_dir=None if no_cache else (cache_dir or DEFAULT_CACHE_DIR))
+    config = Ucf101Config(
+        encoder=encoder,
+        root=root,
+        splits=splits,
+        split=split,
+        out=out,
+        frames=frames,  # type: ignore[arg-type]
+        n_frames=n_frames,
+        image_size=image_size,
+        device=device,
+        limit_per_class=limit_per_class,
+        cache_dir=None if no_cache else (cache_dir or DEFAULT_CACHE_DIR),
+    )
     result = run_command(lambda: run_ucf101(config, track=_track))
     top5 = "-" if result["top5"] is None else f"{result['top5']:.4f}"
-    console.print(f"UCF-101 split {split}: top-1 {result['top1']:.4f}  top-5 {top5}  ({result['train_clips']} train / "
-                  f"{result['test_clips']} test clips, {len(result['failed'])} failed)", highlight=False)
+    console.print(
+        f"UCF-101 split {split}: top-1 {result['top1']:.4f}  top-5 {top5}  ({result['train_clips']} train / "
+        f"{result['test_clips']} test clips, {len(result['failed'])} failed)",
+        highlight=False,
+    )
 
 
 @app.command()
 def segment(
     encoder: str = typer.Option(..., "--encoder", "-e", help="An encoder spec, as for `probe`."),
-    dataset: str = typer.Option(..., "--dataset", "-d", help="voc:ROOT (VOC2012) | ade20k:ROOT (ADEChallengeData2016)."),
-    out: Path = typer.Option(None, "--out", "-o", help="Folder for the JSON, per-class IoU plot and examples."),
-    head: str = typer.Option("linear", help="linear: L-BFGS probe on sampled pixels; conv: BN + 1x1 conv, Adam."),
+    dataset: str = typer.Option(
+        ..., "--dataset", "-d", help="voc:ROOT (VOC2012) | ade20k:ROOT (ADEChallengeData2016)."
+    ),
+    out: Path = typer.Option(
+        None, "--out", "-o", help="Folder for the JSON, per-class IoU plot and examples."
+    ),
+    head: str = typer.Option(
+        "linear", help="linear: L-BFGS probe on sampled pixels; conv: BN + 1x1 conv, Adam."
+    ),
     stage: int = typer.Option(4, help="Stage of the frozen dense features."),
     output_stride: int = typer.Option(None, help="ResNets: remove later strides (8 or 16) for denser maps."),
     image_size: int = typer.Option(448, help="Images are resized to this square for the encoder."),
-    pixels_per_image: int = typer.Option(500, help="Linear head: labelled pixels sampled per training image."),
+    pixels_per_image: int = typer.Option(
+        500, help="Linear head: labelled pixels sampled per training image."
+    ),
     epochs: int = typer.Option(20, help="Conv head: epochs of Adam."),
     lr: float = typer.Option(1e-3, help="Conv head: Adam learning rate."),
     train_limit: int = typer.Option(None, help="Only the first N training images."),
@@ -213,9 +273,24 @@ def segment(
     """Semantic segmentation on frozen dense features (PASCAL VOC 2012, ADE20K): mIoU, per-class IoU."""
     from vito_eval.segmentation import SegmentationConfig, run_segmentation
 
-    config = SegmentationConfig(encoder=encoder, dataset=dataset, out=out, head=head, stage=stage,  # type: ignore[arg-type]
-                                output_stride=output_stride, image_size=image_size, pixels_per_image=pixels_per_image,
-                                epochs=epochs, lr=lr, train_limit=train_limit, val_limit=val_limit, device=device)
+    config = SegmentationConfig(
+        encoder=encoder,
+        dataset=dataset,
+        out=out,
+        head=head,
+        stage=stage,  # type: ignore[arg-type]
+        output_stride=output_stride,
+        image_size=image_size,
+        pixels_per_image=pixels_per_image,
+        epochs=epochs,
+        lr=lr,
+        train_limit=train_limit,
+        val_limit=val_limit,
+        device=device,
+    )
     result = run_command(lambda: run_segmentation(config, track=_track))
-    console.print(f"{result['task']}: mIoU {result['miou']:.4f}  pixel accuracy {result['pixel_accuracy']:.4f} "
-                  f"({result['train_images']} train / {result['val_images']} val images, {head} head)", highlight=False)
+    console.print(
+        f"{result['task']}: mIoU {result['miou']:.4f}  pixel accuracy {result['pixel_accuracy']:.4f} "
+        f"({result['train_images']} train / {result['val_images']} val images, {head} head)",
+        highlight=False,
+    )

@@ -12,8 +12,9 @@ from rich.table import Table
 
 from vito_train import __version__
 
-app = typer.Typer(help="VITO pretraining of image encoders on curated video.", no_args_is_help=True,
-                  add_completion=False)
+app = typer.Typer(
+    help="VITO pretraining of image encoders on curated video.", no_args_is_help=True, add_completion=False
+)
 console = Console(stderr=True)
 
 
@@ -25,24 +26,32 @@ def _version(value: bool) -> None:
 
 @app.callback()
 def main(
-    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Show the version."),
+    version: bool = typer.Option(
+        False, "--version", callback=_version, is_eager=True, help="Show the version."
+    ),
     verbose: bool = typer.Option(False, "--verbose", "-v", help="Log at debug level."),
 ) -> None:
     """VITO pretraining of image encoders on curated video."""
-    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
     logging.getLogger("libav").setLevel(logging.ERROR)
 
 
 @app.command()
 def run(
-    manifest: Path | None = typer.Option(None, "--manifest", "-m",
-                                         help="manifest.parquet (or its directory): decode frames from the videos."),
-    cache: Path | None = typer.Option(None, "--cache", "-c",
-                                      help="Frame cache from `vito-train prepare` (instead of --manifest; faster)."),
+    manifest: Path | None = typer.Option(
+        None, "--manifest", "-m", help="manifest.parquet (or its directory): decode frames from the videos."
+    ),
+    cache: Path | None = typer.Option(
+        None, "--cache", "-c", help="Frame cache from `vito-train prepare` (instead of --manifest; faster)."
+    ),
     out: Path = typer.Option(..., "--out", "-o", help="Run directory; an existing run there is resumed."),
     preset: str = typer.Option("paper-r50", "--preset", "-p", help="Preset name or a YAML file."),
-    overrides: list[str] = typer.Option([], "--set", "-s", help="Override a config key: key=value (repeatable)."),
+    overrides: list[str] = typer.Option(
+        [], "--set", "-s", help="Override a config key: key=value (repeatable)."
+    ),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar."),
 ) -> None:
     """Train a VITO encoder on the kept clips of a manifest or a frame cache (resumes from OUT/last.pt).
@@ -59,8 +68,14 @@ def run(
     try:
         config = resolve_config(preset, overrides)
         summary = train(config, manifest, out, progress=progress, cache=cache)
-    except (ConfigError, TrainingDataError, CheckpointError, NonFiniteLossError, CacheError,
-            DistributedConfigError) as exc:
+    except (
+        ConfigError,
+        TrainingDataError,
+        CheckpointError,
+        NonFiniteLossError,
+        CacheError,
+        DistributedConfigError,
+    ) as exc:
         console.print(f"[red]error:[/red] {exc}")
         raise typer.Exit(2) from exc
     if os.environ.get("RANK", "0") != "0":  # under torchrun, rank 0 reports
@@ -78,9 +93,13 @@ def prepare(
     manifest: Path = typer.Option(..., "--manifest", "-m", help="manifest.parquet (or its directory)."),
     out: Path = typer.Option(..., "--out", "-o", help="Cache directory (an unfinished one is resumed)."),
     fps: float = typer.Option(8.0, "--fps", help="Frames kept per second of each clip."),
-    short_side: int = typer.Option(256, "--short-side", help="Frames are scaled so their short side is this."),
+    short_side: int = typer.Option(
+        256, "--short-side", help="Frames are scaled so their short side is this."
+    ),
     quality: int = typer.Option(90, "--quality", help="JPEG quality."),
-    clips_per_shard: int = typer.Option(64, "--clips-per-shard", help="Clips per tar shard (the unit of work)."),
+    clips_per_shard: int = typer.Option(
+        64, "--clips-per-shard", help="Clips per tar shard (the unit of work)."
+    ),
     workers: int = typer.Option(0, "--workers", "-j", help="Decoding processes (0 = all cores)."),
 ) -> None:
     """Decode each kept clip once into a frame cache (JPEG tar shards + index) for `run --cache`."""
@@ -95,7 +114,9 @@ def prepare(
 def export_cmd(
     run_dir: Path = typer.Argument(..., help="Run directory (uses last.pt) or a checkpoint .pt."),
     out: Path = typer.Option(..., "--out", "-o", help="Output .safetensors file."),
-    fmt: str = typer.Option("torchvision", "--format", "-f", help="torchvision | vito-encoder (adds pooling)."),
+    fmt: str = typer.Option(
+        "torchvision", "--format", "-f", help="torchvision | vito-encoder (adds pooling)."
+    ),
 ) -> None:
     """Export the online encoder's weights as safetensors."""
     from vito_train.checkpoint import CheckpointError

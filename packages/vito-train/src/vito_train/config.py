@@ -91,7 +91,9 @@ class TrainConfig:
         if self.max_steps < 1 or self.warmup_steps < 0:
             problems.append("max_steps must be >= 1 and warmup_steps >= 0")
         if self.photometric_augment not in ("auto", "device", "workers"):
-            problems.append(f"photometric_augment={self.photometric_augment!r} is not auto, device or workers")
+            problems.append(
+                f"photometric_augment={self.photometric_augment!r} is not auto, device or workers"
+            )
         if self.precision not in ("bf16", "fp16", "fp32"):
             problems.append(f"precision={self.precision!r} is not bf16, fp16 or fp32")
         if self.device not in ("auto", "cpu", "cuda") and not self.device.startswith("cuda:"):
@@ -125,7 +127,9 @@ def load_preset(name_or_file: str | Path) -> dict[str, Any]:
         return _load_yaml(path.read_text(), str(path))
     resource = resources.files("vito_train") / "presets" / f"{name_or_file}.yaml"
     if not resource.is_file():
-        raise ConfigError(f"unknown preset {name_or_file!r}; bundled presets: {preset_names()} (or a .yaml file)")
+        raise ConfigError(
+            f"unknown preset {name_or_file!r}; bundled presets: {preset_names()} (or a .yaml file)"
+        )
     return _load_yaml(resource.read_text(), f"preset {name_or_file}")
 
 

@@ -43,11 +43,16 @@ def _checkpoint_path(path_or_run: str | Path) -> Path:
 def _from_checkpoint(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor], dict[str, Any]]:
     payload = load_checkpoint(path)
     online = payload["online"]
-    backbone = {k[len(BACKBONE_PREFIX):]: v for k, v in online.items() if k.startswith(BACKBONE_PREFIX)}
-    pooling = {k[len(POOLING_PREFIX):]: v for k, v in online.items() if k.startswith(POOLING_PREFIX)}
+    backbone = {k[len(BACKBONE_PREFIX) :]: v for k, v in online.items() if k.startswith(BACKBONE_PREFIX)}
+    pooling = {k[len(POOLING_PREFIX) :]: v for k, v in online.items() if k.startswith(POOLING_PREFIX)}
     config = payload["config"]
-    info = {"arch": payload["arch"], "pooling": payload["pooling"], "step": int(payload["step"]),
-            "source": str(path), "attention_hidden": config.get("attention_hidden", 512)}
+    info = {
+        "arch": payload["arch"],
+        "pooling": payload["pooling"],
+        "step": int(payload["step"]),
+        "source": str(path),
+        "attention_hidden": config.get("attention_hidden", 512),
+    }
     return backbone, pooling, info
 
 
@@ -60,19 +65,31 @@ def _from_safetensors(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, to
         raise CheckpointError(f"{path} is not a readable safetensors file: {exc}") from exc
     if "arch" not in meta:
         raise CheckpointError(f"{path} has no 'arch' metadata: export it with `vito-train export`")
-    pooling = {k[len(SAFETENSORS_POOLING_PREFIX):]: v for k, v in tensors.items()
-               if k.startswith(SAFETENSORS_POOLING_PREFIX)}
+    pooling = {
+        k[len(SAFETENSORS_POOLING_PREFIX) :]: v
+        for k, v in tensors.items()
+        if k.startswith(SAFETENSORS_POOLING_PREFIX)
+    }
     backbone = {k: v for k, v in tensors.items() if not k.startswith(SAFETENSORS_POOLING_PREFIX)}
-    info = {"arch": meta["arch"], "pooling": meta.get("pooling", "gap"), "step": int(meta.get("step", -1)),
-            "source": str(path), "attention_hidden": int(meta.get("attention_hidden", 512))}
+    info = {
+        "arch": meta["arch"],
+        "pooling": meta.get("pooling", "gap"),
+        "step": int(meta.get("step", -1)),
+        "source": str(path),
+        "attention_hidden": int(meta.get("attention_hidden", 512)),
+    }
     return backbone, pooling, info
 
 
-def read_weights(path_or_run: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor], dict[str, Any]]:
+def read_weights(
+    path_or_run: str | Path,
+) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor], dict[str, Any]]:
     """(torchvision-keyed backbone weights, pooling weights, info) from a run, a .pt or a .safetensors."""
     path = _checkpoint_path(path_or_run)
     if not path.exists():
-        raise CheckpointError(f"{path} does not exist: pass a run directory (with {LAST}) or an exported file")
+        raise CheckpointError(
+            f"{path} does not exist: pass a run directory (with {LAST}) or an exported file"
+        )
     if path.suffix == ".safetensors":
         return _from_safetensors(path)
     return _from_checkpoint(path)
@@ -95,7 +112,9 @@ def load_backbone(path_or_run: str | Path, arch: str | None = None) -> tuple[nn.
     try:
         model.load_state_dict(backbone, strict=True)
     except RuntimeError as exc:
-        raise ArchitectureMismatchError(f"{info['source']}: weights do not fit a {info['arch']}: {exc}") from exc
+        raise ArchitectureMismatchError(
+            f"{info['source']}: weights do not fit a {info['arch']}: {exc}"
+        ) from exc
     return model.eval(), info
 
 
@@ -119,8 +138,13 @@ def load_pooled_encoder(path_or_run: str | Path, arch: str | None = None) -> Poo
     """
     backbone, pooling, info = read_weights(path_or_run)
     _check_arch(info, arch)
-    encoder = build_encoder(info["arch"], info["pooling"], attention_hidden=info["attention_hidden"],
-                            projector_hidden=8, projector_dim=8)  # projectors are not used
+    encoder = build_encoder(
+        info["arch"],
+        info["pooling"],
+        attention_hidden=info["attention_hidden"],
+        projector_hidden=8,
+        projector_dim=8,
+    )  # projectors are not used
     needs_pooling = any(True for _ in encoder.pooling.parameters())
     if needs_pooling and not pooling:
         raise CheckpointError(
@@ -131,7 +155,9 @@ def load_pooled_encoder(path_or_run: str | Path, arch: str | None = None) -> Poo
         encoder.backbone.resnet.load_state_dict(backbone, strict=True)
         encoder.pooling.load_state_dict(pooling, strict=True)
     except RuntimeError as exc:
-        raise ArchitectureMismatchError(f"{info['source']}: weights do not fit {info['arch']}: {exc}") from exc
+        raise ArchitectureMismatchError(
+            f"{info['source']}: weights do not fit {info['arch']}: {exc}"
+        ) from exc
     return PooledEncoder(encoder).eval()
 
 
@@ -143,14 +169,26 @@ def export(path_or_run: str | Path, out: str | Path, fmt: str = "torchvision") -
     tensors = {k: v.contiguous() for k, v in backbone.items()}
     if fmt == "vito-encoder":
         tensors.update({SAFETENSORS_POOLING_PREFIX + k: v.contiguous() for k, v in pooling.items()})
-    metadata = {"format": fmt, "arch": info["arch"], "pooling": info["pooling"], "step": str(info["step"]),
-                "source": info["source"], "attention_hidden": str(info["attention_hidden"]),
-                "keys": "torchvision" if fmt == "torchvision" else "torchvision+vito_pooling"}
+    metadata = {
+        "format": fmt,
+        "arch": info["arch"],
+        "pooling": info["pooling"],
+        "step": str(info["step"]),
+        "source": info["source"],
+        "attention_hidden": str(info["attention_hidden"]),
+        "keys": "torchvision" if fmt == "torchvision" else "torchvision+vito_pooling",
+    }
     out = Path(out)
     atomic_write_bytes(out, save_bytes(tensors, metadata=metadata))
     log.info("exported %s (%s, step %s) to %s", info["arch"], fmt, info["step"], out)
     return metadata
 
 
-__all__ = ["ArchitectureMismatchError", "PooledEncoder", "export", "load_backbone", "load_pooled_encoder",
-           "read_weights"]
+__all__ = [
+    "ArchitectureMismatchError",
+    "PooledEncoder",
+    "export",
+    "load_backbone",
+    "load_pooled_encoder",
+    "read_weights",
+]

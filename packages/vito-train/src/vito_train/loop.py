@@ -57,9 +57,20 @@ from vito_train.optim import build_lars, learning_rate, set_learning_rate
 log = logging.getLogger(__name__)
 
 # Keys whose change makes a resumed run a different run (model, data stream, batch).
-RESUME_FIXED_KEYS = ("arch", "pooling", "attention_hidden", "projector_hidden", "projector_dim",
-                     "predictor_hidden", "image_size", "decode_short_side", "crop_min_scale", "max_gap_s",
-                     "batch_size", "seed")
+RESUME_FIXED_KEYS = (
+    "arch",
+    "pooling",
+    "attention_hidden",
+    "projector_hidden",
+    "projector_dim",
+    "predictor_hidden",
+    "image_size",
+    "decode_short_side",
+    "crop_min_scale",
+    "max_gap_s",
+    "batch_size",
+    "seed",
+)
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -103,8 +114,12 @@ def build_state(config: TrainConfig, device: torch.device, env: DistEnv | None =
         online = online.to(memory_format=torch.channels_last)
     target = copy.deepcopy(online.encoder)
     target.requires_grad_(False)
-    optimizer = build_lars(online, weight_decay=config.weight_decay, momentum=config.momentum,
-                           trust_coeff=config.lars_trust_coeff)
+    optimizer = build_lars(
+        online,
+        weight_decay=config.weight_decay,
+        momentum=config.momentum,
+        trust_coeff=config.lars_trust_coeff,
+    )
     scaler = torch.amp.GradScaler(device.type, enabled=device.type == "cuda" and config.precision == "fp16")
     env = env or DistEnv()
     target = convert_sync_bn(target, env, config.sync_bn)
@@ -117,8 +132,9 @@ def build_state(config: TrainConfig, device: torch.device, env: DistEnv | None =
     return state
 
 
-def device_images(state: TrainState, views_1: torch.Tensor, views_2: torch.Tensor,
-                  photometric: torch.Tensor | None = None) -> torch.Tensor:
+def device_images(
+    state: TrainState, views_1: torch.Tensor, views_2: torch.Tensor, photometric: torch.Tensor | None = None
+) -> torch.Tensor:
     """uint8 view pairs -> normalised float images on the device (views 1 then views 2); with
     ``photometric`` (2, B, N_PARAMS) the colour/blur/solarize augmentation runs here, batched."""
     cfg, device = state.config, state.device
@@ -136,8 +152,13 @@ def device_images(state: TrainState, views_1: torch.Tensor, views_2: torch.Tenso
     return images.contiguous(memory_format=memory_format)
 
 
-def train_step(state: TrainState, views_1: torch.Tensor, views_2: torch.Tensor,
-               photometric: torch.Tensor | None = None, counts: list[int] | None = None) -> torch.Tensor:
+def train_step(
+    state: TrainState,
+    views_1: torch.Tensor,
+    views_2: torch.Tensor,
+    photometric: torch.Tensor | None = None,
+    counts: list[int] | None = None,
+) -> torch.Tensor:
     """One optimiser step on a batch of uint8 view pairs; returns this rank's mean loss (0-d tensor).
 
     ``counts``: every rank's sample count this step (``exchange_counts``); the InfoNCE negatives
@@ -147,17 +168,27 @@ def train_step(state: TrainState, views_1: torch.Tensor, views_2: torch.Tensor,
     cfg = state.config
     images = device_images(state, views_1, views_2, photometric)
     n = views_1.shape[0]
-    lr = learning_rate(state.step, base_lr=cfg.base_lr, batch_size=cfg.batch_size, warmup_steps=cfg.warmup_steps,
-                       total_steps=cfg.max_steps, final_ratio=cfg.final_lr_ratio)
+    lr = learning_rate(
+        state.step,
+        base_lr=cfg.base_lr,
+        batch_size=cfg.batch_size,
+        warmup_steps=cfg.warmup_steps,
+        total_steps=cfg.max_steps,
+        final_ratio=cfg.final_lr_ratio,
+    )
     set_learning_rate(state.optimizer, lr)
     with state.autocast():
         predictions = state.online_forward(images)
         with torch.no_grad():
             targets = state.target_forward(images)
         loss, local_loss = gathered_symmetric_loss(
-            [p[:n] for p in predictions], [p[n:] for p in predictions],
-            [z[:n].detach() for z in targets], [z[n:].detach() for z in targets],
-            cfg.temperature, counts=counts, loss_fn=symmetric_multiscale_loss,
+            [p[:n] for p in predictions],
+            [p[n:] for p in predictions],
+            [z[:n].detach() for z in targets],
+            [z[n:].detach() for z in targets],
+            cfg.temperature,
+            counts=counts,
+            loss_fn=symmetric_multiscale_loss,
         )
     finite = bool(torch.isfinite(loss))
     if state.env is not None and state.env.world_size > 1:
@@ -205,8 +236,11 @@ def restore(state: TrainState, payload: dict[str, Any]) -> None:
             f"({ {k: getattr(saved, k) for k in changed} }); use a new --out directory"
         )
     if saved.max_steps != state.config.max_steps:
-        log.warning("max_steps changed from %d to %d: the lr and EMA schedules change from here on",
-                    saved.max_steps, state.config.max_steps)
+        log.warning(
+            "max_steps changed from %d to %d: the lr and EMA schedules change from here on",
+            saved.max_steps,
+            state.config.max_steps,
+        )
     state.online.load_state_dict(payload["online"])
     state.target.load_state_dict(payload["target"])
     state.optimizer.load_state_dict(payload["optimizer"])
@@ -216,18 +250,34 @@ def restore(state: TrainState, payload: dict[str, Any]) -> None:
     state.failed_clips = int(payload.get("failed_clips", 0))
 
 
-def build_loader(config: TrainConfig, manifest: Path | None, start_step: int, end_step: int,
-                 device: torch.device, *, cache: Path | None = None, env: DistEnv | None = None
-                 ) -> ResilientBatches:
+def build_loader(
+    config: TrainConfig,
+    manifest: Path | None,
+    start_step: int,
+    end_step: int,
+    device: torch.device,
+    *,
+    cache: Path | None = None,
+    env: DistEnv | None = None,
+) -> ResilientBatches:
     """This rank's batches from the manifest's videos or from a frame cache (``vito-train prepare``)."""
     env = env or DistEnv()
     batched = use_batched_augment(config.photometric_augment, device)
-    log.info("data: %s; photometric augmentation %s",
-             f"frame cache {cache}" if cache else f"videos of {manifest}",
-             "batched on the training device" if batched else "per sample in the loader workers")
+    log.info(
+        "data: %s; photometric augmentation %s",
+        f"frame cache {cache}" if cache else f"videos of {manifest}",
+        "batched on the training device" if batched else "per sample in the loader workers",
+    )
     dataset = build_pair_dataset(config, manifest=manifest, cache=cache, batched=batched)
-    return build_rank_batches(config, dataset, start_step=start_step, end_step=end_step, rank=env.rank,
-                              world_size=env.world_size, pin_memory=device.type == "cuda")
+    return build_rank_batches(
+        config,
+        dataset,
+        start_step=start_step,
+        end_step=end_step,
+        rank=env.rank,
+        world_size=env.world_size,
+        pin_memory=device.type == "cuda",
+    )
 
 
 def save(state: TrainState, run_dir: Path, *, numbered: bool) -> None:
@@ -237,8 +287,14 @@ def save(state: TrainState, run_dir: Path, *, numbered: bool) -> None:
         save_checkpoint(run_dir / step_checkpoint_name(state.step), payload)
 
 
-def train(config: TrainConfig, manifest: str | Path | None, run_dir: str | Path, *, progress: bool = False,
-          cache: str | Path | None = None) -> dict[str, Any]:
+def train(
+    config: TrainConfig,
+    manifest: str | Path | None,
+    run_dir: str | Path,
+    *,
+    progress: bool = False,
+    cache: str | Path | None = None,
+) -> dict[str, Any]:
     """Train (or resume training of) a VITO encoder from a manifest's videos or a frame ``cache``;
     returns a summary of this invocation. Under torchrun every rank calls it; rank 0 writes."""
     run_dir = Path(run_dir)
@@ -250,8 +306,16 @@ def train(config: TrainConfig, manifest: str | Path | None, run_dir: str | Path,
         cleanup_distributed()
 
 
-def _train(config: TrainConfig, manifest: Path | None, cache: Path | None, run_dir: Path, env: DistEnv,
-           device: torch.device, *, progress: bool) -> dict[str, Any]:
+def _train(
+    config: TrainConfig,
+    manifest: Path | None,
+    cache: Path | None,
+    run_dir: Path,
+    env: DistEnv,
+    device: torch.device,
+    *,
+    progress: bool,
+) -> dict[str, Any]:
     if env.is_main:
         run_dir.mkdir(parents=True, exist_ok=True)
     if config.torch_threads > 0:
@@ -277,7 +341,12 @@ def _train(config: TrainConfig, manifest: Path | None, cache: Path | None, run_d
     end_step = min(config.max_steps, config.stop_after) if config.stop_after > 0 else config.max_steps
     if start_step >= end_step:
         log.info("nothing to do: run is at step %d of %d", start_step, end_step)
-        return {"start_step": start_step, "end_step": start_step, "steps": 0, "failed_clips": state.failed_clips}
+        return {
+            "start_step": start_step,
+            "end_step": start_step,
+            "steps": 0,
+            "failed_clips": state.failed_clips,
+        }
 
     batches = build_loader(config, manifest, start_step, end_step, device, cache=cache, env=env)
     metrics = MetricsLog(run_dir, start_step) if env.is_main else None
@@ -296,8 +365,11 @@ def _train(config: TrainConfig, manifest: Path | None, cache: Path | None, run_d
             state.failed_clips += len(batch["failed"])
             counts = exchange_counts(0 if batch["view_1"] is None else batch["view_1"].shape[0], env)
             if min(counts) == 0:  # a rank has no decodable clip (or lost a worker): all skip, keep position
-                log.warning("step %d: no decodable clip in a rank's batch (counts %s); skipped",
-                            state.step + 1, counts)
+                log.warning(
+                    "step %d: no decodable clip in a rank's batch (counts %s); skipped",
+                    state.step + 1,
+                    counts,
+                )
                 state.step += 1
                 continue
             loss = train_step(state, batch["view_1"], batch["view_2"], batch.get("photometric"), counts)
@@ -311,13 +383,20 @@ def _train(config: TrainConfig, manifest: Path | None, cache: Path | None, run_d
                 pairs_per_s = window_pairs / max(now - window_start, 1e-9)
                 window_start, window_pairs = now, 0
                 if metrics is not None:
-                    metrics.log({
-                        "step": state.step, "loss": last_loss, "lr": state.optimizer.param_groups[0]["lr"],
-                        "ema_decay": ema_decay(state.step - 1, config.max_steps, config.ema_base),
-                        "pairs_per_s": pairs_per_s, "failed_clips": failed_clips,
-                        "dropped_samples": dropped, "loader_worker_deaths": batches.worker_deaths,
-                        "skipped_steps": batches.skipped_steps, "bad_cache_shards": batches.bad_cache_shards,
-                    })
+                    metrics.log(
+                        {
+                            "step": state.step,
+                            "loss": last_loss,
+                            "lr": state.optimizer.param_groups[0]["lr"],
+                            "ema_decay": ema_decay(state.step - 1, config.max_steps, config.ema_base),
+                            "pairs_per_s": pairs_per_s,
+                            "failed_clips": failed_clips,
+                            "dropped_samples": dropped,
+                            "loader_worker_deaths": batches.worker_deaths,
+                            "skipped_steps": batches.skipped_steps,
+                            "bad_cache_shards": batches.bad_cache_shards,
+                        }
+                    )
                 if bar is not None:
                     bar.set_postfix(loss=f"{last_loss:.3f}", pairs_s=f"{pairs_per_s:.1f}")
             if bar is not None:
@@ -344,9 +423,16 @@ def _train(config: TrainConfig, manifest: Path | None, cache: Path | None, run_d
         if bar is not None:
             bar.close()
     elapsed = time.perf_counter() - started
-    return {"start_step": start_step, "end_step": state.step, "steps": state.step - start_step,
-            "final_loss": last_loss, "seconds": elapsed, "failed_clips": state.failed_clips,
-            "loader_worker_deaths": batches.worker_deaths, "skipped_steps": batches.skipped_steps,
-            "bad_cache_shards": batches.bad_cache_shards,
-            "stopped_by_signal": stopped,
-            "pairs_per_s": (state.step - start_step) * config.batch_size / max(elapsed, 1e-9)}
+    return {
+        "start_step": start_step,
+        "end_step": state.step,
+        "steps": state.step - start_step,
+        "final_loss": last_loss,
+        "seconds": elapsed,
+        "failed_clips": state.failed_clips,
+        "loader_worker_deaths": batches.worker_deaths,
+        "skipped_steps": batches.skipped_steps,
+        "bad_cache_shards": batches.bad_cache_shards,
+        "stopped_by_signal": stopped,
+        "pairs_per_s": (state.step - start_step) * config.batch_size / max(elapsed, 1e-9),
+    }

@@ -6,8 +6,9 @@ import torch
 import torch.nn.functional as F
 
 
-def info_nce(queries: torch.Tensor, keys: torch.Tensor, temperature: float, positive_offset: int = 0
-             ) -> torch.Tensor:
+def info_nce(
+    queries: torch.Tensor, keys: torch.Tensor, temperature: float, positive_offset: int = 0
+) -> torch.Tensor:
     """InfoNCE (van den Oord et al. 2018; as in MoCLR/MoCo-v3):
 
     ``L = -1/N sum_i log( exp(q_i . k_{i+o} / t) / sum_j exp(q_i . k_j / t) )``
@@ -35,5 +36,9 @@ def symmetric_multiscale_loss(
     against the target projection of the other, both directions, summed over scales ``s``."""
     total = predictions_1[0].new_zeros((), dtype=torch.float32)
     for p1, p2, z1, z2 in zip(predictions_1, predictions_2, targets_1, targets_2, strict=True):
-        total = total + info_nce(p1, z2, temperature, positive_offset) + info_nce(p2, z1, temperature, positive_offset)
+        total = (
+            total
+            + info_nce(p1, z2, temperature, positive_offset)
+            + info_nce(p2, z1, temperature, positive_offset)
+        )
     return total

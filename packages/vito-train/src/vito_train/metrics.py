@@ -74,7 +74,7 @@ def plot_loss_curve(run_dir: Path) -> Path | None:
     smooth = np.convolve(loss, np.ones(window) / window, mode="valid")
     fig, ax = plt.subplots(figsize=(7, 4))
     ax.plot(steps, loss, alpha=0.35, label="loss")
-    ax.plot(steps[window - 1:], smooth, label=f"running mean ({window})")
+    ax.plot(steps[window - 1 :], smooth, label=f"running mean ({window})")
     ax.set_xlabel("step")
     ax.set_ylabel("InfoNCE (sum over views and scales)")
     ax.set_title(Path(run_dir).name)

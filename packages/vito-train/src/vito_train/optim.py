@@ -8,8 +8,15 @@ from timm.optim import Lars
 from torch import nn
 
 
-def learning_rate(step: int, *, base_lr: float, batch_size: int, warmup_steps: int, total_steps: int,
-                  final_ratio: float = 0.0) -> float:
+def learning_rate(
+    step: int,
+    *,
+    base_lr: float,
+    batch_size: int,
+    warmup_steps: int,
+    total_steps: int,
+    final_ratio: float = 0.0,
+) -> float:
     """``lr_peak = base_lr * B / 256``; linear warmup ``lr_peak * (k+1) / W`` for ``k < W``, then
     ``lr_peak * (r + (1 - r) * (1 + cos(pi (k - W) / (K - W))) / 2)`` with final ratio ``r``."""
     peak = base_lr * batch_size / 256

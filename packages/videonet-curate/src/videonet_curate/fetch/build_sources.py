@@ -81,18 +81,25 @@ class RemoteSource:
     stats: dict[str, Any]
 
 
-def read_source_candidates(source: str, source_options: Mapping[str, Any]) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+def read_source_candidates(
+    source: str, source_options: Mapping[str, Any]
+) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     """Candidate rows and reading statistics for ``--source kinetics|urls``."""
     if source == "kinetics":
         from videonet_curate.sources.kinetics import KineticsFormatError, read_kinetics_annotations
 
         csv_path = source_options.get("annotations")
         if not csv_path:
-            raise SourceInputError("--source kinetics needs --annotations FILE.csv (an official Kinetics CSV)")
+            raise SourceInputError(
+                "--source kinetics needs --annotations FILE.csv (an official Kinetics CSV)"
+            )
         classes = source_options.get("classes")
         try:
             candidates, stats = read_kinetics_annotations(
-                csv_path, split=source_options.get("split"), classes=classes, limit=source_options.get("limit")
+                csv_path,
+                split=source_options.get("split"),
+                classes=classes,
+                limit=source_options.get("limit"),
             )
         except KineticsFormatError as exc:
             raise SourceInputError(str(exc)) from exc
@@ -102,7 +109,9 @@ def read_source_candidates(source: str, source_options: Mapping[str, Any]) -> tu
 
         path = source_options.get("input")
         if not path:
-            raise SourceInputError("--source urls needs --input FILE (.txt, .csv or .parquet with a url column)")
+            raise SourceInputError(
+                "--source urls needs --input FILE (.txt, .csv or .parquet with a url column)"
+            )
         try:
             candidates = read_url_list(path)
         except UrlListError as exc:
@@ -126,17 +135,23 @@ def check_remote_arguments(source: str, source_options: Mapping[str, Any]) -> No
     elif source == "urls":
         path = source_options.get("input")
         if not path or not Path(path).is_file():
-            raise SourceInputError(f"--input {path}: no such file; pass a .txt, .csv or .parquet list of URLs")
+            raise SourceInputError(
+                f"--input {path}: no such file; pass a .txt, .csv or .parquet list of URLs"
+            )
 
 
-def retry_candidates(out_dir: Path, reasons: Sequence[str]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+def retry_candidates(
+    out_dir: Path, reasons: Sequence[str]
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """From OUT/manifest.parquet: (candidates to fetch again, rows carried over unchanged)."""
     manifest_path = out_dir / mf.MANIFEST_FILENAME
     if not manifest_path.exists():
         raise SourceInputError(f"--retry-failed needs an existing {manifest_path}; run the build once first")
     unknown = sorted(set(reasons) - set(mf.REASONS))
     if unknown:
-        raise SourceInputError(f"--retry-failed {unknown}: not reason codes; choose from {sorted(mf.REASONS)}")
+        raise SourceInputError(
+            f"--retry-failed {unknown}: not reason codes; choose from {sorted(mf.REASONS)}"
+        )
     table = mf.read_manifest(manifest_path)
     retry, carried = [], []
     for row in table.to_pylist():
@@ -204,5 +219,7 @@ def gather_remote(
     actor = None
     if use_ray and opts.mirror_dir is None and plan.to_fetch:
         # one limiter for every worker of this run: the politeness limits are global, not per worker
-        actor = start_limiter_actor(f"videonet-fetch-limiter-{uuid.uuid4().hex[:8]}", opts.max_rps, opts.max_concurrent)
+        actor = start_limiter_actor(
+            f"videonet-fetch-limiter-{uuid.uuid4().hex[:8]}", opts.max_rps, opts.max_concurrent
+        )
     return RemoteSource(plan.to_fetch, plan.settled + carried, Materializer(opts, actor), stats)

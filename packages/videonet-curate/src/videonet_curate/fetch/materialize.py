@@ -97,24 +97,42 @@ def _segment(candidate: Mapping[str, Any]) -> tuple[float, float] | None:
 
 
 def _result(
-    candidate: Mapping[str, Any], *, path: Path | None, clip: DecodedClip | None, failure: Failure | None,
-    attempts: int, status: str | None = None,
+    candidate: Mapping[str, Any],
+    *,
+    path: Path | None,
+    clip: DecodedClip | None,
+    failure: Failure | None,
+    attempts: int,
+    status: str | None = None,
 ) -> Materialized:
     segment = _segment(candidate)
     if clip is not None and path is not None:
         return Materialized(
-            path=path, start_s=0.0, end_s=round(clip.duration_s, 3), status=mf.STATUS_KEPT, attempts=attempts,
-            source_start_s=segment[0] if segment else None, source_end_s=segment[1] if segment else None,
-            duration_s=round(clip.duration_s, 3), fps=clip.fps, width=clip.width, height=clip.height,
+            path=path,
+            start_s=0.0,
+            end_s=round(clip.duration_s, 3),
+            status=mf.STATUS_KEPT,
+            attempts=attempts,
+            source_start_s=segment[0] if segment else None,
+            source_end_s=segment[1] if segment else None,
+            duration_s=round(clip.duration_s, 3),
+            fps=clip.fps,
+            width=clip.width,
+            height=clip.height,
             codec=clip.codec,
         )
     assert failure is not None
     return Materialized(
         path=None,
         # the manifest needs times even for failed rows: the source segment, or 0..0 for a whole video
-        start_s=segment[0] if segment else 0.0, end_s=segment[1] if segment else 0.0,
-        status=status or mf.STATUS_FAILED, reason=failure.reason, detail=failure.detail, attempts=attempts,
-        source_start_s=segment[0] if segment else None, source_end_s=segment[1] if segment else None,
+        start_s=segment[0] if segment else 0.0,
+        end_s=segment[1] if segment else 0.0,
+        status=status or mf.STATUS_FAILED,
+        reason=failure.reason,
+        detail=failure.detail,
+        attempts=attempts,
+        source_start_s=segment[0] if segment else None,
+        source_end_s=segment[1] if segment else None,
     )
 
 
@@ -134,7 +152,9 @@ def _from_mirror(candidate: Mapping[str, Any], opts: FetchOptions) -> Materializ
     segment = _segment(candidate)
     try:
         clip = decode_clip(path)
-        check_duration(clip, segment[1] - segment[0] if segment else None, opts.duration_tolerance_s, path.name)
+        check_duration(
+            clip, segment[1] - segment[0] if segment else None, opts.duration_tolerance_s, path.name
+        )
     except FetchFailed as exc:
         return _result(candidate, path=None, clip=None, failure=exc.failure, attempts=1)
     # mirror files are used in place: they already are the segment
@@ -142,7 +162,11 @@ def _from_mirror(candidate: Mapping[str, Any], opts: FetchOptions) -> Materializ
 
 
 def _fetch_once(
-    url: str, candidate: Mapping[str, Any], opts: FetchOptions, workdir: Path, final: Path,
+    url: str,
+    candidate: Mapping[str, Any],
+    opts: FetchOptions,
+    workdir: Path,
+    final: Path,
     limiter: Limiter | None,
 ) -> DecodedClip:
     """One attempt: download (politely), decode, trim/normalise where needed, validate, publish."""
@@ -152,18 +176,26 @@ def _fetch_once(
     pre_cut = template_serves_segments(opts.url_template) and candidate.get("source") == "kinetics"
     wanted = segment[1] - segment[0] if segment else None
     with polite(limiter, urlparse(url).hostname or "local"):
-        fetched, uncut = download(url, workdir, opts, segment=None if (pre_cut or segment is None) else segment)
+        fetched, uncut = download(
+            url, workdir, opts, segment=None if (pre_cut or segment is None) else segment
+        )
     clip = decode_clip(fetched)
     # a whole stream (or a downloader that ignored the range) is longer than asked for: cut it here
-    trim = segment is not None and not pre_cut and (
-        uncut or clip.duration_s > wanted + 2 * opts.duration_tolerance_s
+    trim = (
+        segment is not None
+        and not pre_cut
+        and (uncut or clip.duration_s > wanted + 2 * opts.duration_tolerance_s)
     )
     spec = NormalizeSpec(opts.max_fps, opts.short_side, opts.crf, opts.preset)
     if needs_normalizing(clip, spec, trim=trim):
         normalized = workdir / "normalized.mp4"
         normalize_clip(
-            fetched, normalized, spec, source_fps=clip.fps,
-            start_s=segment[0] if trim else None, end_s=segment[1] if trim else None,
+            fetched,
+            normalized,
+            spec,
+            source_fps=clip.fps,
+            start_s=segment[0] if trim else None,
+            end_s=segment[1] if trim else None,
         )
         fetched, clip = normalized, decode_clip(normalized)
     check_duration(clip, wanted, opts.duration_tolerance_s, final.name)
@@ -201,7 +233,10 @@ def materialize(
     try:
         outcome = run_with_retries(
             lambda _attempt: _fetch_once(url, candidate, opts, workdir, final, limiter),
-            policy, rng=rng, sleep=sleep, label=str(candidate["clip_id"]),
+            policy,
+            rng=rng,
+            sleep=sleep,
+            label=str(candidate["clip_id"]),
         )
     finally:
         shutil.rmtree(workdir, ignore_errors=True)

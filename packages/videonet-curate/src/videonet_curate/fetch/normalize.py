@@ -81,12 +81,20 @@ def normalize_clip(
         width, height = scale_expression(spec.short_side)
         stream = stream.filter("scale", width, height)
     output = ffmpeg.output(
-        stream, str(dst), vcodec="libx264", crf=spec.crf, preset=spec.preset, pix_fmt="yuv420p",
-        movflags="+faststart", an=None, f="mp4",
+        stream,
+        str(dst),
+        vcodec="libx264",
+        crf=spec.crf,
+        preset=spec.preset,
+        pix_fmt="yuv420p",
+        movflags="+faststart",
+        an=None,
+        f="mp4",
     )
     try:
         output.overwrite_output().run(capture_stdout=True, capture_stderr=True)
     except ffmpeg.Error as exc:
         tail = (exc.stderr or b"").decode(errors="replace").strip().splitlines()[-3:]
-        raise FetchFailed(Failure("decode_error", f"ffmpeg could not normalise {src.name}: {' / '.join(tail)}")) from exc
-
+        raise FetchFailed(
+            Failure("decode_error", f"ffmpeg could not normalise {src.name}: {' / '.join(tail)}")
+        ) from exc

@@ -79,14 +79,24 @@ def plan_fetch(candidates: Sequence[Mapping[str, Any]], opts: FetchOptions) -> F
             if path is None:
                 start, end = cand.get("start_s"), cand.get("end_s")
                 result = Materialized(
-                    path=None, start_s=start or 0.0, end_s=end or 0.0, status=mf.STATUS_MISSING,
-                    reason="missing_from_mirror", detail=f"no {cand['clip_id']}.* under {opts.mirror_dir}",
-                    attempts=0, source_start_s=start, source_end_s=end,
+                    path=None,
+                    start_s=start or 0.0,
+                    end_s=end or 0.0,
+                    status=mf.STATUS_MISSING,
+                    reason="missing_from_mirror",
+                    detail=f"no {cand['clip_id']}.* under {opts.mirror_dir}",
+                    attempts=0,
+                    source_start_s=start,
+                    source_end_s=end,
                 )
                 settled.append(settled_row(cand, result))
             else:
                 to_fetch.append({**cand, "mirror_path": str(path)})
-        stats = {"mirror_files": len(index), "mirror_hits": len(to_fetch), "missing_from_mirror": len(settled)}
+        stats = {
+            "mirror_files": len(index),
+            "mirror_hits": len(to_fetch),
+            "missing_from_mirror": len(settled),
+        }
         return FetchPlan(to_fetch, settled, stats)
 
     if opts.proxy:
@@ -108,9 +118,15 @@ def plan_fetch(candidates: Sequence[Mapping[str, Any]], opts: FetchOptions) -> F
             continue
         start, end = cand.get("start_s"), cand.get("end_s")
         result = Materialized(
-            path=None, start_s=start or 0.0, end_s=end or 0.0, status=mf.STATUS_FAILED, reason="network",
-            detail=f"not attempted: {why} (checked once before fetching)", attempts=0,
-            source_start_s=start, source_end_s=end,
+            path=None,
+            start_s=start or 0.0,
+            end_s=end or 0.0,
+            status=mf.STATUS_FAILED,
+            reason="network",
+            detail=f"not attempted: {why} (checked once before fetching)",
+            attempts=0,
+            source_start_s=start,
+            source_end_s=end,
         )
         settled.append(settled_row(cand, result))
     stats = {

@@ -70,6 +70,12 @@ def run_with_retries(
                 detail = f"{failure.detail} (Retry-After {failure.retry_after_s:.0f}s exceeds the limit)"
                 return Outcome(None, Failure(failure.reason, detail, failure.http_status), attempt)
             delay = max(delay, failure.retry_after_s)
-        log.info("%s: attempt %d failed (%s: %s); retrying in %.1fs", label, attempt,
-                 failure.reason, failure.detail, delay)
+        log.info(
+            "%s: attempt %d failed (%s: %s); retrying in %.1fs",
+            label,
+            attempt,
+            failure.reason,
+            failure.detail,
+            delay,
+        )
         sleep(delay)

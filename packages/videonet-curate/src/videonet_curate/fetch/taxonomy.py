@@ -87,7 +87,9 @@ _MESSAGE_RULES: tuple[tuple[str, re.Pattern[str]], ...] = (
     ("blocked", re.compile(r"HTTP Error 429|Too Many Requests|not a bot|rate.?limit|captcha", re.I)),
     (
         "not_a_video",
-        re.compile(r"Unsupported URL|not a video|text/html|Invalid data found|Did not get any data blocks", re.I),
+        re.compile(
+            r"Unsupported URL|not a video|text/html|Invalid data found|Did not get any data blocks", re.I
+        ),
     ),
     (
         "unavailable",

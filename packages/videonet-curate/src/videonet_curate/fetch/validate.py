@@ -34,7 +34,9 @@ class DecodedClip:
 
 def _looks_like_text(head: bytes) -> bool:
     start = head.lstrip().lower()
-    return start.startswith(_TEXT_PREFIXES) or (bool(start) and all(32 <= b < 127 or b in b"\r\n\t" for b in start))
+    return start.startswith(_TEXT_PREFIXES) or (
+        bool(start) and all(32 <= b < 127 or b in b"\r\n\t" for b in start)
+    )
 
 
 def _has_container_signature(head: bytes) -> bool:

@@ -111,7 +111,9 @@ def fetch_whole_stream(ydl: yt_dlp.YoutubeDL, fmt: dict[str, Any], dest: Path) -
                     head += chunk[: 512 - len(head)]
                 received += len(chunk)
                 if received > _WHOLE_STREAM_MAX_BYTES:
-                    return Failure("network", f"ffmpeg failed on a stream larger than {_WHOLE_STREAM_MAX_BYTES} bytes")
+                    return Failure(
+                        "network", f"ffmpeg failed on a stream larger than {_WHOLE_STREAM_MAX_BYTES} bytes"
+                    )
                 out.write(chunk)
     except Exception as exc:  # noqa: BLE001 - classified
         failure = classify_exception(exc)
@@ -122,8 +124,12 @@ def fetch_whole_stream(ydl: yt_dlp.YoutubeDL, fmt: dict[str, Any], dest: Path) -
         return Failure("not_a_video", "the server sent an empty body")
     if expected is not None and expected.isdigit() and received < int(expected):
         return Failure("network", f"the connection closed after {received} of {expected} bytes")
-    log.info("ffmpeg failed on %s; fetched the whole %d-byte stream instead (HTTP %s)", url, received,
-             response.status)
+    log.info(
+        "ffmpeg failed on %s; fetched the whole %d-byte stream instead (HTTP %s)",
+        url,
+        received,
+        response.status,
+    )
     return None
 
 

@@ -71,7 +71,7 @@ def parse_openclip_spec(spec: str) -> OpenClipSpec:
     """``openclip:ARCH[:TAG_OR_PATH]`` -> :class:`OpenClipSpec`, checking the arch, tag and file exist."""
     if not spec.startswith(PREFIX):
         raise UnknownModelError(f"{spec!r} is not an open_clip spec (openclip:ARCH[:PRETRAINED])")
-    arch, _, weights = spec[len(PREFIX):].partition(":")
+    arch, _, weights = spec[len(PREFIX) :].partition(":")
     if arch not in open_clip.list_models():
         raise UnknownModelError(
             f"unknown open_clip architecture {arch!r} in {spec!r}; "

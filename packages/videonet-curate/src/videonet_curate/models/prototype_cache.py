@@ -75,8 +75,12 @@ def load_or_build(
             if expected_shape is None or tuple(tensor.shape) == tuple(expected_shape):
                 logger.info("prototypes: cache hit %s", path)
                 return tensor, path
-            logger.warning("prototypes: %s has shape %s, expected %s; rebuilding", path, tuple(tensor.shape),
-                           expected_shape)
+            logger.warning(
+                "prototypes: %s has shape %s, expected %s; rebuilding",
+                path,
+                tuple(tensor.shape),
+                expected_shape,
+            )
         except (SafetensorError, KeyError, OSError) as exc:
             logger.warning("prototypes: unreadable cache entry %s (%s); rebuilding", path, exc)
     tensor = build()

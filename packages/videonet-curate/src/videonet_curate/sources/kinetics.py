@@ -90,7 +90,9 @@ def read_kinetics_annotations(
             )
         stats.has_labels = "label" in header
         if wanted is not None and not stats.has_labels:
-            raise KineticsFormatError(f"--classes needs labels, but {path} has no label column (a test split?)")
+            raise KineticsFormatError(
+                f"--classes needs labels, but {path} has no label column (a test split?)"
+            )
         for line_no, record in enumerate(reader, start=2):
             stats.rows += 1
             youtube_id = (record.get("youtube_id") or "").strip()
@@ -109,8 +111,12 @@ def read_kinetics_annotations(
                     stats.duplicates_dropped += 1
                 else:
                     stats.conflicting_duplicates += 1
-                    log.warning("%s:%d: clip %s repeats an earlier row with other values; kept the first",
-                                path, line_no, kinetics_clip_id(*key))
+                    log.warning(
+                        "%s:%d: clip %s repeats an earlier row with other values; kept the first",
+                        path,
+                        line_no,
+                        kinetics_clip_id(*key),
+                    )
                 continue
             seen[key] = values
             if split is not None and (record.get("split") or "").strip() != split:
@@ -140,6 +146,11 @@ def read_kinetics_annotations(
             )
     stats.selected = len(candidates)
     stats.ids_starting_with_dash = sum(c["source_id"].startswith("-") for c in candidates)
-    log.info("%s: %d rows, %d selected, %d duplicates dropped", path.name, stats.rows, stats.selected,
-             stats.duplicates_dropped)
+    log.info(
+        "%s: %d rows, %d selected, %d duplicates dropped",
+        path.name,
+        stats.rows,
+        stats.selected,
+        stats.duplicates_dropped,
+    )
     return candidates, stats

@@ -131,6 +131,12 @@ def too_short_row(
     """The ``failed``/``too_short`` row of a video for which :func:`local_candidates` gives no window."""
     message = f"{Path(path).name} lasts {info.duration_s:.2f} s, under the {min_clip_seconds:g} s minimum"
     row = failure_row(path, input_dir, ValueError(message), reason="too_short")
-    row.update(end_s=info.duration_s, duration_s=info.duration_s, fps=info.fps, width=info.width,
-               height=info.height, codec=info.codec)
+    row.update(
+        end_s=info.duration_s,
+        duration_s=info.duration_s,
+        fps=info.fps,
+        width=info.width,
+        height=info.height,
+        codec=info.codec,
+    )
     return row

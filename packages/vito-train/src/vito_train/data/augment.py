@@ -40,24 +40,30 @@ def blur_kernel_size(image_size: int) -> int:
 
 def build_view_transform(image_size: int, min_scale: float, view: ViewAugmentation) -> v2.Compose:
     """uint8 (3, H, W) tensor -> uint8 (3, size, size) tensor."""
-    return v2.Compose([
-        v2.RandomResizedCrop(image_size, scale=(min_scale, 1.0), antialias=True),
-        v2.RandomHorizontalFlip(),
-        v2.RandomApply([v2.ColorJitter(0.4, 0.4, 0.2, 0.1)], p=0.8),
-        v2.RandomGrayscale(p=0.2),
-        v2.RandomApply([v2.GaussianBlur(blur_kernel_size(image_size), sigma=(0.1, 2.0))], p=view.blur_p),
-        v2.RandomSolarize(threshold=128, p=view.solarize_p),
-    ])
+    return v2.Compose(
+        [
+            v2.RandomResizedCrop(image_size, scale=(min_scale, 1.0), antialias=True),
+            v2.RandomHorizontalFlip(),
+            v2.RandomApply([v2.ColorJitter(0.4, 0.4, 0.2, 0.1)], p=0.8),
+            v2.RandomGrayscale(p=0.2),
+            v2.RandomApply([v2.GaussianBlur(blur_kernel_size(image_size), sigma=(0.1, 2.0))], p=view.blur_p),
+            v2.RandomSolarize(threshold=128, p=view.solarize_p),
+        ]
+    )
 
 
 class PairAugmentation:
     """Two differently augmented views of two frames, reproducible from a seed."""
 
     def __init__(self, image_size: int, min_scale: float) -> None:
-        self.views = (build_view_transform(image_size, min_scale, VIEW_1),
-                      build_view_transform(image_size, min_scale, VIEW_2))
+        self.views = (
+            build_view_transform(image_size, min_scale, VIEW_1),
+            build_view_transform(image_size, min_scale, VIEW_2),
+        )
 
-    def __call__(self, frame_1: np.ndarray, frame_2: np.ndarray, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    def __call__(
+        self, frame_1: np.ndarray, frame_2: np.ndarray, seed: int
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         images = [torch.from_numpy(np.ascontiguousarray(f)).permute(2, 0, 1) for f in (frame_1, frame_2)]
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)

@@ -23,8 +23,17 @@ class FramePairDataset(Dataset):
     and the collate function drops it.
     """
 
-    def __init__(self, clips: list[Clip], *, seed: int, image_size: int, min_scale: float,
-                 max_gap_s: float, decode_short_side: int, retries: int = 3) -> None:
+    def __init__(
+        self,
+        clips: list[Clip],
+        *,
+        seed: int,
+        image_size: int,
+        min_scale: float,
+        max_gap_s: float,
+        decode_short_side: int,
+        retries: int = 3,
+    ) -> None:
         self.clips, self.seed, self.max_gap_s = clips, seed, max_gap_s
         self.decode_short_side, self.retries = decode_short_side, retries
         self.augment = PairAugmentation(image_size, min_scale)

@@ -60,7 +60,9 @@ def read_frames_at(path: str | Path, times_s: Sequence[float], *, short_side: in
                     out[i] = last  # same frame serves both views (max_gap_s = 0, or close times)
                     continue
                 if frames is None or target - position > RESEEK_AFTER_S:
-                    container.seek(start_pts + int(target / base), stream=stream, backward=True, any_frame=False)
+                    container.seek(
+                        start_pts + int(target / base), stream=stream, backward=True, any_frame=False
+                    )
                     frames = container.decode(stream)
                 for frame in frames:
                     t = (frame.pts - start_pts) * base if frame.pts is not None else position + 1 / rate

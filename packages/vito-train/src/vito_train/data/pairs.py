@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 from torch.utils.data import Sampler
+
 from videonet_curate.manifest import (
     ManifestError,
     kept_rows,
@@ -50,8 +51,11 @@ def verify_if_published(manifest: Path) -> bool:
     try:
         from videonet_curate.publish import verify_published  # built by another package; optional
     except ImportError:
-        log.warning("%s has checksums.sha256 but videonet_curate.publish.verify_published is unavailable; "
-                    "skipping verification", directory)
+        log.warning(
+            "%s has checksums.sha256 but videonet_curate.publish.verify_published is unavailable; "
+            "skipping verification",
+            directory,
+        )
         return False
     try:
         verify_published(directory)
@@ -67,7 +71,9 @@ def load_clips(manifest: str | Path, *, check_files: bool = True) -> list[Clip]:
     """The kept clips of a manifest, with absolute paths; typed errors for every way this fails."""
     manifest = Path(manifest)
     if not manifest.exists():
-        raise TrainingDataError(f"manifest {manifest} does not exist: pass a manifest.parquet or its directory")
+        raise TrainingDataError(
+            f"manifest {manifest} does not exist: pass a manifest.parquet or its directory"
+        )
     verify_if_published(manifest)
     try:
         table = read_manifest(manifest)
@@ -82,7 +88,9 @@ def load_clips(manifest: str | Path, *, check_files: bool = True) -> list[Clip]:
         )
     manifest_file = _manifest_file(manifest)
     clips = [
-        Clip(r["clip_id"], resolve_clip_path(manifest_file, r["path"]), float(r["start_s"]), float(r["end_s"]))
+        Clip(
+            r["clip_id"], resolve_clip_path(manifest_file, r["path"]), float(r["start_s"]), float(r["end_s"])
+        )
         for r in kept
     ]
     bad_span = [c.clip_id for c in clips if not c.end_s > c.start_s]
@@ -116,8 +124,9 @@ def clip_for_index(seed: int, index: int, n_clips: int) -> int:
     return int(_epoch_permutation(seed, epoch, n_clips)[offset])
 
 
-def sample_pair_times(u_gap: float, u_start: float, start_s: float, end_s: float, max_gap_s: float
-                      ) -> tuple[float, float]:
+def sample_pair_times(
+    u_gap: float, u_start: float, start_s: float, end_s: float, max_gap_s: float
+) -> tuple[float, float]:
     """Two frame times within ``[start_s, end_s]`` at most ``max_gap_s`` apart.
 
     ``gap = u_gap * min(max_gap_s, end_s - start_s)`` and ``t1 = start_s + u_start * (span - gap)``,

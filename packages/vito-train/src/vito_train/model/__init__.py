@@ -13,8 +13,15 @@ from vito_train.model.pooling import StagePooling
 class VitoEncoder(nn.Module):
     """Images -> per-scale projections. ``pooled`` gives the concatenated pooled vectors for eval."""
 
-    def __init__(self, arch: str, pooling: str, *, attention_hidden: int = 512,
-                 projector_hidden: int = 4096, projector_dim: int = 256) -> None:
+    def __init__(
+        self,
+        arch: str,
+        pooling: str,
+        *,
+        attention_hidden: int = 512,
+        projector_hidden: int = 4096,
+        projector_dim: int = 256,
+    ) -> None:
         super().__init__()
         self.arch, self.pooling_kind = arch, pooling
         self.backbone = ResNetTrunk(arch)
@@ -45,16 +52,32 @@ class OnlineNetwork(nn.Module):
         return [pred(z) for pred, z in zip(self.predictors, self.encoder(images), strict=True)]
 
 
-def build_encoder(arch: str, pooling: str, *, attention_hidden: int = 512, projector_hidden: int = 4096,
-                  projector_dim: int = 256) -> VitoEncoder:
+def build_encoder(
+    arch: str,
+    pooling: str,
+    *,
+    attention_hidden: int = 512,
+    projector_hidden: int = 4096,
+    projector_dim: int = 256,
+) -> VitoEncoder:
     """The encoder trained by VITO (the target network is a copy of it)."""
-    return VitoEncoder(arch, pooling, attention_hidden=attention_hidden,
-                       projector_hidden=projector_hidden, projector_dim=projector_dim)
+    return VitoEncoder(
+        arch,
+        pooling,
+        attention_hidden=attention_hidden,
+        projector_hidden=projector_hidden,
+        projector_dim=projector_dim,
+    )
 
 
 def build_online(config) -> OnlineNetwork:  # noqa: ANN001 - TrainConfig; avoids an import cycle
-    encoder = build_encoder(config.arch, config.pooling, attention_hidden=config.attention_hidden,
-                            projector_hidden=config.projector_hidden, projector_dim=config.projector_dim)
+    encoder = build_encoder(
+        config.arch,
+        config.pooling,
+        attention_hidden=config.attention_hidden,
+        projector_hidden=config.projector_hidden,
+        projector_dim=config.projector_dim,
+    )
     return OnlineNetwork(encoder, config.predictor_hidden)
 
 

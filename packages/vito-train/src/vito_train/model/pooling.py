@@ -22,7 +22,9 @@ class AttentionPool(nn.Module):
 
     def __init__(self, channels: int, hidden: int) -> None:
         super().__init__()
-        self.score = nn.Sequential(nn.Conv2d(channels, hidden, 1), nn.ReLU(inplace=True), nn.Conv2d(hidden, 1, 1))
+        self.score = nn.Sequential(
+            nn.Conv2d(channels, hidden, 1), nn.ReLU(inplace=True), nn.Conv2d(hidden, 1, 1)
+        )
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
         return attention_pool(features, self.score(features))
