@@ -2,8 +2,9 @@
 
 Runs the build's own stages in this process (no Ray, so the split is not blurred by scheduling):
 probe every file, then sample / embed / score every clip with the default model, and prints seconds per
-clip for each stage and each stage's share of the total. Seek-based sampling against decoding the whole
-clip is measured side by side by benchmarks/video_sampling.py.
+clip for each stage and each stage's share of the total. Then, on the same clips, it times sampling the
+frames by seeking (what the build does) against decoding the whole clip and picking the frames, and prints
+the ratio. benchmarks/video_sampling.py breaks that comparison down per video.
 
     python benchmarks/curate_local.py [--samples DIR] [--clip-seconds 10] [--frames 8] [--threads 2]
 """
@@ -21,6 +22,7 @@ from rich.console import Console
 from rich.table import Table
 
 from videonet_curate.labeling import LabelingConfig, ShardLabeler
+from videonet_curate.video import decode_all_frames, read_frames_at, sample_timestamps
 from videonet_curate.pipeline import discover_local
 from videonet_curate.shards import plan_shards
 
@@ -79,6 +81,21 @@ def main() -> None:
         f"files that are not videos: {len(failures)}; machine: {platform.processor() or platform.machine()}, "
         f"{os.cpu_count()} cores, torch threads {args.threads}"
     )
+
+
+def seek_versus_decode_all(candidates: list[dict], frames: int, max_side: int) -> tuple[float, float]:
+    """Total seconds over all clips: seek-based sampling vs one full decode of each clip window."""
+    seek_s = decode_all_s = 0.0
+    for cand in candidates:
+        path, start, end = cand["locator"], float(cand["start_s"]), float(cand["end_s"])
+        stamps = sample_timestamps(start, end, frames)
+        started = time.perf_counter()
+        read_frames_at(path, stamps, max_side=max_side, threads=1)
+        seek_s += time.perf_counter() - started
+        started = time.perf_counter()
+        decode_all_frames(path, start, end, max_side=max_side)
+        decode_all_s += time.perf_counter() - started
+    return seek_s, decode_all_s
 
 
 if __name__ == "__main__":

@@ -83,6 +83,9 @@ def build_command(
         None, "--threads", min=1, help="Torch threads per actor (default: cores/workers)."
     ),
     device: str = typer.Option("auto", "--device", help="auto, cpu or cuda."),
+    precision: str = typer.Option(
+        "auto", "--precision", help="Model precision: auto (bf16 on a GPU, fp32 on the CPU), fp32, fp16, bf16."
+    ),
     address: str = typer.Option(
         None, "--address", help="Join the Ray cluster at this address (default: local)."
     ),
@@ -154,6 +157,7 @@ def build_command(
             batch_frames=batch_frames,
             decode_max_side=decode_max_side,
             device=resolved_device,
+            precision=precision,
             threads=threads,
         ),
         curation=CurationOptions(
@@ -188,7 +192,7 @@ def build_command(
         },
     )
     try:
-        _check_model(model, templates)
+        _check_model(model, templates, precision)
         report = _run_with_progress(options)
     except BuildInputError as exc:
         console.print(f"[red]error:[/red] {exc}")
@@ -207,10 +211,12 @@ def _resolve_device(device: str) -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
-def _check_model(spec: str, templates: str) -> None:
+def _check_model(spec: str, templates: str, precision: str) -> None:
     """Reject an unknown --model, or pretrained weights that cannot be had offline, before any work starts."""
     from videonet_curate.models import DEFAULT_MODEL, SPEC_HELP, ModelError
 
+    if precision not in {"auto", "fp32", "fp16", "bf16"}:
+        raise BuildInputError(f"--precision {precision!r}: expected auto, fp32, fp16 or bf16")
     if templates not in {"openai", "simple"}:
         raise BuildInputError(f"--templates {templates!r}: expected openai (80 prompts) or simple (7)")
     spec = spec.strip()

@@ -40,6 +40,7 @@ class LabelingConfig:
     # models resize to 224-256 anyway, and converting full-size frames dominated the GPU embed stage.
     decode_max_side: int = 456
     device: str = "cpu"
+    precision: str = "auto"  # auto: bf16 on a GPU, fp32 on the CPU; or fp32 | fp16 | bf16
     threads: int = 1
     fetch_options: Mapping[str, Any] = field(default_factory=dict)
 
@@ -48,6 +49,13 @@ class LabelingConfig:
 class _Pending:
     row: dict[str, Any]
     frames: np.ndarray
+
+
+def resolve_precision(precision: str, device: str) -> str:
+    """``auto`` means bf16 on a GPU (the scores barely move, the throughput doubles) and fp32 on a CPU."""
+    if precision == "auto":
+        return "bf16" if device.startswith("cuda") else "fp32"
+    return precision
 
 
 class ShardLabeler:
@@ -67,7 +75,12 @@ class ShardLabeler:
         self.config = config
         self.out_dir = Path(out_dir)
         self.materialize = materialize
-        self.scorer = load_scorer(config.model, device=config.device, templates=config.templates)
+        self.scorer = load_scorer(
+            config.model,
+            device=config.device,
+            templates=config.templates,
+            precision=resolve_precision(config.precision, config.device),
+        )
         self.timings = {"materialize": 0.0, "sample": 0.0, "embed": 0.0, "score": 0.0}
 
     # -- public ---------------------------------------------------------------------------------------
