@@ -85,6 +85,7 @@ def tiny_cache(sample_videos, tmp_path_factory):
 
 def test_cache_mode_trains_with_batched_augmentation_and_sigterm_checkpoints(tiny_cache, tmp_path):
     """A scheduler's SIGTERM mid-run: the loop finishes its step, writes last.pt, returns."""
+    handler_before = signal.getsignal(signal.SIGTERM)  # SIG_DFL, or Ray's if a test started Ray here
     run = tmp_path / "run"
     config = resolve_config(
         "cpu-smoke", TINY + ["max_steps=500", "photometric_augment=device", "ckpt_last_every=1000"]
@@ -110,7 +111,7 @@ def test_cache_mode_trains_with_batched_augmentation_and_sigterm_checkpoints(tin
     )
     rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     assert all(torch.isfinite(torch.tensor(r["loss"])) for r in rows) and rows[-1]["failed_clips"] == 0
-    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # the handler is removed afterwards
+    assert signal.getsignal(signal.SIGTERM) is handler_before  # the handler is removed afterwards
     # resumes from the signal's checkpoint
     resumed = train(
         resolve_config(
