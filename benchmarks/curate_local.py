@@ -77,6 +77,12 @@ def main() -> None:
         table.add_row(name, f"{1000 * seconds / clips:.1f}", f"{100 * seconds / total:.1f}%")
     table.add_row("total", f"{1000 * total / clips:.1f}", "100%")
     console.print(table)
+    seek_s, decode_all_s = seek_versus_decode_all(candidates, args.frames, config.decode_max_side)
+    console.print(
+        f"sampling {args.frames} frames per clip: seek {1000 * seek_s / clips:.1f} ms/clip, decode the whole "
+        f"clip and pick {1000 * decode_all_s / clips:.1f} ms/clip -> decode-all / seek = "
+        f"{decode_all_s / seek_s:.2f}x"
+    )
     console.print(
         f"files that are not videos: {len(failures)}; machine: {platform.processor() or platform.machine()}, "
         f"{os.cpu_count()} cores, torch threads {args.threads}"
