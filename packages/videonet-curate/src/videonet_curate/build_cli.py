@@ -84,7 +84,9 @@ def build_command(
     ),
     device: str = typer.Option("auto", "--device", help="auto, cpu or cuda."),
     precision: str = typer.Option(
-        "auto", "--precision", help="Model precision: auto (bf16 on a GPU, fp32 on the CPU), fp32, fp16, bf16."
+        "auto",
+        "--precision",
+        help="Model precision: auto (bf16 on a GPU, fp32 on the CPU), fp32, fp16, bf16.",
     ),
     address: str = typer.Option(
         None, "--address", help="Join the Ray cluster at this address (default: local)."
