@@ -68,6 +68,23 @@ def settled_row(candidate: Mapping[str, Any], result: Materialized) -> dict[str,
     return row
 
 
+def _not_fetched(cand: dict[str, Any], status: str, reason: str, detail: str) -> dict[str, Any]:
+    """The final row of a candidate settled on the driver, without any download attempt."""
+    start, end = cand.get("start_s"), cand.get("end_s")
+    result = Materialized(
+        path=None,
+        start_s=start or 0.0,
+        end_s=end or 0.0,
+        status=status,
+        reason=reason,
+        detail=detail,
+        attempts=0,
+        source_start_s=start,
+        source_end_s=end,
+    )
+    return settled_row(cand, result)
+
+
 def plan_fetch(candidates: Sequence[Mapping[str, Any]], opts: FetchOptions) -> FetchPlan:
     """Split candidates into those the workers must fetch and rows settled here."""
     to_fetch: list[dict[str, Any]] = []
@@ -77,19 +94,8 @@ def plan_fetch(candidates: Sequence[Mapping[str, Any]], opts: FetchOptions) -> F
         for cand in candidates:
             path = index.get(cand["clip_id"])
             if path is None:
-                start, end = cand.get("start_s"), cand.get("end_s")
-                result = Materialized(
-                    path=None,
-                    start_s=start or 0.0,
-                    end_s=end or 0.0,
-                    status=mf.STATUS_MISSING,
-                    reason="missing_from_mirror",
-                    detail=f"no {cand['clip_id']}.* under {opts.mirror_dir}",
-                    attempts=0,
-                    source_start_s=start,
-                    source_end_s=end,
-                )
-                settled.append(settled_row(cand, result))
+                detail = f"no {cand['clip_id']}.* under {opts.mirror_dir}"
+                settled.append(_not_fetched(cand, mf.STATUS_MISSING, "missing_from_mirror", detail))
             else:
                 to_fetch.append({**cand, "mirror_path": str(path)})
         stats = {
@@ -116,19 +122,8 @@ def plan_fetch(candidates: Sequence[Mapping[str, Any]], opts: FetchOptions) -> F
         if why is None:
             to_fetch.append(dict(cand))
             continue
-        start, end = cand.get("start_s"), cand.get("end_s")
-        result = Materialized(
-            path=None,
-            start_s=start or 0.0,
-            end_s=end or 0.0,
-            status=mf.STATUS_FAILED,
-            reason="network",
-            detail=f"not attempted: {why} (checked once before fetching)",
-            attempts=0,
-            source_start_s=start,
-            source_end_s=end,
-        )
-        settled.append(settled_row(cand, result))
+        detail = f"not attempted: {why} (checked once before fetching)"
+        settled.append(_not_fetched(cand, mf.STATUS_FAILED, "network", detail))
     stats = {
         "hosts": len(verdicts),
         "hosts_unreachable": sorted(f"{h}:{p}" for (h, p), v in verdicts.items() if v),
