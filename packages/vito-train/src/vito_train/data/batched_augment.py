@@ -183,26 +183,32 @@ def reflect_blur_matrices(
     return matrices.to(dtype)
 
 
+def _blend_at_position(
+    x: torch.Tensor, params: torch.Tensor, active: torch.Tensor, op: torch.Tensor
+) -> torch.Tensor:
+    """Brightness, contrast or saturation for the samples whose order puts it at this position, as the
+    blend ``x' = clamp(f x + (1 - f) d)`` with d = 0, mean(luma), luma; other samples get f = 1."""
+    ones = torch.ones_like(params[:, BRIGHTNESS])
+    factor = torch.where(active & (op == 0), params[:, BRIGHTNESS], ones)
+    factor = torch.where(active & (op == 1), params[:, CONTRAST], factor)
+    factor = torch.where(active & (op == 2), params[:, SATURATION], factor)
+    luma = _luma(x)
+    mean = luma.mean(dim=(1, 2, 3), keepdim=True)
+    is_contrast = (op == 1).view(-1, 1, 1, 1)
+    is_saturation = (op == 2).view(-1, 1, 1, 1)
+    degenerate = torch.where(is_contrast, mean, torch.where(is_saturation, luma, torch.zeros_like(luma)))
+    f = factor.view(-1, 1, 1, 1).to(x.dtype)
+    return (f * x + (1 - f) * degenerate).clamp(0, 1)
+
+
 def _color_jitter_masked(x: torch.Tensor, params: torch.Tensor) -> torch.Tensor:
     """``_color_jitter`` without data-dependent shapes (hue computed for all, kept where due): more
     arithmetic, but one static graph that torch.compile fuses into a few memory-bound kernels."""
     active = params[:, JITTER] > 0.5
     order = params[:, ORDER].long()
-    ones = torch.ones_like(params[:, BRIGHTNESS])
     for position in range(4):
         op = order[:, position]
-        factor = torch.where(active & (op == 0), params[:, BRIGHTNESS], ones)
-        factor = torch.where(active & (op == 1), params[:, CONTRAST], factor)
-        factor = torch.where(active & (op == 2), params[:, SATURATION], factor)
-        luma = _luma(x)
-        mean = luma.mean(dim=(1, 2, 3), keepdim=True)
-        degenerate = torch.where(
-            (op == 1).view(-1, 1, 1, 1),
-            mean,
-            torch.where((op == 2).view(-1, 1, 1, 1), luma, torch.zeros_like(luma)),
-        )
-        f = factor.view(-1, 1, 1, 1).to(x.dtype)
-        x = (f * x + (1 - f) * degenerate).clamp(0, 1)
+        x = _blend_at_position(x, params, active, op)
         hue = (active & (op == 3)).view(-1, 1, 1, 1)
         x = torch.where(hue, adjust_hue(x, params[:, HUE]), x)
     return x
@@ -244,19 +250,9 @@ def _color_jitter(x: torch.Tensor, params: torch.Tensor) -> torch.Tensor:
     """
     active = params[:, JITTER] > 0.5
     order = params[:, ORDER].long()
-    ones = torch.ones_like(params[:, BRIGHTNESS])
     for position in range(4):
         op = order[:, position]
-        factor = torch.where(active & (op == 0), params[:, BRIGHTNESS], ones)
-        factor = torch.where(active & (op == 1), params[:, CONTRAST], factor)
-        factor = torch.where(active & (op == 2), params[:, SATURATION], factor)
-        luma = _luma(x)
-        mean = luma.mean(dim=(1, 2, 3), keepdim=True)
-        is_contrast = (op == 1).view(-1, 1, 1, 1)
-        is_saturation = (op == 2).view(-1, 1, 1, 1)
-        degenerate = torch.where(is_contrast, mean, torch.where(is_saturation, luma, torch.zeros_like(luma)))
-        f = factor.view(-1, 1, 1, 1).to(x.dtype)
-        x = (f * x + (1 - f) * degenerate).clamp(0, 1)
+        x = _blend_at_position(x, params, active, op)
         hue_rows = torch.nonzero(active & (op == 3)).flatten()
         if hue_rows.numel():
             x = x.index_copy(0, hue_rows, adjust_hue(x.index_select(0, hue_rows), params[hue_rows, HUE]))
