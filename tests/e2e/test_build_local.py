@@ -27,6 +27,14 @@ def _run(*args: str) -> subprocess.CompletedProcess:
     )
 
 
+def _build_small_clips(input_dir: Path, out: Path) -> subprocess.CompletedProcess:
+    """The build under test; the resume test must repeat exactly the same command."""
+    return _run(
+        "--input", str(input_dir), "--out", str(out),
+        "--clip-seconds", "5", "--shard-size", "3", "--frames-per-clip", "4",
+    )  # fmt: skip
+
+
 @pytest.fixture(scope="module")
 def input_dir(tmp_path_factory, sample_videos: Path) -> Path:
     root = tmp_path_factory.mktemp("input")
@@ -44,18 +52,7 @@ def input_dir(tmp_path_factory, sample_videos: Path) -> Path:
 @pytest.fixture(scope="module")
 def built(tmp_path_factory, input_dir: Path):
     out = tmp_path_factory.mktemp("out")
-    proc = _run(
-        "--input",
-        str(input_dir),
-        "--out",
-        str(out),
-        "--clip-seconds",
-        "5",
-        "--shard-size",
-        "3",
-        "--frames-per-clip",
-        "4",
-    )
+    proc = _build_small_clips(input_dir, out)
     return out, proc
 
 
@@ -119,18 +116,7 @@ def test_outputs_metadata_and_embeddings(built):
 def test_rerun_skips_finished_shards_and_gives_the_same_manifest(built, input_dir):
     out, _ = built
     first = mf.read_manifest(out).select(["clip_id", "status", "label"]).to_pylist()
-    proc = _run(
-        "--input",
-        str(input_dir),
-        "--out",
-        str(out),
-        "--clip-seconds",
-        "5",
-        "--shard-size",
-        "3",
-        "--frames-per-clip",
-        "4",
-    )
+    proc = _build_small_clips(input_dir, out)
     assert proc.returncode == 1
     summary = json.loads((out / "summary.json").read_text())
     assert summary["shards"]["skipped_as_done"] == summary["shards"]["total"] > 0
