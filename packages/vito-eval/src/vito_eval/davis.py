@@ -38,6 +38,7 @@ from vito_eval.propagation import (
     propagate_labels,
     upsample_to_labels,
 )
+from vito_train.outputs import json_safe
 
 log = logging.getLogger(__name__)
 
@@ -241,7 +242,11 @@ def run_davis(
             log.warning("sequence %s failed: %s", seq.name, err)
             failed[seq.name] = f"{type(err).__name__}: {err}"
     if not objects:
-        raise RuntimeError(f"no DAVIS sequence could be evaluated; failures: {failed}")
+        first = next(iter(failed.items()), ("-", "-"))
+        raise DavisLayoutError(
+            f"no DAVIS sequence under {run.root} could be evaluated ({len(failed)} failed; "
+            f"{first[0]}: {first[1]}); check the layout against davis2017-evaluation's"
+        )
     summary = summarise(objects)
     _write_per_sequence_csv(out / "per-sequence-results.csv", objects)
     _plot_per_sequence(out / "per-sequence-jf.png", objects)
@@ -311,7 +316,7 @@ def _plot_per_sequence(path: Path, objects: list[ObjectScores]) -> None:
 
 def _write_json(path: Path, obj: dict) -> None:
     tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(obj, indent=2, default=str))
+    tmp.write_text(json.dumps(json_safe(obj), indent=2, default=str, allow_nan=False))  # NaN -> null
     os.replace(tmp, path)
 
 
