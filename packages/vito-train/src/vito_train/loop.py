@@ -10,6 +10,7 @@ from __future__ import annotations
 import copy
 import logging
 import math
+import signal
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,6 +37,7 @@ from vito_train.data.pair_loader import (
     check_data_source,
     use_batched_augment,
 )
+from vito_train.data.undecodable import UndecodableWindow
 from vito_train.distributed import (
     DistEnv,
     StopRequest,
@@ -316,6 +318,9 @@ def _train(
     *,
     progress: bool,
 ) -> dict[str, Any]:
+    # data first: a bad manifest or cache should fail before minutes of model setup (and before
+    # the run directory exists: exit 2 writes nothing)
+    check_data_source(manifest=manifest, cache=cache)
     if env.is_main:
         run_dir.mkdir(parents=True, exist_ok=True)
     if config.torch_threads > 0:
@@ -329,8 +334,6 @@ def _train(
     torch.backends.cuda.matmul.allow_tf32 = True
     torch.backends.cudnn.allow_tf32 = True
 
-    # data first: a bad manifest or cache should fail before minutes of model setup
-    check_data_source(manifest=manifest, cache=cache)
     state = build_state(config, device, env)
     if (run_dir / LAST).exists():  # any world size: the data position is in global samples
         restore(state, load_checkpoint(run_dir / LAST))
@@ -350,8 +353,9 @@ def _train(
 
     batches = build_loader(config, manifest, start_step, end_step, device, cache=cache, env=env)
     metrics = MetricsLog(run_dir, start_step) if env.is_main else None
-    stop = StopRequest(env)
-    stopped = False
+    stop = StopRequest(env, signals=(signal.SIGTERM, signal.SIGINT))
+    stopped = 0  # the signal that stopped the run
+    undecodable = UndecodableWindow(config.max_undecodable_steps)
     bar = None
     if progress and env.is_main:
         from tqdm import tqdm
@@ -360,22 +364,31 @@ def _train(
     state.online.train()
     state.target.train()
     started, window_start, window_pairs, last_loss = time.perf_counter(), time.perf_counter(), 0, math.nan
+    skipped_steps = dropped_samples = 0  # steps without an update (incl. dead workers'), samples lost
     try:
         for batch in batches:
             state.failed_clips += len(batch["failed"])
             counts = exchange_counts(0 if batch["view_1"] is None else batch["view_1"].shape[0], env)
-            if min(counts) == 0:  # a rank has no decodable clip (or lost a worker): all skip, keep position
+            dropped_samples += batch["dropped"]
+            skipped = min(counts) == 0
+            if skipped:  # a rank has no decodable clip (or lost a worker): all skip, keep position
                 log.warning(
                     "step %d: no decodable clip in a rank's batch (counts %s); skipped",
                     state.step + 1,
                     counts,
                 )
                 state.step += 1
-                continue
-            loss = train_step(state, batch["view_1"], batch["view_2"], batch.get("photometric"), counts)
-            window_pairs += sum(counts)
+                skipped_steps += 1
+                if undecodable.record(batch["failed"], skipped=True):
+                    if env.is_main:  # the position is saved, so a fixed manifest resumes from here
+                        save(state, run_dir, numbered=False)
+                    raise undecodable.error(state.step, manifest or cache)
+            else:
+                undecodable.record(batch["failed"], skipped=False)
+                loss = train_step(state, batch["view_1"], batch["view_2"], batch.get("photometric"), counts)
+                window_pairs += sum(counts)
             numbered = config.ckpt_every > 0 and state.step % config.ckpt_every == 0
-            if state.step % config.log_every == 0 or state.step == end_step:
+            if not skipped and (state.step % config.log_every == 0 or state.step == end_step):
                 last_loss = all_reduce_mean(loss.item(), weight=counts[env.rank], env=env)  # global mean
                 failed_clips = all_reduce_sum(state.failed_clips, env)
                 dropped = all_reduce_sum(batch["dropped"], env)
@@ -393,7 +406,7 @@ def _train(
                             "failed_clips": failed_clips,
                             "dropped_samples": dropped,
                             "loader_worker_deaths": batches.worker_deaths,
-                            "skipped_steps": batches.skipped_steps,
+                            "skipped_steps": skipped_steps,
                             "bad_cache_shards": batches.bad_cache_shards,
                         }
                     )
@@ -401,19 +414,17 @@ def _train(
                     bar.set_postfix(loss=f"{last_loss:.3f}", pairs_s=f"{pairs_per_s:.1f}")
             if bar is not None:
                 bar.update(1)
-            if stop.should_stop(state.step):  # SIGTERM from a scheduler: checkpoint, then leave
+            if stop.should_stop(state.step):  # SIGTERM from a scheduler, Ctrl-C: checkpoint, then leave
                 log.warning("stop requested: saving step %d to %s", state.step, run_dir / LAST)
-                stopped = True
+                stopped = stop.signum or signal.SIGTERM
                 if env.is_main:
                     save(state, run_dir, numbered=False)
                 break
             due = numbered or state.step % config.ckpt_last_every == 0 or state.step == end_step
             if env.is_main and due:
                 save(state, run_dir, numbered=numbered)
-    except KeyboardInterrupt:
-        log.warning("interrupted: saving step %d to %s", state.step, run_dir / LAST)
-        if env.is_main:
-            save(state, run_dir, numbered=False)
+    except KeyboardInterrupt:  # a second Ctrl-C: the step in flight may be half applied, so no save
+        log.warning("interrupted twice: leaving without saving; %s holds the last checkpoint", run_dir / LAST)
         raise
     finally:
         stop.restore()
@@ -423,6 +434,8 @@ def _train(
         if bar is not None:
             bar.close()
     elapsed = time.perf_counter() - started
+    if skipped_steps and skipped_steps == state.step - start_step and not stopped:
+        raise undecodable.error(state.step, manifest or cache)  # not one step trained: not a result
     return {
         "start_step": start_step,
         "end_step": state.step,
@@ -431,7 +444,8 @@ def _train(
         "seconds": elapsed,
         "failed_clips": state.failed_clips,
         "loader_worker_deaths": batches.worker_deaths,
-        "skipped_steps": batches.skipped_steps,
+        "skipped_steps": skipped_steps,
+        "dropped_samples": dropped_samples,
         "bad_cache_shards": batches.bad_cache_shards,
         "stopped_by_signal": stopped,
         "pairs_per_s": (state.step - start_step) * config.batch_size / max(elapsed, 1e-9),
