@@ -13,6 +13,8 @@ from typing import Any
 import numpy as np
 from rich.table import Table
 
+from vito_train.outputs import json_safe
+
 
 def topk_accuracy(scores: np.ndarray, labels: np.ndarray, k: int = 1) -> float:
     """Fraction of rows whose true label is among the k highest scores (ties broken by class order)."""
@@ -61,7 +63,7 @@ def write_json_atomic(path: Path, payload: dict[str, Any]) -> None:
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "w") as f:
-            json.dump(payload, f, indent=2)
+            json.dump(json_safe(payload), f, indent=2, allow_nan=False)  # NaN -> null
             f.write("\n")
         os.replace(tmp, path)
     except BaseException:

@@ -8,6 +8,8 @@ import os
 from pathlib import Path
 from typing import Any
 
+from vito_train.outputs import json_safe
+
 log = logging.getLogger(__name__)
 
 METRICS_FILE = "metrics.jsonl"
@@ -44,7 +46,7 @@ class MetricsLog:
             self.writer = SummaryWriter(str(Path(run_dir) / "tb"), purge_step=start_step + 1)
 
     def log(self, row: dict[str, Any]) -> None:
-        self.handle.write(json.dumps(row) + "\n")
+        self.handle.write(json.dumps(json_safe(row), allow_nan=False) + "\n")  # NaN -> null
         self.handle.flush()
         if self.writer is not None:
             for key, value in row.items():
