@@ -70,6 +70,10 @@ class TrainConfig:
     ckpt_every: int = 1000  # numbered checkpoints; last.pt is refreshed every ckpt_last_every
     ckpt_last_every: int = 100
     stop_after: int = 0  # stop (as if interrupted) after this step; 0 = run to max_steps
+    # online kNN monitor (vito-train run --monitor SPEC): kNN-20 top-1 of the online encoder
+    monitor_every: int = 200  # steps between measurements (also one at step 0 and at the end)
+    monitor_bank: int = 2000  # labelled training images (a fixed subset of the set's train split)
+    monitor_queries: int = 1000  # query images (a fixed subset of its test split)
     notes: dict[str, str] = field(default_factory=dict)
 
     def validate(self) -> TrainConfig:
@@ -90,6 +94,8 @@ class TrainConfig:
             problems.append("temperature must be > 0")
         if self.max_steps < 1 or self.warmup_steps < 0:
             problems.append("max_steps must be >= 1 and warmup_steps >= 0")
+        if self.monitor_every < 1 or self.monitor_bank < 1 or self.monitor_queries < 1:
+            problems.append("monitor_every, monitor_bank and monitor_queries must be >= 1")
         if self.photometric_augment not in ("auto", "device", "workers"):
             problems.append(
                 f"photometric_augment={self.photometric_augment!r} is not auto, device or workers"
