@@ -2,7 +2,8 @@
 
 The official layout is read by :mod:`vito_eval.datasets.ucf101`. A clip's feature is the
 encoder's pooled feature of its middle frame, or the mean over ``n_frames`` evenly spaced frames (the two
-image-encoder protocols). Videos are decoded with PyAV. The probe is `vito_eval.probe.fit_linear_probe`.
+image-encoder protocols). Videos are decoded with PyAV. The probe is
+`vito_eval.linear_probe.fit_linear_probe`.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ import torch
 from PIL import Image
 
 from vito_eval.datasets.ucf101 import Ucf101LayoutError, read_split
+from vito_eval.linear_probe import DEFAULT_L2_GRID, fit_linear_probe
 
 log = logging.getLogger(__name__)
 
@@ -172,7 +174,6 @@ def run_ucf101(
 ) -> dict[str, Any]:
     """Extract train/test clip features, fit the linear probe, report top-1/top-5; writes ``config.out``."""
     from vito_eval.encoders import load_encoder
-    from vito_eval.probe import DEFAULT_L2_GRID, fit_linear_probe
     from vito_eval.report import classification_summary, plot_confusion, write_json_atomic
 
     if config.frames not in ("middle", "average"):

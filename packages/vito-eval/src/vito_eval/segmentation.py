@@ -3,10 +3,10 @@
 Images are resized to ``image_size`` x ``image_size`` for the encoder; scores are computed at the original
 label resolution. Two heads on the frozen feature map of one stage:
 
-- ``linear``: a linear probe (`vito_eval.probe.fit_linear_probe`, L-BFGS) on the features bilinearly
-  upsampled to label resolution, fit on a seeded sample of labelled pixels per training image; since the
-  probe and bilinear resampling are both linear, prediction applies the probe on the feature grid and
-  upsamples the logits, which is the same thing at a fraction of the cost.
+- ``linear``: a linear probe (`vito_eval.linear_probe.fit_linear_probe`, L-BFGS) on the features
+  bilinearly upsampled to label resolution, fit on a seeded sample of labelled pixels per training image;
+  since the probe and bilinear resampling are both linear, prediction applies the probe on the feature
+  grid and upsamples the logits, which is the same thing at a fraction of the cost.
 - ``conv``: BatchNorm + 1x1 convolution trained with Adam on all labelled pixels (logits upsampled to label
   resolution, cross-entropy ignoring 255), the usual light "linear" segmentation head.
 
@@ -269,7 +269,7 @@ def _fit_head(
                 return upsampled_prediction(head(f[None])[0], size)
 
         return predict_conv, shape, extract_s
-    from vito_eval.probe import DEFAULT_L2_GRID, fit_linear_probe
+    from vito_eval.linear_probe import DEFAULT_L2_GRID, fit_linear_probe
 
     x = np.concatenate([sx for sx, _ in samples])
     y = np.concatenate([sy for _, sy in samples])
