@@ -6,12 +6,12 @@ import json
 
 import numpy as np
 import pytest
+from eval_fixtures import UCF_FIXTURE_CLASSES, write_clip_avi, write_ucf101_fixture
 from typer.testing import CliRunner
 
 from vito_eval.action import Ucf101Config, decode_frames, frame_indices, run_ucf101
 from vito_eval.cli import app
 from vito_eval.datasets.ucf101 import Ucf101LayoutError, read_split
-from vito_eval.fixtures import UCF_FIXTURE_CLASSES, write_clip_avi, write_ucf101_fixture
 
 
 @pytest.fixture(autouse=True, scope="module")
