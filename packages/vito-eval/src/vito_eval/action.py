@@ -8,11 +8,7 @@ image-encoder protocols). Videos are decoded with PyAV. The probe is
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
-import os
-import tempfile
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
@@ -24,7 +20,9 @@ import numpy as np
 import torch
 from PIL import Image
 
+from vito_eval.datasets.base import files_fingerprint
 from vito_eval.datasets.ucf101 import Ucf101LayoutError, read_split
+from vito_eval.feature_cache import FeatureCache, cache_key
 from vito_eval.linear_probe import DEFAULT_L2_GRID, fit_linear_probe
 
 log = logging.getLogger(__name__)
@@ -133,39 +131,29 @@ def cached_split_features(
     """`extract_split` through the feature cache (``config.cache_dir``; None disables it).
 
     The key covers the encoder (weights, readout, normalisation), the clip list, the frame choice, the image
-    size and the videos' sizes and mtimes; entries are written to a temporary name and renamed.
+    size and the videos' sizes and mtimes (`vito_eval.feature_cache`).
     """
     if config.cache_dir is None:
         return (*extract_split(encoder.embed, videos_root, entries, config, track, desc), False)
-    from vito_eval.datasets.base import files_fingerprint
-
+    cache = FeatureCache(config.cache_dir)
     present = [videos_root / rel for rel, _ in entries if (videos_root / rel).is_file()]
-    spec = {
-        "task": "ucf101-clip-features",
-        "encoder": encoder.cache_key,
-        "entries": entries,
-        "frames": config.frames,
-        "n_frames": config.n_frames if config.frames == "average" else 1,
-        "image_size": config.image_size,
-        "videos": files_fingerprint(present),
-    }
-    key = hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()
-    path = Path(config.cache_dir) / f"{key}.npz"
-    if path.is_file():
-        try:
-            with np.load(path) as data:
-                return data["features"], data["labels"], json.loads(str(data["failed"])), True
-        except (OSError, ValueError, KeyError) as err:  # a damaged entry is recomputed
-            log.warning("ignoring unreadable cache entry %s: %s", path, err)
+    key = cache_key(
+        {
+            "task": "ucf101-clip-features",
+            "encoder": encoder.cache_key,
+            "entries": entries,
+            "frames": config.frames,
+            "n_frames": config.n_frames if config.frames == "average" else 1,
+            "image_size": config.image_size,
+            "videos": files_fingerprint(present),
+        }
+    )
+    hit = cache.load(key)
+    if hit is not None:
+        return hit.features, hit.labels, hit.meta.get("failed", {}), True
+    start = time.perf_counter()
     feats, labels, failed = extract_split(encoder.embed, videos_root, entries, config, track, desc)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=".npz")
-    os.close(fd)
-    try:
-        np.savez(tmp, features=feats, labels=labels, failed=json.dumps(failed))
-        os.replace(tmp, path)
-    finally:
-        Path(tmp).unlink(missing_ok=True)
+    cache.store(key, feats, labels, {"failed": failed, "seconds": time.perf_counter() - start})
     return feats, labels, failed, False
 
 

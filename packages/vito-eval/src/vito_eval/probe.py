@@ -18,7 +18,8 @@ from vito_eval import __version__
 from vito_eval.datasets import ImageDataset, ImageSplit, load_dataset, stratified_subsample, transform_id
 from vito_eval.encoders import FEATURE_KINDS, Encoder, load_encoder
 from vito_eval.errors import EvalInputError
-from vito_eval.features import DEFAULT_CACHE_DIR, cached_features
+from vito_eval.feature_cache import DEFAULT_CACHE_DIR
+from vito_eval.features import cached_features
 from vito_eval.knn import knn_scores
 from vito_eval.linear_probe import DEFAULT_L2_GRID, fit_linear_probe
 from vito_eval.report import classification_summary, plot_confusion, slug, write_json_atomic
