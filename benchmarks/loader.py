@@ -171,7 +171,7 @@ def main() -> None:
     work = args.cache.parent / (args.cache.name + "-manifest")
     manifest = sample_manifest(work)
     if not (args.cache / "index.parquet").is_file():
-        from vito_train.prepare import prepare_cache
+        from vito_train.data.prepare import prepare_cache
 
         start = time.perf_counter()
         summary = prepare_cache(

@@ -17,7 +17,7 @@ from vito_train.data.cache import INDEX_FILE, CacheError, FrameCache, shard_path
 from vito_train.data.cache_source import CacheFrameSource
 from vito_train.data.frame_pairs import FramePairDataset, collate_pair_batch
 from vito_train.data.pairs import clip_for_index, load_clips
-from vito_train.prepare import frame_grid, prepare_cache
+from vito_train.data.prepare import frame_grid, prepare_cache
 
 CLIPS = ["carphone_pristine.mp4", "dog.mp4", "realshort.mp4"]
 FPS, SHORT = 4.0, 64
