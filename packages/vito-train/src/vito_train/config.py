@@ -71,6 +71,10 @@ class TrainConfig:
     ckpt_every: int = 1000  # numbered checkpoints; last.pt is refreshed every ckpt_last_every
     ckpt_last_every: int = 100
     stop_after: int = 0  # stop (as if interrupted) after this step; 0 = run to max_steps
+    # online kNN monitor (vito-train run --monitor SPEC): kNN-20 top-1 of the online encoder
+    monitor_every: int = 200  # steps between measurements (also one at step 0 and at the end)
+    monitor_bank: int = 2000  # labelled training images (a fixed subset of the set's train split)
+    monitor_queries: int = 1000  # query images (a fixed subset of its test split)
     notes: dict[str, str] = field(default_factory=dict)
 
     def validate(self) -> TrainConfig:
@@ -116,6 +120,8 @@ class TrainConfig:
         for key in ("ckpt_every", "num_workers", "decode_retries", "stop_after", "torch_threads"):
             if getattr(self, key) < 0:
                 problems.append(f"{key}={getattr(self, key)} must be >= 0")
+        if self.monitor_every < 1 or self.monitor_bank < 1 or self.monitor_queries < 1:
+            problems.append("monitor_every, monitor_bank and monitor_queries must be >= 1")
         if self.photometric_augment not in ("auto", "device", "workers"):
             problems.append(
                 f"photometric_augment={self.photometric_augment!r} is not auto, device or workers"
@@ -183,8 +189,7 @@ def _numbers_from_text(values: dict[str, Any]) -> dict[str, Any]:
     return {k: _number_from_text(v) if k in numeric and isinstance(v, str) else v for k, v in values.items()}
 
 
-def load_preset(name_or_file: str | Path) -> dict[str, Any]:
-    """The raw mapping of a bundled preset name (e.g. ``cpu-smoke``) or a YAML file."""
+def _read_preset(name_or_file: str | Path) -> dict[str, Any]:
     path = Path(name_or_file)
     if path.suffix in (".yaml", ".yml") or path.exists():
         if not path.is_file():
@@ -203,6 +208,30 @@ def load_preset(name_or_file: str | Path) -> dict[str, Any]:
             f"unknown preset {name_or_file!r}; bundled presets: {preset_names()} (or a .yaml file)"
         )
     return _load_yaml(resource.read_text(), f"preset {name_or_file}")
+
+
+def load_preset(name_or_file: str | Path, _seen: tuple[str, ...] = ()) -> dict[str, Any]:
+    """The raw mapping of a bundled preset name (e.g. ``cpu-smoke``) or a YAML file.
+
+    ``extends: NAME`` in a preset starts from that preset's mapping (itself resolved the same way) and
+    replaces the keys it sets, so an ablation cell states only what it changes. ``notes`` is replaced
+    whole, not merged: a cell's description is never inherited from its base.
+    """
+    if str(name_or_file) in _seen:
+        raise ConfigError(f"preset {name_or_file!r} extends itself (chain: {' -> '.join(_seen)})")
+    values = _read_preset(name_or_file)
+    base = values.pop("extends", None)
+    if base is None:
+        return values
+    if not isinstance(base, str):
+        raise ConfigError(f"preset {name_or_file}: extends must name one preset, got {base!r}")
+    return {**load_preset(base, (*_seen, str(name_or_file))), **values}
+
+
+def preset_cell(name_or_file: str | Path) -> str:
+    """Which configuration (or cell of the paper's ablation grid) a preset is: its ``notes.cell``."""
+    notes = load_preset(name_or_file).get("notes") or {}
+    return str(notes.get("cell", "")) if isinstance(notes, dict) else ""
 
 
 def _coerce(key: str, raw: str, current: Any) -> Any:
