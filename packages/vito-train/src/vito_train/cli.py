@@ -103,7 +103,7 @@ def prepare(
     workers: int = typer.Option(0, "--workers", "-j", help="Decoding processes (0 = all cores)."),
 ) -> None:
     """Decode each kept clip once into a frame cache (JPEG tar shards + index) for `run --cache`."""
-    from vito_train.prepare import prepare_command
+    from vito_train.data.prepare import prepare_command
 
     code = prepare_command(manifest, out, fps, short_side, quality, clips_per_shard, workers)
     if code:
