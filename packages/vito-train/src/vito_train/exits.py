@@ -1,13 +1,14 @@
-"""The exit-code contract of the command-line tools (README, "Exit codes"), and the one wrapper that
-applies it to a command body.
+"""The exit-code contract of the command-line tools (README, "Exit codes") as vito-train and vito-eval
+apply it to a command body.
 
-videonet-curate states the same numbers in its own CLI modules (it cannot import vito-train);
-vito-eval uses this module.
+The numbers are videonet-curate's (`videonet_curate.exits`, the lowest package): one contract. Its
+guard raises from the signal handler, which suits curation; training must instead finish the step in
+flight and checkpoint, so SIGTERM/SIGINT set a flag there (`distributed.StopRequest`) and the run
+returns the signal, which becomes 128 + signal here.
 """
 
 from __future__ import annotations
 
-import signal
 import traceback
 from collections.abc import Callable
 from typing import TypeVar
@@ -16,26 +17,16 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
-EXIT_OK = 0
-EXIT_PARTIAL = 1  # done, output complete, but rows failed (curation) or work was skipped (training)
-EXIT_BAD_INPUT = 2  # bad arguments or input; nothing written
-EXIT_INTERNAL = 3  # a bug or an environment fault: one line, the trace with --verbose
-EXIT_SIGINT = 128 + signal.SIGINT  # 130: interrupted (Ctrl-C); a checkpoint was written
-EXIT_SIGTERM = 128 + signal.SIGTERM  # 143: terminated (timeout, Slurm, systemd); a checkpoint was written
+from videonet_curate.exits import (  # noqa: F401 - re-exported: the contract's numbers
+    EXIT_BAD_INPUT,
+    EXIT_INTERNAL,
+    EXIT_OK,
+    EXIT_SIGINT,
+    EXIT_SIGTERM,
+)
+from videonet_curate.exits import EXIT_FAILED_ROWS as EXIT_PARTIAL  # noqa: F401 - training: skipped work
 
 T = TypeVar("T")
-
-
-class Interrupted(Exception):
-    """A signal asked the job to stop; it stopped cleanly (checkpoint written) and exits 128 + signum."""
-
-    def __init__(self, signum: int, message: str) -> None:
-        super().__init__(message)
-        self.signum = signum
-
-    @property
-    def exit_code(self) -> int:
-        return 128 + self.signum
 
 
 def verbose_requested(ctx: typer.Context) -> bool:
@@ -56,8 +47,8 @@ def run_with_exit_codes(
     program: str,
     verbose: bool = False,
 ) -> T:
-    """Run a command body under the contract: ``input_errors`` -> one line, exit 2; `Interrupted` ->
-    128 + signal; Ctrl-C -> 130; anything else -> one line naming the error, exit 3 (trace with
+    """Run a command body under the contract: ``input_errors`` -> one line, exit 2; a Ctrl-C that was
+    not handled as a stop request -> 130; anything else -> one line naming the error, exit 3 (trace with
     ``--verbose``)."""
     try:
         return body()
@@ -66,9 +57,6 @@ def run_with_exit_codes(
     except input_errors as exc:
         console.print(f"[bold red]error:[/] {escape(one_line(exc))}", highlight=False, soft_wrap=True)
         raise typer.Exit(EXIT_BAD_INPUT) from None
-    except Interrupted as exc:
-        console.print(f"[yellow]interrupted:[/] {escape(one_line(exc))}", highlight=False, soft_wrap=True)
-        raise typer.Exit(exc.exit_code) from None
     except KeyboardInterrupt:
         console.print("[yellow]interrupted[/]", highlight=False)
         raise typer.Exit(EXIT_SIGINT) from None
