@@ -123,12 +123,16 @@ def read_torch_file(path: Path, map_location: str | torch.device = "cpu") -> Any
 
 
 def load_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
-    """A vito-train checkpoint (a dict with ``format`` ``vito-train/...``), read weights-only."""
+    """A vito-train checkpoint (a dict with ``format: vito-train/N`` or an ``online`` state dict), read
+    weights-only."""
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"no checkpoint at {path}")
     payload = read_torch_file(path, map_location)
-    if not isinstance(payload, dict) or not str(payload.get("format", "")).startswith("vito-train/"):
+    ours = isinstance(payload, dict) and (
+        str(payload.get("format", "")).startswith("vito-train/") or isinstance(payload.get("online"), dict)
+    )
+    if not ours:
         if (
             isinstance(payload, dict)
             and payload
