@@ -255,6 +255,7 @@ def test_option_errors_are_exit_2(root: Path) -> None:
         (["--input", str(videos), "--out", str(out), "--model", "resnet-9000"], "unknown --model"),
         (["--input", str(videos), "--out", str(out), "--target", str(root / "none.csv")], "none.csv"),
         (["--input", str(videos), "--out", str(out), "--device", "tpu"], "--device"),
+        (["--input", str(videos), "--out", str(out), "--timeout", "inf"], "--timeout inf"),
     ]
     for args, names in cases:
         target_out = videos / "curated" if "lies inside" in names else out
