@@ -74,8 +74,8 @@ def test_bf16_runs_the_forward_in_bf16_and_keys_the_cache_apart(encoders):
 
 def test_probe_features_and_accuracy_bf16_within_tolerance(encoders, samples_dir: Path):
     ds = load_dataset(f"mnist-csv:{samples_dir / 'mnist-5k' / 'mnist_5k.csv.gz'}")
-    train = ds.train.subset(stratified_subsample(ds.train.labels, 200, 0))
-    test = ds.test.subset(stratified_subsample(ds.test.labels, 400, 0))
+    train = ds.train.subset(stratified_subsample(ds.train.labels, 150, 0))
+    test = ds.test.subset(stratified_subsample(ds.test.labels, 300, 0))
     top1 = {}
     feats = {}
     for precision, encoder in encoders.items():
