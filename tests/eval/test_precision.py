@@ -15,6 +15,7 @@ from eval_fixtures import texture, write_davis_fixture, write_voc_fixture
 from vito_eval.datasets import load_dataset, stratified_subsample
 from vito_eval.davis import DavisEvalConfig, run_davis_eval
 from vito_eval.encoders import load_encoder
+from vito_eval.errors import EncoderError
 from vito_eval.features import extract_features
 from vito_eval.knn import knn_scores
 from vito_eval.linear_probe import fit_linear_probe
@@ -70,6 +71,9 @@ def test_bf16_runs_the_forward_in_bf16_and_keys_the_cache_apart(encoders):
     out = bf16.embed(torch.zeros(1, 3, 32, 32, dtype=torch.uint8))
     hook.remove()
     assert seen == [torch.bfloat16] and out.dtype == torch.float32
+    with pytest.raises(EncoderError, match="--precision"):  # the CLI turns this into exit status 2
+        fp32.to("cpu", "fp8")
+    assert fp32.precision == "fp32"
 
 
 def test_probe_features_and_accuracy_bf16_within_tolerance(encoders, samples_dir: Path):
