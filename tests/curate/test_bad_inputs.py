@@ -185,7 +185,7 @@ def test_bad_annotation_csv_is_exit_2(root: Path, content: str | bytes, names: s
             "--out",
             str(out),
             "--mirror",
-            str(root),
+            str(root / "videos"),
         ),
         out=out,
         code=2,
