@@ -26,8 +26,9 @@ from videonet_curate.fetch.options import FetchOptions
 from videonet_curate.fetch.ratelimit import Limiter, limiter_for, polite
 from videonet_curate.fetch.retry import RetryPolicy, run_with_retries
 from videonet_curate.fetch.taxonomy import Failure, FetchFailed
-from videonet_curate.fetch.validate import DecodedClip, check_duration, decode_clip
+from videonet_curate.fetch.validate import check_duration, decode_clip
 from videonet_curate.fetch.ytdlp import download
+from videonet_curate.video import VideoScan
 
 log = logging.getLogger(__name__)
 
@@ -100,7 +101,7 @@ def _result(
     candidate: Mapping[str, Any],
     *,
     path: Path | None,
-    clip: DecodedClip | None,
+    clip: VideoScan | None,
     failure: Failure | None,
     attempts: int,
     status: str | None = None,
@@ -168,7 +169,7 @@ def _fetch_once(
     workdir: Path,
     final: Path,
     limiter: Limiter | None,
-) -> DecodedClip:
+) -> VideoScan:
     """One attempt: download (politely), decode, trim/normalise where needed, validate, publish."""
     shutil.rmtree(workdir, ignore_errors=True)
     workdir.mkdir(parents=True)
