@@ -8,8 +8,9 @@ from typing import Any
 import torch
 from torch.utils.data import Dataset
 
+from videonet_curate.video import VideoError
 from vito_train.data.augment import PairAugmentation
-from vito_train.data.decode import DecodeError, read_frames_at
+from vito_train.data.decode import read_frames_at
 from vito_train.data.pairs import Clip, clip_for_index, sample_generator, sample_pair_times
 
 log = logging.getLogger(__name__)
@@ -50,7 +51,7 @@ class FramePairDataset(Dataset):
             t1, t2 = sample_pair_times(rng.random(), rng.random(), clip.start_s, clip.end_s, self.max_gap_s)
             try:
                 frame_1, frame_2 = read_frames_at(clip.path, [t1, t2], short_side=self.decode_short_side)
-            except DecodeError as exc:
+            except VideoError as exc:
                 log.warning("skipping clip %s: %s", clip.clip_id, exc)
                 failures.append(clip.clip_id)
                 clip_index = int(rng.integers(len(self.clips)))
