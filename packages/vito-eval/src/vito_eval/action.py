@@ -19,7 +19,6 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-import av
 import numpy as np
 import torch
 from PIL import Image
@@ -115,13 +114,12 @@ def frame_indices(n_total: int, mode: FrameMode, n_frames: int) -> list[int]:
 
 
 def decode_frames(path: Path, mode: FrameMode, n_frames: int) -> list[Image.Image]:
-    """Decode the chosen frames of a video with PyAV (the whole clip is decoded: UCF-101 clips are short
-    and AVI frame counts in headers are not always right)."""
-    with av.open(str(path)) as container:
-        frames = [f.to_image() for f in container.decode(container.streams.video[0])]
-    if not frames:
-        raise ValueError(f"{path}: no decodable video frames")
-    return [frames[i] for i in frame_indices(len(frames), mode, n_frames)]
+    """Decode the chosen frames of a video with videonet_curate's PyAV reader (the whole clip is decoded:
+    UCF-101 clips are short and AVI frame counts in headers are not always right)."""
+    from videonet_curate.video import decode_all_frames
+
+    frames, _times = decode_all_frames(path)
+    return [Image.fromarray(frames[i]) for i in frame_indices(len(frames), mode, n_frames)]
 
 
 def clip_feature(
@@ -184,7 +182,7 @@ def extract_split(
                 clip_feature(embed, videos_root / rel, config.frames, config.n_frames, config.image_size)
             )
             labels.append(label)
-        except (OSError, ValueError, av.FFmpegError) as err:  # one broken video must not stop the run
+        except (OSError, ValueError) as err:  # one broken video (VideoError) must not stop the run
             failed[rel] = f"{type(err).__name__}: {err}"
             log.warning("skipping %s: %s", rel, err)
     if not feats:
