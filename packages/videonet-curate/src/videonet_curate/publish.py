@@ -10,7 +10,6 @@ manifest (and embeddings) schema; it raises :class:`PublishedDatasetError` namin
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
@@ -33,6 +32,7 @@ from videonet_curate.manifest import (
     read_manifest,
     read_metadata,
 )
+from videonet_curate.storage import file_sha256
 
 log = logging.getLogger(__name__)
 
@@ -73,14 +73,6 @@ class PublishResult:
     rows: int
 
 
-def sha256_file(path: Path, chunk_size: int = 1 << 20) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        while chunk := handle.read(chunk_size):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def _relative_files(directory: Path) -> list[str]:
     return sorted(
         p.relative_to(directory).as_posix() for p in directory.rglob("*") if p.is_file() or p.is_symlink()
@@ -90,7 +82,7 @@ def _relative_files(directory: Path) -> list[str]:
 def write_checksums(directory: Path) -> Path:
     """``checksums.sha256`` over every other file of ``directory`` (sorted, POSIX relative paths)."""
     lines = [
-        f"{sha256_file(directory / name)}  {name}\n"
+        f"{file_sha256(directory / name)}  {name}\n"
         for name in _relative_files(directory)
         if name != CHECKSUMS_FILENAME
     ]
@@ -316,7 +308,7 @@ def verify_published(directory: str | os.PathLike[str]) -> None:
         path = directory / name
         if not path.is_file():
             raise PublishedDatasetError(path, "listed in checksums.sha256 but missing")
-        if sha256_file(path) != digest:
+        if file_sha256(path) != digest:
             raise PublishedDatasetError(path, "SHA-256 does not match checksums.sha256: the file was changed")
     unlisted = [n for n in _relative_files(directory) if n != CHECKSUMS_FILENAME and n not in entries]
     if unlisted:

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,6 +20,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from videonet_curate.manifest import atomic_write_table
+from videonet_curate.storage import atomic_write_text
 
 SHARDS_DIRNAME = "shards"
 
@@ -92,9 +92,8 @@ def write_shard(
     paths = shard_paths(out_dir, shard)
     atomic_write_table(rows, paths.rows)
     atomic_write_table(embeddings, paths.embeddings)
-    tmp = paths.done.with_name(f".{paths.done.name}.tmp")
-    tmp.write_text(json.dumps({"rows": rows.num_rows, "clips": len(shard.candidates), **dict(info or {})}))
-    os.replace(tmp, paths.done)
+    marker = {"rows": rows.num_rows, "clips": len(shard.candidates), **dict(info or {})}
+    atomic_write_text(paths.done, json.dumps(marker))
     return paths
 
 
