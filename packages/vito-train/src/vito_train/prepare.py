@@ -18,11 +18,11 @@ from pathlib import Path
 
 import numpy as np
 
+from videonet_curate.storage import atomic_write_text
 from vito_train.data.cache import (
     PLAN_FILE,
     CacheError,
     CachePlan,
-    atomic_write_text,
     read_done_marker,
     write_global_index,
     write_shard,
