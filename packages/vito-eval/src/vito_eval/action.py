@@ -159,8 +159,9 @@ def run_ucf101(
     config: Ucf101Config, track: Callable[[Iterable, str], Iterable] | None = None
 ) -> dict[str, Any]:
     """Extract train/test clip features, fit the linear probe, report top-1/top-5; writes ``config.out``."""
+    from videonet_curate.storage import atomic_write_json
     from vito_eval.encoders import load_encoder
-    from vito_eval.report import classification_summary, plot_confusion, write_json_atomic
+    from vito_eval.report import classification_summary, plot_confusion
 
     if config.frames not in ("middle", "average"):
         raise Ucf101LayoutError(f"--frames must be 'middle' or 'average', got {config.frames!r}")
@@ -222,6 +223,6 @@ def run_ucf101(
             png,
         )
         result["confusion_png"] = png.name
-        write_json_atomic(json_path, result)
+        atomic_write_json(json_path, result)
         result["json"] = str(json_path)
     return result
