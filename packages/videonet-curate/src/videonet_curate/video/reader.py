@@ -318,7 +318,7 @@ def decode_all_frames(
 ) -> tuple[np.ndarray, np.ndarray]:
     """``(frames, times)``: every frame with time in ``[start_s, end_s)``, decoded in one pass from the start.
 
-    The reference (and benchmark baseline) for :func:`read_frames_at`; not used by the pipeline.
+    The reference (and benchmark baseline) for :func:`read_frames_at`; eval reads short clips whole with it.
     """
     size_for = partial(output_size, max_side=max_side)
     with _decode_from_start(path) as (container, stream, frames):
