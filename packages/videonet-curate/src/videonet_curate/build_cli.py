@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 import os
 from pathlib import Path
 
@@ -149,6 +150,14 @@ def build_command(
     workers = workers or _default_workers()
     threads = threads or max(1, (os.cpu_count() or 1) // workers)
     try:
+        for name, value in [
+            ("--clip-seconds", clip_seconds),
+            ("--min-clip-seconds", min_clip_seconds),
+            ("--timeout", timeout),
+            ("--max-rps", max_rps),
+        ]:
+            if not math.isfinite(value):  # typer's ranges let inf through; a socket timeout of inf hangs
+                raise BuildInputError(f"{name} {value}: expected a finite number")
         resolved_device = _resolve_device(device, address)
     except BuildInputError as exc:
         error_line(str(exc))

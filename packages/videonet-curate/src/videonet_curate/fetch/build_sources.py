@@ -24,6 +24,7 @@ from videonet_curate.fetch.materialize import materialize
 from videonet_curate.fetch.options import FetchConfigError, FetchOptions, parse_ytdlp_options
 from videonet_curate.fetch.plan import plan_fetch
 from videonet_curate.fetch.ratelimit import RayLimiterClient, start_limiter_actor
+from videonet_curate.safepath import is_inside
 
 log = logging.getLogger(__name__)
 
@@ -173,6 +174,11 @@ def check_remote_arguments(
         check_url_template(opts.url_template)
     if source == "urls" and opts.mirror_dir is not None:
         raise SourceInputError("--mirror is for --source kinetics; a URL list is always downloaded")
+    if opts.mirror_dir is not None and out_dir is not None and is_inside(out_dir, opts.mirror_dir):
+        raise SourceInputError(
+            f"--out {out_dir} lies inside --mirror {opts.mirror_dir}: the next build would index its own "
+            "clips as mirror files; pass an --out outside the mirror"
+        )
     if source == "kinetics":
         path = source_options.get("annotations")
         if not path or not Path(path).is_file():
