@@ -132,8 +132,10 @@ def export_cmd(
 
 @app.command()
 def presets() -> None:
-    """List the bundled presets."""
-    from vito_train.config import preset_names
+    """List the bundled presets and which configuration (or ablation cell of the paper) each is."""
+    from vito_train.config import preset_cell, preset_names
 
-    for name in preset_names():
-        typer.echo(name)
+    names = preset_names()
+    width = max(len(n) for n in names)
+    for name in names:
+        typer.echo(f"{name:<{width}}  {preset_cell(name)}".rstrip())
