@@ -5,9 +5,10 @@
 #   1. gpu_step_vs_reference.py  the trainer's step vs a plain VITO-shaped step (same process), the cost of
 #                                LARS / two-layer attention / per-scale heads each, profiler summary
 #   2. gpu_train_check.py        training from a frame cache vs synthetic input + batched augmentation share
-#   3. .gpu/gpu_anchors.py       shared/bench reference figures (matmul, bare ResNet-50, VITO-shaped step)
-#   4. gpu_embed.py              curation: embedding stage vs bare model forward (efficientnet-lite0, bf16)
-#   5. gpu_train_step.py         training from video (PyAV) vs synthetic input
+#   3. gpu_eval.py               DAVIS CRW 480p, segment and probe features (fp32 vs bf16), dedup GPU vs CPU
+#   4. .gpu/gpu_anchors.py       shared/bench reference figures (matmul, bare ResNet-50, VITO-shaped step)
+#   5. gpu_embed.py              curation: embedding stage vs bare model forward (efficientnet-lite0, bf16)
+#   6. gpu_train_step.py         training from video (PyAV) vs synthetic input
 # Prepare once here (what the device machine lacks travels in the ignored folder .gpu/):
 #   echo /.gpu/ >> .git/info/exclude; mkdir -p .gpu/site .gpu/whl
 #   cp ../shared/bench/gpu_anchors.py .gpu/
@@ -53,13 +54,16 @@ cache=synthetic; [ -d .gpu/frame-cache ] && cache=.gpu/frame-cache
 if [ "$SMOKE" = 1 ]; then
   run 600 $PY benchmarks/gpu_step_vs_reference.py --cpu-smoke
   run 600 $PY benchmarks/gpu_train_check.py --quick --json "$OUT/gpu_train_check.json"
+  run 300 $PY benchmarks/gpu_eval.py --device cpu --height 64 --width 96 --frames 6 --seg-images 4 \
+    --seg-size 64 --probe-images 8 --probe-size 32 --dedup-rows 20000 --json "$OUT/gpu_eval.json"
   run 300 $PY benchmarks/gpu_embed.py --device cpu --precision fp32 --batch-size 4 --iters 2 --warmup 1 \
     --height 72 --width 128
   exit $status
 fi
-run 240 $PY benchmarks/gpu_step_vs_reference.py
-run 150 $PY benchmarks/gpu_train_check.py --cache "$cache" --json "$OUT/gpu_train_check.json"
-[ -f .gpu/gpu_anchors.py ] && run 150 $PY .gpu/gpu_anchors.py
-run 60 $PY benchmarks/gpu_embed.py --batch-size 256 --height 256 --width 456
-[ -d .gpu/videos ] && run 90 $PY benchmarks/gpu_train_step.py --videos .gpu/videos
+run 200 $PY benchmarks/gpu_step_vs_reference.py
+run 120 $PY benchmarks/gpu_train_check.py --cache "$cache" --json "$OUT/gpu_train_check.json"
+run 150 $PY benchmarks/gpu_eval.py --json "$OUT/gpu_eval.json"
+[ -f .gpu/gpu_anchors.py ] && run 120 $PY .gpu/gpu_anchors.py
+run 45 $PY benchmarks/gpu_embed.py --batch-size 256 --height 256 --width 456
+[ -d .gpu/videos ] && run 60 $PY benchmarks/gpu_train_step.py --videos .gpu/videos
 exit $status

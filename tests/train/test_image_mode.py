@@ -83,8 +83,14 @@ def test_image_mode_run_learns_exports_and_resumes_exactly(fashion_spec: str, tm
     run = tmp_path / "run"
     args = ["run", "--images", fashion_spec, "--out", str(run), "--preset", "cpu-smoke"]
     overrides = [*TINY, "batch_size=16", "max_steps=30", "base_lr=24", "ckpt_every=0"]
-    result = invoke(*args, *[x for o in overrides for x in ("--set", o)])
+    overrides += ["monitor_every=10", "monitor_bank=100", "monitor_queries=50"]
+    result = invoke(*args, "--monitor", fashion_spec, *[x for o in overrides for x in ("--set", o)])
     assert result.exit_code == 0, result.output + repr(result.exception)
+    assert "monitor_share" in result.output
+    knn = [(r["step"], r["knn20_top1"]) for r in read_metrics(run) if "knn20_top1" in r]
+    assert [step for step, _ in knn] == [0, 10, 20, 30]
+    assert all(20 < top1 <= 100 for _, top1 in knn)  # 10 classes: chance is 10%
+    assert (run / "loss.png").is_file()
     losses = [r["loss"] for r in read_metrics(run) if "loss" in r]
     first, last = np.mean(losses[:5]), np.mean(losses[-5:])
     print(f"image-mode loss: first-5 mean {first:.3f}, last-5 mean {last:.3f}")
