@@ -215,10 +215,10 @@ def test_an_internal_error_is_one_line_and_exit_3(world, monkeypatch):
 
 
 def test_results_json_is_strict_json_with_nan_as_null(tmp_path):
-    from vito_eval.report import write_json_atomic
+    from videonet_curate.storage import atomic_write_json  # what every vito-eval result goes through
 
     path = tmp_path / "r.json"
-    write_json_atomic(path, {"top5": math.nan, "scores": [1.0, math.inf], "n": 3})
+    atomic_write_json(path, {"top5": math.nan, "scores": [1.0, math.inf], "n": 3})
     assert json.loads(path.read_text(), parse_constant=lambda c: pytest.fail(f"bare {c}")) == {
         "top5": None,
         "scores": [1.0, None],

@@ -320,3 +320,24 @@ def test_a_signal_to_the_process_group_checkpoints_and_exits_128_plus_signal(sam
         for _out, process in runs.values():
             if process.poll() is None:
                 os.killpg(process.pid, signal.SIGKILL)
+
+
+def test_run_outputs_follow_the_umask(sample_manifest, tmp_path):
+    """A run directory on a shared filesystem is readable by the group when the umask says so (not the
+    0600 of a temporary file); metrics.jsonl is strict JSON."""
+    import json
+    import stat
+
+    previous = os.umask(0o002)
+    try:
+        result = runner.invoke(app, _run_args(sample_manifest, tmp_path / "run", *TINY, "max_steps=1"))
+    finally:
+        os.umask(previous)
+    assert result.exit_code == 0, result.output
+    for name in ("last.pt", "step-00000001.pt", "config.yaml", "metrics.jsonl", "loss.png"):
+        path = tmp_path / "run" / name
+        if path.exists():
+            assert stat.S_IMODE(path.stat().st_mode) == 0o664, (name, oct(path.stat().st_mode))
+    assert stat.S_IMODE((tmp_path / "run").stat().st_mode) == 0o775
+    for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines():
+        json.loads(line, parse_constant=lambda c: pytest.fail(f"bare {c} in metrics.jsonl"))

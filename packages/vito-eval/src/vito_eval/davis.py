@@ -9,9 +9,7 @@ per-sequence bar plot.
 from __future__ import annotations
 
 import csv
-import json
 import logging
-import os
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass
@@ -21,6 +19,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from videonet_curate.storage import atomic_open, atomic_write_json
 from vito_eval.datasets.davis import (
     DavisLayoutError,
     DavisSequence,
@@ -48,7 +47,6 @@ from vito_eval.propagation import (
     upsample_to_labels,
 )
 from vito_eval.runtime import start_throughput
-from vito_train.outputs import json_safe
 
 log = logging.getLogger(__name__)
 
@@ -153,11 +151,7 @@ def run_davis(
             log.warning("sequence %s failed: %s", seq.name, err)
             failed[seq.name] = f"{type(err).__name__}: {err}"
     if not objects:
-        first = next(iter(failed.items()), ("-", "-"))
-        raise DavisLayoutError(
-            f"no DAVIS sequence under {run.root} could be evaluated ({len(failed)} failed; "
-            f"{first[0]}: {first[1]}); check the layout against davis2017-evaluation's"
-        )
+        raise RuntimeError(f"no DAVIS sequence could be evaluated; failures: {failed}")
     summary = summarise(objects)
     _write_per_sequence_csv(out / "per-sequence-results.csv", objects)
     _plot_per_sequence(out / "per-sequence-jf.png", objects)
@@ -189,8 +183,7 @@ def _write_overlays(out: Path, name: str, raw: np.ndarray, preds: np.ndarray, pa
 
 def _write_per_sequence_csv(path: Path, objects: list[ObjectScores]) -> None:
     """One row per object, named ``<seq>_<obj>`` as davis2017-evaluation's per-sequence-results CSV."""
-    tmp = path.with_suffix(".csv.tmp")
-    with tmp.open("w", newline="") as fh:
+    with atomic_open(path, "w", newline="") as fh:
         writer = csv.writer(fh)
         writer.writerow(
             ["Sequence", "J-Mean", "F-Mean", "J&F-Mean", "J-Recall", "F-Recall", "J-Decay", "F-Decay"]
@@ -204,7 +197,6 @@ def _write_per_sequence_csv(path: Path, objects: list[ObjectScores]) -> None:
                     for v in (j.mean, f.mean, (j.mean + f.mean) / 2, j.recall, f.recall, j.decay, f.decay)
                 ]
             )
-    os.replace(tmp, path)
 
 
 def _plot_per_sequence(path: Path, objects: list[ObjectScores]) -> None:
@@ -227,9 +219,7 @@ def _plot_per_sequence(path: Path, objects: list[ObjectScores]) -> None:
 
 
 def _write_json(path: Path, obj: dict) -> None:
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(json_safe(obj), indent=2, default=str, allow_nan=False))  # NaN -> null
-    os.replace(tmp, path)
+    atomic_write_json(path, obj, default=str)
 
 
 @dataclass

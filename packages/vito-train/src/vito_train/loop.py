@@ -19,6 +19,7 @@ from typing import Any
 
 import torch
 from torch import nn
+from torch.profiler import record_function
 
 from vito_train.checkpoint import (
     LAST,
@@ -172,7 +173,8 @@ def train_step(
     is NaN or infinite (on any rank).
     """
     cfg = state.config
-    images = device_images(state, views_1, views_2, photometric)
+    with record_function("vito.images"):
+        images = device_images(state, views_1, views_2, photometric)
     n = views_1.shape[0]
     lr = learning_rate(
         state.step,
@@ -183,7 +185,7 @@ def train_step(
         final_ratio=cfg.final_lr_ratio,
     )
     set_learning_rate(state.optimizer, lr)
-    with state.autocast():
+    with state.autocast(), record_function("vito.forward_and_loss"):
         predictions = state.online_forward(images)
         with torch.no_grad():
             targets = state.target_forward(images)
@@ -196,6 +198,7 @@ def train_step(
             counts=counts,
             loss_fn=symmetric_multiscale_loss,
         )
+    # the one host sync of a step: the weights must not move on a NaN loss
     finite = bool(torch.isfinite(loss))
     if state.env is not None and state.env.world_size > 1:
         finite = all_reduce_sum(int(not finite), state.env) == 0  # every rank stops together
@@ -204,14 +207,17 @@ def train_step(
             f"loss is {local_loss.item()} at step {state.step + 1}; the weights were not updated and the "
             "last checkpoint is intact. Lower base_lr, set grad_clip, or use precision=fp32 and resume."
         )
-    state.optimizer.zero_grad(set_to_none=True)
-    state.scaler.scale(loss).backward()
-    if cfg.grad_clip > 0:
-        state.scaler.unscale_(state.optimizer)
-        torch.nn.utils.clip_grad_norm_(state.online.parameters(), cfg.grad_clip)
-    state.scaler.step(state.optimizer)
-    state.scaler.update()
-    ema_update_(state.target, state.online.encoder, ema_decay(state.step, cfg.max_steps, cfg.ema_base))
+    with record_function("vito.backward"):
+        state.optimizer.zero_grad(set_to_none=True)
+        state.scaler.scale(loss).backward()
+    with record_function("vito.optimizer"):
+        if cfg.grad_clip > 0:
+            state.scaler.unscale_(state.optimizer)
+            torch.nn.utils.clip_grad_norm_(state.online.parameters(), cfg.grad_clip)
+        state.scaler.step(state.optimizer)
+        state.scaler.update()
+    with record_function("vito.ema"):
+        ema_update_(state.target, state.online.encoder, ema_decay(state.step, cfg.max_steps, cfg.ema_base))
     state.step += 1
     return local_loss
 

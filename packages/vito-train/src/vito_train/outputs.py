@@ -1,4 +1,4 @@
-"""Checks on where a command will write, made before any work, and JSON that stays valid.
+"""Checks on where a command will write, made before any work.
 
 Both tools use these (vito-eval imports them): an unwritable ``--out`` is a one-line input error
 (exit 2) before minutes of training or feature extraction, not a traceback at the end.
@@ -6,10 +6,8 @@ Both tools use these (vito-eval imports them): an unwritable ``--out`` is a one-
 
 from __future__ import annotations
 
-import math
 import os
 from pathlib import Path
-from typing import Any
 
 
 class OutputError(ValueError):
@@ -47,15 +45,3 @@ def check_output_file(path: Path, option: str) -> None:
     if path.is_dir():
         raise OutputError(f"{option} {path} is a folder; pass a file path")
     _check_folder_can_exist(path.parent, option, path)
-
-
-def json_safe(value: Any) -> Any:
-    """``value`` with NaN and infinities as None (JSON has no NaN; json.dumps would write a bare NaN
-    that strict parsers reject), recursively through dicts, lists and tuples."""
-    if isinstance(value, float):
-        return value if math.isfinite(value) else None
-    if isinstance(value, dict):
-        return {k: json_safe(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [json_safe(v) for v in value]
-    return value
