@@ -33,6 +33,7 @@ from videonet_curate.manifest import (  # noqa: E402
     read_manifest,
     read_metadata,
 )
+from videonet_curate.safepath import contained
 from videonet_curate.storage import atomic_path, atomic_write_text  # noqa: E402
 
 log = logging.getLogger(__name__)
@@ -230,6 +231,7 @@ def write_report(
     if embeddings_path.exists():
         _, nearest = nearest_similarities(dedup.read_embeddings(embeddings_path))
     directory = Path(report_dir) if report_dir else manifest_path.parent / REPORT_DIRNAME
+    contained(directory.parent, directory)  # OUT/report planted as a link elsewhere: write nothing there
     directory.mkdir(parents=True, exist_ok=True)
     summary = summarize(table, target_weights, metadata, nearest)
     summary["target"] = target_name
