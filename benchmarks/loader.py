@@ -41,11 +41,8 @@ sys.path.insert(0, str(ROOT / "tests" / "train"))
 
 from vito_train.data.batched_augment import apply_photometric  # noqa: E402
 from vito_train.data.cache import FrameCache  # noqa: E402
-from vito_train.data.cache_pairs import (  # noqa: E402
-    CachedFramePairDataset,
-    WithPhotometricParams,
-    collate_pair_batch,
-)
+from vito_train.data.cache_source import CacheFrameSource  # noqa: E402
+from vito_train.data.frame_pairs import FramePairDataset, collate_pair_batch  # noqa: E402
 from vito_train.distributed import RankBatchSampler  # noqa: E402
 
 IMAGE_SIZE, MIN_SCALE, MAX_GAP_S, BATCH = 224, 0.3, 1.0, 32
@@ -105,10 +102,11 @@ def timed_batches(dataset, n_pairs: int, *, batched_cpu: bool = False, kernel: i
 
 def timed_video(manifest: Path, n_pairs: int) -> tuple[float, float]:
     from vito_train.config import TrainConfig
-    from vito_train.data.pair_loader import build_pair_dataset
+    from vito_train.data.pair_loader import build_pair_dataset, open_frame_source
 
     config = TrainConfig(image_size=IMAGE_SIZE, crop_min_scale=MIN_SCALE, max_gap_s=MAX_GAP_S, seed=0)
-    dataset = build_pair_dataset(config, manifest=manifest)  # the trainer's default decode size
+    # the trainer's default decode size
+    dataset = build_pair_dataset(config, open_frame_source(config, manifest=manifest))
     dataset[10_000]
     with Timer() as t:
         for i in range(n_pairs):
@@ -173,7 +171,7 @@ def main() -> None:
     work = args.cache.parent / (args.cache.name + "-manifest")
     manifest = sample_manifest(work)
     if not (args.cache / "index.parquet").is_file():
-        from vito_train.prepare import prepare_cache
+        from vito_train.data.prepare import prepare_cache
 
         start = time.perf_counter()
         summary = prepare_cache(
@@ -190,15 +188,9 @@ def main() -> None:
         f"short side {cache.plan.short_side}, {cache.plan.fps:g} fps"
     )
 
-    full = CachedFramePairDataset(
-        cache, seed=0, image_size=IMAGE_SIZE, min_scale=MIN_SCALE, max_gap_s=MAX_GAP_S
-    )
-    crop = WithPhotometricParams(
-        CachedFramePairDataset(
-            cache, seed=0, image_size=IMAGE_SIZE, min_scale=MIN_SCALE, max_gap_s=MAX_GAP_S, crop_only=True
-        ),
-        seed=0,
-    )
+    source = CacheFrameSource(cache, max_gap_s=MAX_GAP_S)
+    full = FramePairDataset(source, seed=0, image_size=IMAGE_SIZE, min_scale=MIN_SCALE)
+    crop = FramePairDataset(source, seed=0, image_size=IMAGE_SIZE, min_scale=MIN_SCALE, photometric=True)
     rows = [
         ("video", timed_video(manifest, args.video_pairs)),
         ("cache-full", timed_batches(full, args.pairs)),

@@ -6,18 +6,12 @@ import json
 
 import numpy as np
 import pytest
+from eval_fixtures import UCF_FIXTURE_CLASSES, write_clip_avi, write_ucf101_fixture
 from typer.testing import CliRunner
 
-from vito_eval.action import (
-    Ucf101Config,
-    Ucf101LayoutError,
-    decode_frames,
-    frame_indices,
-    read_split,
-    run_ucf101,
-)
+from vito_eval.action import Ucf101Config, decode_frames, frame_indices, run_ucf101
 from vito_eval.cli import app
-from vito_eval.fixtures import UCF_FIXTURE_CLASSES, write_clip_avi, write_ucf101_fixture
+from vito_eval.datasets.ucf101 import Ucf101LayoutError, read_split
 
 
 @pytest.fixture(autouse=True, scope="module")

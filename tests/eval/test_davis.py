@@ -10,10 +10,11 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from eval_fixtures import write_davis_fixture
 from PIL import Image
 
-from vito_eval.davis import DavisLayoutError, DavisRunConfig, list_sequences, run_davis
-from vito_eval.fixtures import write_davis_fixture
+from vito_eval.datasets.davis import DavisLayoutError, list_sequences
+from vito_eval.davis import DavisRunConfig, run_davis
 from vito_eval.propagation import PRESETS
 
 

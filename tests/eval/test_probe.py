@@ -1,4 +1,5 @@
-"""The torch L-BFGS probe against scikit-learn's LogisticRegression on the same features."""
+"""The torch L-BFGS probe (vito_eval.linear_probe) against scikit-learn's LogisticRegression on the same
+features."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ import numpy as np
 import pytest
 from sklearn.linear_model import LogisticRegression
 
-from vito_eval.probe import (
+from vito_eval.linear_probe import (
     Standardizer,
     fit_linear_probe,
     fit_logistic_regression,

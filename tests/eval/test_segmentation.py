@@ -8,17 +8,13 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from eval_fixtures import write_ade20k_fixture, write_voc_fixture
 from PIL import Image
 
-from vito_eval.fixtures import write_ade20k_fixture, write_voc_fixture
-from vito_eval.segmentation import (
-    ADE20K_CLASSES,
-    SegmentationConfig,
-    SegmentationLayoutError,
-    load_segmentation_dataset,
-    run_segmentation,
-    sample_pixel_features,
-)
+from vito_eval.datasets import load_segmentation_dataset
+from vito_eval.datasets.ade20k import ADE20K_CLASSES
+from vito_eval.datasets.segmentation import SegmentationLayoutError
+from vito_eval.segmentation import SegmentationConfig, run_segmentation, sample_pixel_features
 
 
 @pytest.fixture(autouse=True, scope="module")

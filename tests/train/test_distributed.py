@@ -221,9 +221,9 @@ def test_two_rank_run_writes_once_and_resumes_on_one_rank(sample_videos, tmp_pat
 
     from vito_train.checkpoint import load_checkpoint
     from vito_train.config import resolve_config
+    from vito_train.data.prepare import prepare_cache
     from vito_train.loop import train
     from vito_train.metrics import read_metrics
-    from vito_train.prepare import prepare_cache
 
     (tmp_path / "videos").mkdir()
     (tmp_path / "videos" / "realshort.mp4").symlink_to(sample_videos / "realshort.mp4")

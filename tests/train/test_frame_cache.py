@@ -14,9 +14,10 @@ from conftest import write_sample_manifest
 from torchvision.io import decode_jpeg
 
 from vito_train.data.cache import INDEX_FILE, CacheError, FrameCache, shard_paths
-from vito_train.data.cache_pairs import CachedFramePairDataset, WithPhotometricParams, collate_pair_batch
+from vito_train.data.cache_source import CacheFrameSource
+from vito_train.data.frame_pairs import FramePairDataset, collate_pair_batch
 from vito_train.data.pairs import clip_for_index, load_clips
-from vito_train.prepare import frame_grid, prepare_cache
+from vito_train.data.prepare import frame_grid, prepare_cache
 
 CLIPS = ["carphone_pristine.mp4", "dog.mp4", "realshort.mp4"]
 FPS, SHORT = 4.0, 64
@@ -122,7 +123,7 @@ def test_unreadable_clip_is_recorded_and_the_rest_is_cached(sample_videos, tmp_p
 
 def test_cached_pairs_are_deterministic_and_within_the_gap(cache_dir):
     cache = FrameCache(cache_dir)
-    dataset = CachedFramePairDataset(cache, seed=3, image_size=32, min_scale=0.3, max_gap_s=0.5)
+    dataset = FramePairDataset(CacheFrameSource(cache, max_gap_s=0.5), seed=3, image_size=32, min_scale=0.3)
     a, b = dataset[17], dataset[17]
     assert torch.equal(a["view_1"], b["view_1"]) and torch.equal(a["view_2"], b["view_2"])
     assert a["view_1"].shape == (3, 32, 32) and a["view_1"].dtype == torch.uint8
@@ -139,9 +140,8 @@ def test_cached_pairs_are_deterministic_and_within_the_gap(cache_dir):
 
 def test_crop_only_samples_carry_photometric_parameters(cache_dir):
     cache = FrameCache(cache_dir)
-    dataset = WithPhotometricParams(
-        CachedFramePairDataset(cache, seed=0, image_size=32, min_scale=0.3, max_gap_s=1.0, crop_only=True),
-        seed=0,
+    dataset = FramePairDataset(
+        CacheFrameSource(cache, max_gap_s=1.0), seed=0, image_size=32, min_scale=0.3, photometric=True
     )
     batch = collate_pair_batch([dataset[i] for i in range(6)])
     assert batch["view_1"].shape == (6, 3, 32, 32) and batch["photometric"].shape == (2, 6, 13)
@@ -162,7 +162,9 @@ def test_corrupt_shard_is_skipped_and_bad_frames_are_counted(cache_dir, tmp_path
     for offset, length in zip(victim.offsets, victim.lengths, strict=True):
         data[offset : offset + length] = b"\x00" * length
     tar_path.write_bytes(bytes(data))
-    dataset = CachedFramePairDataset(FrameCache(copy), seed=0, image_size=32, min_scale=0.3, max_gap_s=1.0)
+    dataset = FramePairDataset(
+        CacheFrameSource(FrameCache(copy), max_gap_s=1.0), seed=0, image_size=32, min_scale=0.3
+    )
     batch = collate_pair_batch([dataset[i] for i in range(12)])
     assert victim.clip_id in batch["failed"] and batch["view_1"].shape[0] >= 10
     # a truncated shard is dropped when the cache is opened; its clips are gone, the others stay

@@ -16,10 +16,10 @@ from torch.utils.data import Dataset
 
 from vito_train.checkpoint import load_checkpoint
 from vito_train.config import resolve_config
-from vito_train.data.cache_pairs import collate_pair_batch
+from vito_train.data.frame_pairs import collate_pair_batch
 from vito_train.data.pair_loader import build_rank_batches, use_batched_augment
+from vito_train.data.prepare import prepare_cache
 from vito_train.loop import train
-from vito_train.prepare import prepare_cache
 
 TINY = [
     "image_size=48",

@@ -29,3 +29,33 @@ def test_preset_file_round_trips(tmp_path):
     save_config(cfg, tmp_path / "config.yaml")
     assert resolve_config(tmp_path / "config.yaml") == cfg
     assert TrainConfig().validate().temperature == 0.1
+
+
+def test_ablation_presets_change_one_thing_each(tmp_path):
+    """Each ablation cell is paper-r50 with the one key the paper ablates changed, and says which cell."""
+    from vito_train.config import preset_cell
+
+    paper = resolve_config("paper-r50").to_dict()
+    changed = {
+        "ablate-crop-0.08": {"crop_min_scale": 0.08},
+        "ablate-pool-gap": {"pooling": "gap"},
+        "ablate-pool-attention": {"pooling": "attention"},
+        "ablate-offset-0": {"max_gap_s": 0.0},
+        "ablate-uncurated": {},
+        "ablate-images": {"max_gap_s": 0.0},
+    }
+    for name, expected in changed.items():
+        cell = resolve_config(name).to_dict()
+        diff = {k: v for k, v in cell.items() if k != "notes" and paper[k] != v}
+        assert diff == expected, name
+        assert preset_cell(name) and preset_cell(name) != preset_cell("paper-r50")
+
+
+def test_extends_chain_and_cycle(tmp_path):
+    (tmp_path / "a.yaml").write_text(f"extends: {tmp_path / 'b.yaml'}\nmax_steps: 7\n")
+    (tmp_path / "b.yaml").write_text("extends: cpu-smoke\nseed: 3\n")
+    cfg = resolve_config(tmp_path / "a.yaml")
+    assert (cfg.max_steps, cfg.seed, cfg.arch) == (7, 3, "resnet18")
+    (tmp_path / "b.yaml").write_text(f"extends: {tmp_path / 'a.yaml'}\n")
+    with pytest.raises(ConfigError, match="extends itself"):
+        resolve_config(tmp_path / "a.yaml")

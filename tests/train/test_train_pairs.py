@@ -5,8 +5,9 @@ import pytest
 import torch
 
 from videonet_curate.manifest import empty_row, rows_to_table, write_manifest
-from vito_train.data.dataset import FramePairDataset, collate_pairs
+from vito_train.data.frame_pairs import FramePairDataset, collate_pair_batch
 from vito_train.data.pairs import TrainingDataError, clip_for_index, load_clips, sample_pair_times
+from vito_train.data.video_source import VideoFrameSource
 
 
 def test_pair_times_stay_in_the_clip_and_within_the_gap():
@@ -28,8 +29,9 @@ def test_every_clip_once_per_epoch_and_reproducible():
 def test_samples_depend_only_on_seed_and_index(sample_manifest):
     clips = load_clips(sample_manifest)
     assert len(clips) == 10
-    kw = dict(seed=1, image_size=48, min_scale=0.3, max_gap_s=1.0, decode_short_side=64)
-    a, b = FramePairDataset(clips, **kw), FramePairDataset(clips, **kw)
+    kw = dict(seed=1, image_size=48, min_scale=0.3)
+    source = VideoFrameSource(clips, max_gap_s=1.0, decode_short_side=64)
+    a, b = FramePairDataset(source, **kw), FramePairDataset(source, **kw)
     torch.manual_seed(123)  # the global generator must neither matter nor be consumed
     before = torch.get_rng_state()
     first = a[5]
@@ -62,15 +64,13 @@ def test_undecodable_clip_is_skipped_and_counted(sample_videos, tmp_path):
     ]
     manifest = write_manifest(rows_to_table(rows), tmp_path / "manifest.parquet")
     ds = FramePairDataset(
-        load_clips(manifest),
+        VideoFrameSource(load_clips(manifest), max_gap_s=1.0, decode_short_side=48),
         seed=0,
         image_size=32,
         min_scale=0.3,
-        max_gap_s=1.0,
-        decode_short_side=48,
         retries=3,
     )
-    batch = collate_pairs([ds[g] for g in range(8)])
+    batch = collate_pair_batch([ds[g] for g in range(8)])
     assert "broken" in batch["failed"]
     assert batch["view_1"] is not None and batch["view_1"].shape[0] + batch["dropped"] == 8
 

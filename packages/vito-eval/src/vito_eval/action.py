@@ -1,18 +1,14 @@
 """UCF-101 action recognition with a frozen image encoder: clip features + a linear probe.
 
-Official layout: videos ``UCF-101/<Class>/v_<Class>_gXX_cYY.avi`` and split files
-``ucfTrainTestlist/{classInd.txt, trainlist0N.txt, testlist0N.txt}`` (N = 1, 2, 3). A clip's feature is the
+The official layout is read by :mod:`vito_eval.datasets.ucf101`. A clip's feature is the
 encoder's pooled feature of its middle frame, or the mean over ``n_frames`` evenly spaced frames (the two
-image-encoder protocols). Videos are decoded with PyAV. The probe is `vito_eval.probe.fit_linear_probe`.
+image-encoder protocols). Videos are decoded with PyAV. The probe is
+`vito_eval.linear_probe.fit_linear_probe`.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
-import os
-import tempfile
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
@@ -24,84 +20,14 @@ import numpy as np
 import torch
 from PIL import Image
 
-from vito_eval.errors import DatasetError
+from vito_eval.datasets.base import files_fingerprint
+from vito_eval.datasets.ucf101 import Ucf101LayoutError, read_split
+from vito_eval.feature_cache import FeatureCache, cache_key
+from vito_eval.linear_probe import DEFAULT_L2_GRID, fit_linear_probe
 
 log = logging.getLogger(__name__)
 
-UCF101_URL = "https://www.crcv.ucf.edu/data/UCF101.php"
 FrameMode = Literal["middle", "average"]
-
-
-class Ucf101LayoutError(DatasetError):
-    """The UCF-101 videos or split files are not in the official layout."""
-
-
-@dataclass(frozen=True)
-class Ucf101Split:
-    classes: list[str]
-    train: list[tuple[str, int]]  # (path relative to the videos root, 0-based class index)
-    test: list[tuple[str, int]]
-
-
-def read_split(videos_root: Path, splits_dir: Path, split: int) -> Ucf101Split:
-    """Parse classInd.txt, trainlist0N.txt and testlist0N.txt (1-based class ids become 0-based)."""
-    videos_root, splits_dir = Path(videos_root), Path(splits_dir)
-    expected = (
-        f"expected the official UCF-101 split files in {splits_dir} (classInd.txt, trainlist0{split}.txt, "
-        f"testlist0{split}.txt from UCF101TrainTestSplits-RecognitionTask.zip) and the videos as "
-        f"{videos_root}/<Class>/v_<Class>_gXX_cYY.avi ({UCF101_URL})"
-    )
-    if split not in (1, 2, 3):
-        raise Ucf101LayoutError(f"--split must be 1, 2 or 3, got {split}")
-    files = {
-        name: splits_dir / name
-        for name in ("classInd.txt", f"trainlist0{split}.txt", f"testlist0{split}.txt")
-    }
-    for path in files.values():
-        if not path.is_file():
-            raise Ucf101LayoutError(f"missing {path}; {expected}")
-    if not videos_root.is_dir():
-        raise Ucf101LayoutError(f"videos root {videos_root} is not a directory; {expected}")
-    classes: dict[int, str] = {}
-    for line in files["classInd.txt"].read_text().splitlines():
-        if line.strip():
-            idx, name = line.split()
-            classes[int(idx)] = name
-    if sorted(classes) != list(range(1, len(classes) + 1)):
-        raise Ucf101LayoutError(f"{files['classInd.txt']}: class ids must run 1..N; {expected}")
-    names = [classes[i] for i in range(1, len(classes) + 1)]
-    by_name = {n: i for i, n in enumerate(names)}
-
-    def entries(path: Path) -> list[tuple[str, int]]:
-        out = []
-        for line in path.read_text().splitlines():
-            if not line.strip():
-                continue
-            rel = line.split()[0]  # trainlists append the 1-based class id; testlists do not
-            cls = rel.split("/")[0]
-            if cls not in by_name:
-                raise Ucf101LayoutError(f"{path}: {rel!r} names class {cls!r}, not in classInd.txt")
-            out.append((rel, by_name[cls]))
-        if not out:
-            raise Ucf101LayoutError(f"{path} lists no videos; {expected}")
-        return out
-
-    split_ = Ucf101Split(
-        names, entries(files[f"trainlist0{split}.txt"]), entries(files[f"testlist0{split}.txt"])
-    )
-    missing = [rel for rel, _ in split_.train + split_.test if not (videos_root / rel).is_file()]
-    if len(missing) == len(split_.train) + len(split_.test):
-        raise Ucf101LayoutError(
-            f"none of the listed videos exist under {videos_root} (e.g. {missing[0]}); {expected}"
-        )
-    if missing:
-        log.warning(
-            "%d listed videos are missing under %s (e.g. %s); they are recorded as failed",
-            len(missing),
-            videos_root,
-            missing[0],
-        )
-    return split_
 
 
 def frame_indices(n_total: int, mode: FrameMode, n_frames: int) -> list[int]:
@@ -205,39 +131,29 @@ def cached_split_features(
     """`extract_split` through the feature cache (``config.cache_dir``; None disables it).
 
     The key covers the encoder (weights, readout, normalisation), the clip list, the frame choice, the image
-    size and the videos' sizes and mtimes; entries are written to a temporary name and renamed.
+    size and the videos' sizes and mtimes (`vito_eval.feature_cache`).
     """
     if config.cache_dir is None:
         return (*extract_split(encoder.embed, videos_root, entries, config, track, desc), False)
-    from vito_eval.datasets.base import files_fingerprint
-
+    cache = FeatureCache(config.cache_dir)
     present = [videos_root / rel for rel, _ in entries if (videos_root / rel).is_file()]
-    spec = {
-        "task": "ucf101-clip-features",
-        "encoder": encoder.cache_key,
-        "entries": entries,
-        "frames": config.frames,
-        "n_frames": config.n_frames if config.frames == "average" else 1,
-        "image_size": config.image_size,
-        "videos": files_fingerprint(present),
-    }
-    key = hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()
-    path = Path(config.cache_dir) / f"{key}.npz"
-    if path.is_file():
-        try:
-            with np.load(path) as data:
-                return data["features"], data["labels"], json.loads(str(data["failed"])), True
-        except (OSError, ValueError, KeyError) as err:  # a damaged entry is recomputed
-            log.warning("ignoring unreadable cache entry %s: %s", path, err)
+    key = cache_key(
+        {
+            "task": "ucf101-clip-features",
+            "encoder": encoder.cache_key,
+            "entries": entries,
+            "frames": config.frames,
+            "n_frames": config.n_frames if config.frames == "average" else 1,
+            "image_size": config.image_size,
+            "videos": files_fingerprint(present),
+        }
+    )
+    hit = cache.load(key)
+    if hit is not None:
+        return hit.features, hit.labels, hit.meta.get("failed", {}), True
+    start = time.perf_counter()
     feats, labels, failed = extract_split(encoder.embed, videos_root, entries, config, track, desc)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=".npz")
-    os.close(fd)
-    try:
-        np.savez(tmp, features=feats, labels=labels, failed=json.dumps(failed))
-        os.replace(tmp, path)
-    finally:
-        Path(tmp).unlink(missing_ok=True)
+    cache.store(key, feats, labels, {"failed": failed, "seconds": time.perf_counter() - start})
     return feats, labels, failed, False
 
 
@@ -246,7 +162,6 @@ def run_ucf101(
 ) -> dict[str, Any]:
     """Extract train/test clip features, fit the linear probe, report top-1/top-5; writes ``config.out``."""
     from vito_eval.encoders import load_encoder
-    from vito_eval.probe import DEFAULT_L2_GRID, fit_linear_probe
     from vito_eval.report import classification_summary, plot_confusion, write_json_atomic
 
     if config.frames not in ("middle", "average"):

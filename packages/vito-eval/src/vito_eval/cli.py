@@ -95,7 +95,7 @@ def probe(
     knn_temperature: float = typer.Option(0.07, help="Temperature T of the kNN vote weights exp(sim/T)."),
 ) -> None:
     """Linear probe and kNN of frozen encoders on one dataset, side by side."""
-    from vito_eval.features import DEFAULT_CACHE_DIR
+    from vito_eval.feature_cache import DEFAULT_CACHE_DIR
     from vito_eval.probe import ProbeEvalConfig, run_probe_eval
     from vito_eval.report import results_table
 
@@ -222,7 +222,7 @@ def ucf101(
 ) -> None:
     """UCF-101 action recognition: clip features of a frozen encoder + linear probe, top-1/top-5."""
     from vito_eval.action import Ucf101Config, run_ucf101
-    from vito_eval.features import DEFAULT_CACHE_DIR
+    from vito_eval.feature_cache import DEFAULT_CACHE_DIR
 
     config = Ucf101Config(
         encoder=encoder,

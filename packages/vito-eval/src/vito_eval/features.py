@@ -1,17 +1,13 @@
-"""Extract frozen features once, in batches, and cache them on disk.
+"""Extract frozen features of an image split once, in batches, through the feature cache.
 
-A cache entry is keyed by the encoder (weights hash, readout, normalisation), the dataset (its source
-files' fingerprint and the exact samples and labels of the split) and the transform (resize policy and
-size). Entries are ``.npz`` files written to a temporary name and renamed, so a partial file is never seen.
+A cache entry (`vito_eval.feature_cache`) is keyed by the encoder (weights hash, readout, normalisation),
+the dataset (its source files' fingerprint and the exact samples and labels of the split) and the
+transform (resize policy and size).
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
-import os
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,11 +19,9 @@ from tqdm import tqdm
 
 from vito_eval.datasets.base import ImageDataset, ImageSplit, to_model_input, transform_id
 from vito_eval.encoders import Encoder
+from vito_eval.feature_cache import DEFAULT_CACHE_DIR, FeatureCache, cache_key
 
 log = logging.getLogger(__name__)
-
-CACHE_FORMAT = 1
-DEFAULT_CACHE_DIR = Path(os.environ.get("VITO_EVAL_CACHE", Path.home() / ".cache" / "vito-eval" / "features"))
 
 
 @dataclass(frozen=True)
@@ -77,36 +71,15 @@ def extract_features(
 
 
 def feature_cache_key(encoder: Encoder, dataset: ImageDataset, split: ImageSplit, image_size: int) -> str:
-    """sha256 of everything the features depend on (see the module docstring)."""
-    parts = {
-        "format": CACHE_FORMAT,
-        "encoder": encoder.cache_key,
-        "dataset": dataset.fingerprint,
-        "samples": split.content_digest(),
-        "transform": transform_id(image_size),
-    }
-    return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()
-
-
-def _write_atomic(path: Path, features: np.ndarray, labels: np.ndarray, meta: dict) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.savez(f, features=features, labels=labels, meta=np.array(json.dumps(meta)))
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def _read(path: Path) -> tuple[np.ndarray, np.ndarray, dict] | None:
-    try:
-        with np.load(path) as data:
-            return data["features"], data["labels"], json.loads(str(data["meta"]))
-    except (OSError, ValueError, KeyError) as exc:  # a damaged entry is recomputed, not fatal
-        log.warning("ignoring unreadable feature cache entry %s: %s", path, exc)
-        return None
+    """The cache key of everything the features depend on (see the module docstring)."""
+    return cache_key(
+        {
+            "encoder": encoder.cache_key,
+            "dataset": dataset.fingerprint,
+            "samples": split.content_digest(),
+            "transform": transform_id(image_size),
+        }
+    )
 
 
 def cached_features(
@@ -122,22 +95,20 @@ def cached_features(
 ) -> FeatureSet:
     """Features of ``split`` from the cache, or extracted and stored there (``cache_dir=None``: no cache)."""
     key = feature_cache_key(encoder, dataset, split, image_size)
-    path = None if cache_dir is None else Path(cache_dir) / f"{key}.npz"
-    if path is not None and path.is_file():
-        hit = _read(path)
-        if hit is not None and len(hit[1]) == len(split) and np.array_equal(hit[1], split.labels):
-            log.info("feature cache hit %s (%s)", path.name[:16], desc)
-            return FeatureSet(hit[0], hit[1], float(hit[2].get("seconds", 0.0)), True, key)
+    cache = FeatureCache(cache_dir)
+    hit = cache.load(key)
+    if hit is not None and len(hit.labels) == len(split) and np.array_equal(hit.labels, split.labels):
+        log.info("feature cache hit %s (%s)", key[:16], desc)
+        return FeatureSet(hit.features, hit.labels, float(hit.meta.get("seconds", 0.0)), True, key)
     start = time.perf_counter()
     features = extract_features(encoder, split, image_size, batch_size, num_workers, progress, desc)
     seconds = time.perf_counter() - start
-    if path is not None:
-        meta = {
-            "encoder": encoder.name,
-            "dataset": dataset.spec,
-            "image_size": image_size,
-            "n": len(split),
-            "seconds": seconds,
-        }
-        _write_atomic(path, features, split.labels, meta)
+    meta = {
+        "encoder": encoder.name,
+        "dataset": dataset.spec,
+        "image_size": image_size,
+        "n": len(split),
+        "seconds": seconds,
+    }
+    cache.store(key, features, split.labels, meta)
     return FeatureSet(features, split.labels, seconds, False, key)

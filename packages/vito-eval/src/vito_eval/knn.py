@@ -2,7 +2,8 @@
 
 Cosine similarity (inner product of L2-normalised features, searched exactly with faiss), then each of
 the k neighbours votes for its class with weight exp(sim / T) (k=20, T=0.07 in DINO); k=1 is the plain
-nearest neighbour.
+nearest neighbour. The normalisation and the vote are vito-train's (``vito_train.knn``), which its
+online monitor uses too; only the faiss search is eval's.
 """
 
 from __future__ import annotations
@@ -10,10 +11,9 @@ from __future__ import annotations
 import faiss
 import numpy as np
 
+from vito_train.knn import l2_normalize, weighted_votes
 
-def l2_normalize(x: np.ndarray) -> np.ndarray:
-    x = np.ascontiguousarray(x, dtype=np.float32)
-    return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+__all__ = ["knn_scores", "l2_normalize", "nearest_neighbours", "weighted_votes"]
 
 
 def nearest_neighbours(train: np.ndarray, query: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
@@ -23,16 +23,6 @@ def nearest_neighbours(train: np.ndarray, query: np.ndarray, k: int) -> tuple[np
     index = faiss.IndexFlatIP(train_n.shape[1])
     index.add(train_n)
     return index.search(query_n, k)
-
-
-def weighted_votes(
-    similarities: np.ndarray, neighbour_labels: np.ndarray, num_classes: int, temperature: float = 0.07
-) -> np.ndarray:
-    """Class scores (Q, C): score_c = sum over neighbours j of class c of exp(sim_j / T) (DINO eq.)."""
-    weights = np.exp(similarities.astype(np.float64) / temperature)
-    scores = np.zeros((len(similarities), num_classes))
-    np.add.at(scores, (np.arange(len(similarities))[:, None], neighbour_labels), weights)
-    return scores
 
 
 def knn_scores(

@@ -3,10 +3,10 @@
 Images are resized to ``image_size`` x ``image_size`` for the encoder; scores are computed at the original
 label resolution. Two heads on the frozen feature map of one stage:
 
-- ``linear``: a linear probe (`vito_eval.probe.fit_linear_probe`, L-BFGS) on the features bilinearly
-  upsampled to label resolution, fit on a seeded sample of labelled pixels per training image; since the
-  probe and bilinear resampling are both linear, prediction applies the probe on the feature grid and
-  upsamples the logits, which is the same thing at a fraction of the cost.
+- ``linear``: a linear probe (`vito_eval.linear_probe.fit_linear_probe`, L-BFGS) on the features
+  bilinearly upsampled to label resolution, fit on a seeded sample of labelled pixels per training image;
+  since the probe and bilinear resampling are both linear, prediction applies the probe on the feature
+  grid and upsamples the logits, which is the same thing at a fraction of the cost.
 - ``conv``: BatchNorm + 1x1 convolution trained with Adam on all labelled pixels (logits upsampled to label
   resolution, cross-entropy ignoring 255), the usual light "linear" segmentation head.
 
@@ -27,147 +27,14 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from vito_eval.errors import DatasetError
+from vito_eval.datasets import load_segmentation_dataset
+from vito_eval.datasets.segmentation import SegmentationDataset, SegmentationLayoutError
 from vito_eval.seg_metrics import IGNORE_INDEX, confusion_matrix, scores_from_confusion
 
 log = logging.getLogger(__name__)
 
 Head = Literal["linear", "conv"]
 DenseFn = Callable[[torch.Tensor], torch.Tensor]  # uint8 (N, 3, S, S) -> (N, C, h, w)
-
-
-# fmt: off
-VOC_CLASSES: tuple[str, ...] = (
-    "background", "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow",
-    "diningtable", "dog", "horse", "motorbike", "person", "pottedplant", "sheep", "sofa", "train",
-    "tvmonitor",
-)
-# ADE20K SceneParsing classes 1..150 (objectInfo150), stored at index k-1.
-ADE20K_CLASSES: tuple[str, ...] = (
-    "wall", "building", "sky", "floor", "tree", "ceiling", "road", "bed", "windowpane", "grass", "cabinet",
-    "sidewalk", "person", "earth", "door", "table", "mountain", "plant", "curtain", "chair", "car", "water",
-    "painting", "sofa", "shelf", "house", "sea", "mirror", "rug", "field", "armchair", "seat", "fence",
-    "desk", "rock", "wardrobe", "lamp", "bathtub", "railing", "cushion", "base", "box", "column",
-    "signboard", "chest of drawers", "counter", "sand", "sink", "skyscraper", "fireplace", "refrigerator",
-    "grandstand", "path", "stairs", "runway", "case", "pool table", "pillow", "screen door", "stairway",
-    "river", "bridge", "bookcase", "blind", "coffee table", "toilet", "flower", "book", "hill", "bench",
-    "countertop", "stove", "palm", "kitchen island", "computer", "swivel chair", "boat", "bar",
-    "arcade machine", "hovel", "bus", "towel", "light", "truck", "tower", "chandelier", "awning",
-    "streetlight", "booth", "television receiver", "airplane", "dirt track", "apparel", "pole", "land",
-    "bannister", "escalator", "ottoman", "bottle", "buffet", "poster", "stage", "van", "ship", "fountain",
-    "conveyer belt", "canopy", "washer", "plaything", "swimming pool", "stool", "barrel", "basket",
-    "waterfall", "tent", "bag", "minibike", "cradle", "oven", "ball", "food", "step", "tank", "trade name",
-    "microwave", "pot", "animal", "bicycle", "lake", "dishwasher", "screen", "blanket", "sculpture", "hood",
-    "sconce", "vase", "traffic light", "tray", "ashcan", "fan", "pier", "crt screen", "plate", "monitor",
-    "bulletin board", "shower", "radiator", "glass", "clock", "flag",
-)
-# fmt: on
-
-
-class SegmentationLayoutError(DatasetError):
-    """A segmentation dataset root is not in the official layout."""
-
-
-@dataclass(frozen=True)
-class SegmentationDataset:
-    """Image/label file pairs of both splits and how to read a label file into 0..K-1 / 255."""
-
-    name: str
-    root: Path
-    class_names: tuple[str, ...]
-    train: list[tuple[Path, Path]]
-    val: list[tuple[Path, Path]]
-    reduce_zero_label: bool  # ADE20K: 0 ('other') -> 255, k -> k-1
-
-    @property
-    def num_classes(self) -> int:
-        return len(self.class_names)
-
-    def read_label(self, path: Path) -> np.ndarray:
-        with Image.open(path) as im:
-            lab = np.array(im)  # palette PNGs read as their indices, grey PNGs as values
-        if lab.ndim != 2:
-            raise SegmentationLayoutError(
-                f"{path}: a label map must be single-channel (indexed or grey), got {lab.shape}"
-            )
-        if self.reduce_zero_label:
-            lab = lab.astype(np.int64)
-            lab = np.where(lab == 0, IGNORE_INDEX, lab - 1)
-        lab = lab.astype(np.uint8)
-        bad = (lab != IGNORE_INDEX) & (lab >= self.num_classes)
-        if bad.any():
-            raise SegmentationLayoutError(
-                f"{path}: label values {np.unique(lab[bad])[:5]} exceed {self.name}'s classes"
-            )
-        return lab
-
-
-def _pairs(
-    image_dir: Path, label_dir: Path, ids: list[str], image_ext: str, what: str
-) -> list[tuple[Path, Path]]:
-    pairs = [(image_dir / f"{i}{image_ext}", label_dir / f"{i}.png") for i in ids]
-    missing = [p for pair in pairs for p in pair if not p.is_file()]
-    if missing:
-        raise SegmentationLayoutError(f"{what}: {len(missing)} listed files are missing, e.g. {missing[0]}")
-    if not pairs:
-        raise SegmentationLayoutError(f"{what}: no images listed")
-    return pairs
-
-
-def load_voc(root: Path) -> SegmentationDataset:
-    """PASCAL VOC 2012: ROOT is VOC2012 (or a folder holding VOCdevkit/VOC2012 or VOC2012)."""
-    root = Path(root)
-    for candidate in (root, root / "VOC2012", root / "VOCdevkit" / "VOC2012"):
-        if (candidate / "ImageSets" / "Segmentation").is_dir():
-            root = candidate
-            break
-    else:
-        raise SegmentationLayoutError(
-            f"voc:{root}: expected VOC2012/JPEGImages/*.jpg, VOC2012/SegmentationClass/*.png and "
-            "VOC2012/ImageSets/Segmentation/{train,val}.txt (VOCtrainval_11-May-2012.tar); "
-            f"found no ImageSets/Segmentation under {root}"
-        )
-    sets = root / "ImageSets" / "Segmentation"
-    splits = {}
-    for split in ("train", "val"):
-        path = sets / f"{split}.txt"
-        if not path.is_file():
-            raise SegmentationLayoutError(f"voc:{root}: missing {path}")
-        ids = [line.strip() for line in path.read_text().splitlines() if line.strip()]
-        splits[split] = _pairs(root / "JPEGImages", root / "SegmentationClass", ids, ".jpg", f"voc {split}")
-    return SegmentationDataset(
-        "voc", root, VOC_CLASSES, splits["train"], splits["val"], reduce_zero_label=False
-    )
-
-
-def load_ade20k(root: Path) -> SegmentationDataset:
-    """ADE20K SceneParsing: ROOT is ADEChallengeData2016 (or its parent)."""
-    root = Path(root)
-    if not (root / "images").is_dir() and (root / "ADEChallengeData2016").is_dir():
-        root = root / "ADEChallengeData2016"
-    splits = {}
-    for split, folder in (("train", "training"), ("val", "validation")):
-        image_dir, label_dir = root / "images" / folder, root / "annotations" / folder
-        if not image_dir.is_dir() or not label_dir.is_dir():
-            raise SegmentationLayoutError(
-                f"ade20k:{root}: expected ADEChallengeData2016/images/{{training,validation}}/*.jpg and "
-                f"annotations/{{training,validation}}/*.png (ADEChallengeData2016.zip); "
-                f"missing {image_dir} or {label_dir}"
-            )
-        ids = sorted(p.stem for p in image_dir.glob("*.jpg"))
-        splits[split] = _pairs(image_dir, label_dir, ids, ".jpg", f"ade20k {folder}")
-    return SegmentationDataset(
-        "ade20k", root, ADE20K_CLASSES, splits["train"], splits["val"], reduce_zero_label=True
-    )
-
-
-def load_segmentation_dataset(spec: str) -> SegmentationDataset:
-    """``voc:ROOT`` or ``ade20k:ROOT``."""
-    kind, _, root = spec.partition(":")
-    loaders = {"voc": load_voc, "ade20k": load_ade20k}
-    if kind not in loaders or not root:
-        raise SegmentationLayoutError(f"--dataset {spec!r}: expected voc:ROOT or ade20k:ROOT")
-    return loaders[kind](Path(root).expanduser())
 
 
 def model_input(path: Path, image_size: int) -> torch.Tensor:
@@ -402,7 +269,7 @@ def _fit_head(
                 return upsampled_prediction(head(f[None])[0], size)
 
         return predict_conv, shape, extract_s
-    from vito_eval.probe import DEFAULT_L2_GRID, fit_linear_probe
+    from vito_eval.linear_probe import DEFAULT_L2_GRID, fit_linear_probe
 
     x = np.concatenate([sx for sx, _ in samples])
     y = np.concatenate([sy for _, sy in samples])
@@ -431,7 +298,7 @@ def _write_outputs(out: Path, ds: SegmentationDataset, result: dict, iou: np.nda
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from vito_eval.davis import _default_palette
+    from vito_eval.datasets.davis import default_palette
     from vito_eval.report import write_json_atomic
 
     out.mkdir(parents=True, exist_ok=True)
@@ -445,7 +312,7 @@ def _write_outputs(out: Path, ds: SegmentationDataset, result: dict, iou: np.nda
     fig.tight_layout()
     fig.savefig(out / f"{ds.name}-per-class-iou.png", dpi=100)
     plt.close(fig)
-    pal = np.array(_default_palette(), dtype=np.uint8).reshape(-1, 3)
+    pal = np.array(default_palette(), dtype=np.uint8).reshape(-1, 3)
     for img, label, pred in examples:
         rgb = np.asarray(Image.open(img).convert("RGB"))
         panels = [

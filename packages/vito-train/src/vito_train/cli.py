@@ -103,7 +103,7 @@ def prepare(
     workers: int = typer.Option(0, "--workers", "-j", help="Decoding processes (0 = all cores)."),
 ) -> None:
     """Decode each kept clip once into a frame cache (JPEG tar shards + index) for `run --cache`."""
-    from vito_train.prepare import prepare_command
+    from vito_train.data.prepare import prepare_command
 
     code = prepare_command(manifest, out, fps, short_side, quality, clips_per_shard, workers)
     if code:
@@ -137,8 +137,10 @@ def export_cmd(
 
 @app.command()
 def presets() -> None:
-    """List the bundled presets."""
-    from vito_train.config import preset_names
+    """List the bundled presets and which configuration (or ablation cell of the paper) each is."""
+    from vito_train.config import preset_cell, preset_names
 
-    for name in preset_names():
-        typer.echo(name)
+    names = preset_names()
+    width = max(len(n) for n in names)
+    for name in names:
+        typer.echo(f"{name:<{width}}  {preset_cell(name)}".rstrip())

@@ -70,6 +70,10 @@ class TrainConfig:
     ckpt_every: int = 1000  # numbered checkpoints; last.pt is refreshed every ckpt_last_every
     ckpt_last_every: int = 100
     stop_after: int = 0  # stop (as if interrupted) after this step; 0 = run to max_steps
+    # online kNN monitor (vito-train run --monitor SPEC): kNN-20 top-1 of the online encoder
+    monitor_every: int = 200  # steps between measurements (also one at step 0 and at the end)
+    monitor_bank: int = 2000  # labelled training images (a fixed subset of the set's train split)
+    monitor_queries: int = 1000  # query images (a fixed subset of its test split)
     notes: dict[str, str] = field(default_factory=dict)
 
     def validate(self) -> TrainConfig:
@@ -90,6 +94,8 @@ class TrainConfig:
             problems.append("temperature must be > 0")
         if self.max_steps < 1 or self.warmup_steps < 0:
             problems.append("max_steps must be >= 1 and warmup_steps >= 0")
+        if self.monitor_every < 1 or self.monitor_bank < 1 or self.monitor_queries < 1:
+            problems.append("monitor_every, monitor_bank and monitor_queries must be >= 1")
         if self.photometric_augment not in ("auto", "device", "workers"):
             problems.append(
                 f"photometric_augment={self.photometric_augment!r} is not auto, device or workers"
@@ -118,8 +124,7 @@ def _load_yaml(text: str, origin: str) -> dict[str, Any]:
     return data
 
 
-def load_preset(name_or_file: str | Path) -> dict[str, Any]:
-    """The raw mapping of a bundled preset name (e.g. ``cpu-smoke``) or a YAML file."""
+def _read_preset(name_or_file: str | Path) -> dict[str, Any]:
     path = Path(name_or_file)
     if path.suffix in (".yaml", ".yml") or path.exists():
         if not path.is_file():
@@ -131,6 +136,30 @@ def load_preset(name_or_file: str | Path) -> dict[str, Any]:
             f"unknown preset {name_or_file!r}; bundled presets: {preset_names()} (or a .yaml file)"
         )
     return _load_yaml(resource.read_text(), f"preset {name_or_file}")
+
+
+def load_preset(name_or_file: str | Path, _seen: tuple[str, ...] = ()) -> dict[str, Any]:
+    """The raw mapping of a bundled preset name (e.g. ``cpu-smoke``) or a YAML file.
+
+    ``extends: NAME`` in a preset starts from that preset's mapping (itself resolved the same way) and
+    replaces the keys it sets, so an ablation cell states only what it changes. ``notes`` is replaced
+    whole, not merged: a cell's description is never inherited from its base.
+    """
+    if str(name_or_file) in _seen:
+        raise ConfigError(f"preset {name_or_file!r} extends itself (chain: {' -> '.join(_seen)})")
+    values = _read_preset(name_or_file)
+    base = values.pop("extends", None)
+    if base is None:
+        return values
+    if not isinstance(base, str):
+        raise ConfigError(f"preset {name_or_file}: extends must name one preset, got {base!r}")
+    return {**load_preset(base, (*_seen, str(name_or_file))), **values}
+
+
+def preset_cell(name_or_file: str | Path) -> str:
+    """Which configuration (or cell of the paper's ablation grid) a preset is: its ``notes.cell``."""
+    notes = load_preset(name_or_file).get("notes") or {}
+    return str(notes.get("cell", "")) if isinstance(notes, dict) else ""
 
 
 def _coerce(key: str, raw: str, current: Any) -> Any:

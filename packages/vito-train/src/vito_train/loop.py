@@ -29,11 +29,13 @@ from vito_train.checkpoint import (
 from vito_train.config import ConfigError, TrainConfig, from_dict, save_config
 from vito_train.data.augment import blur_kernel_size, normalize_on_device
 from vito_train.data.batched_augment import N_PARAMS, augment_and_normalize
+from vito_train.data.cache_source import CacheFrameSource
 from vito_train.data.pair_loader import (
     ResilientBatches,
     build_pair_dataset,
     build_rank_batches,
     check_data_source,
+    open_frame_source,
     use_batched_augment,
 )
 from vito_train.distributed import (
@@ -268,15 +270,16 @@ def build_loader(
         f"frame cache {cache}" if cache else f"videos of {manifest}",
         "batched on the training device" if batched else "per sample in the loader workers",
     )
-    dataset = build_pair_dataset(config, manifest=manifest, cache=cache, batched=batched)
+    source = open_frame_source(config, manifest=manifest, cache=cache)
     return build_rank_batches(
         config,
-        dataset,
+        build_pair_dataset(config, source, batched=batched),
         start_step=start_step,
         end_step=end_step,
         rank=env.rank,
         world_size=env.world_size,
         pin_memory=device.type == "cuda",
+        bad_cache_shards=len(source.cache.bad_shards) if isinstance(source, CacheFrameSource) else 0,
     )
 
 

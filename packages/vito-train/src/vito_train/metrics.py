@@ -59,7 +59,9 @@ class MetricsLog:
 
 def plot_loss_curve(run_dir: Path) -> Path | None:
     """loss.png from metrics.jsonl (raw and a running mean); None when nothing was logged."""
-    rows = [r for r in read_metrics(run_dir) if "loss" in r]
+    all_rows = read_metrics(run_dir)
+    rows = [r for r in all_rows if "loss" in r]
+    monitor = [r for r in all_rows if "knn20_top1" in r]
     if not rows:
         return None
     import matplotlib
@@ -78,7 +80,15 @@ def plot_loss_curve(run_dir: Path) -> Path | None:
     ax.set_xlabel("step")
     ax.set_ylabel("InfoNCE (sum over views and scales)")
     ax.set_title(Path(run_dir).name)
-    ax.legend()
+    handles, labels = ax.get_legend_handles_labels()
+    if monitor:  # the online kNN monitor, on its own axis
+        ax2 = ax.twinx()
+        (line,) = ax2.plot(
+            [r["step"] for r in monitor], [r["knn20_top1"] for r in monitor], "o-", color="tab:green"
+        )
+        ax2.set_ylabel("kNN-20 top-1 (%)")
+        handles, labels = [*handles, line], [*labels, "kNN-20 top-1 (monitor)"]
+    ax.legend(handles, labels)
     fig.tight_layout()
     out = Path(run_dir) / LOSS_PNG
     tmp = out.with_name(f".{out.stem}.tmp.png")

@@ -52,6 +52,16 @@ def build_view_transform(image_size: int, min_scale: float, view: ViewAugmentati
     )
 
 
+def chw_tensor(frame: np.ndarray | torch.Tensor) -> torch.Tensor:
+    """An (H, W, 3) uint8 frame as a (3, H, W) tensor, sharing its memory where the strides allow
+    (a cached frame arrives as an HWC view of a decoded CHW tensor: this gives that tensor back)."""
+    if isinstance(frame, torch.Tensor):  # already (3, H, W)
+        return frame
+    if any(stride < 0 for stride in frame.strides):  # torch.from_numpy refuses negative strides
+        frame = np.ascontiguousarray(frame)
+    return torch.from_numpy(frame).permute(2, 0, 1)
+
+
 class PairAugmentation:
     """Two differently augmented views of two frames, reproducible from a seed."""
 
@@ -62,9 +72,9 @@ class PairAugmentation:
         )
 
     def __call__(
-        self, frame_1: np.ndarray, frame_2: np.ndarray, seed: int
+        self, frame_1: np.ndarray | torch.Tensor, frame_2: np.ndarray | torch.Tensor, seed: int
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        images = [torch.from_numpy(np.ascontiguousarray(f)).permute(2, 0, 1) for f in (frame_1, frame_2)]
+        images = [chw_tensor(frame_1), chw_tensor(frame_2)]
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
             return self.views[0](images[0]), self.views[1](images[1])

@@ -20,7 +20,14 @@ import torch
 import torch.nn.functional as F
 from torchvision.transforms import v2
 
-from vito_train.data.augment import IMAGENET_MEAN, IMAGENET_STD, VIEW_1, VIEW_2, ViewAugmentation
+from vito_train.data.augment import (
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    VIEW_1,
+    VIEW_2,
+    ViewAugmentation,
+    chw_tensor,
+)
 
 # Column layout of one sample's parameter vector (float32; booleans as 0/1, order as 0..3).
 JITTER, BRIGHTNESS, CONTRAST, SATURATION, HUE = 0, 1, 2, 3, 4
@@ -343,10 +350,7 @@ class CropPairAugmentation:
     def __call__(
         self, frame_1: np.ndarray | torch.Tensor, frame_2: np.ndarray | torch.Tensor, seed: int
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        images = [
-            f if isinstance(f, torch.Tensor) else torch.from_numpy(np.ascontiguousarray(f)).permute(2, 0, 1)
-            for f in (frame_1, frame_2)
-        ]
+        images = [chw_tensor(frame_1), chw_tensor(frame_2)]
         with torch.random.fork_rng(devices=[]):
             # the CPU generator only: torch.manual_seed also queues lazy seeding of every accelerator
             # backend, formatting a stack trace each time (~0.2 ms a sample where CUDA is not initialised)

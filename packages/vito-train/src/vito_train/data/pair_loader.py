@@ -1,9 +1,10 @@
-"""The training batches of one rank: source (video or frame cache), augmentation split, workers.
+"""The training batches of one rank: frame source (video or frame cache), augmentation split, workers.
 
-``build_pair_dataset`` picks the source and where the photometric augmentation runs: per sample
-in the CPU workers, or (``batched``) only crop + flip there and the rest on the training device
-from per-sample parameters (``data/batched_augment.py``). ``ResilientBatches`` wraps the
-DataLoader so that a worker process that dies costs one batch (recorded), not the run.
+``open_frame_source`` opens the source; ``build_pair_dataset`` decides where the photometric
+augmentation runs: per sample in the CPU workers, or (``batched``) only crop + flip there and the
+rest on the training device from per-sample parameters (``data/batched_augment.py``).
+``ResilientBatches`` wraps the DataLoader so that a worker process that dies costs one batch
+(recorded), not the run.
 """
 
 from __future__ import annotations
@@ -18,7 +19,8 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from vito_train.data.cache import FrameCache
-from vito_train.data.cache_pairs import CachedFramePairDataset, WithPhotometricParams, collate_pair_batch
+from vito_train.data.cache_source import CacheFrameSource
+from vito_train.data.frame_pairs import FramePairDataset, FrameSource, collate_pair_batch
 from vito_train.distributed import RankBatchSampler
 
 log = logging.getLogger(__name__)
@@ -34,9 +36,9 @@ def use_batched_augment(setting: str, device: torch.device) -> bool:
     return setting == "device" or (setting == "auto" and device.type == "cuda")
 
 
-def build_pair_dataset(
-    config: Any, *, manifest: str | Path | None = None, cache: str | Path | None = None, batched: bool = False
-) -> Dataset:
+def open_frame_source(
+    config: Any, *, manifest: str | Path | None = None, cache: str | Path | None = None
+) -> FrameSource:
     """Video mode (``manifest``: PyAV seeks per sample) or cache mode (``cache``: prepared JPEGs)."""
     if (manifest is None) == (cache is None):
         raise ValueError("pass exactly one of manifest (video mode) or cache (frame-cache mode)")
@@ -49,32 +51,26 @@ def build_pair_dataset(
                 len(frame_cache.bad_shards),
                 frame_cache.bad_shards,
             )
-        dataset: Dataset = CachedFramePairDataset(
-            frame_cache,
-            seed=config.seed,
-            image_size=config.image_size,
-            min_scale=config.crop_min_scale,
-            max_gap_s=config.max_gap_s,
-            retries=config.decode_retries,
-            crop_only=batched,
-        )
-    else:
-        from vito_train.data.batched_augment import CropPairAugmentation
-        from vito_train.data.dataset import FramePairDataset  # PyAV only in video mode
-        from vito_train.data.pairs import load_clips
+        return CacheFrameSource(frame_cache, max_gap_s=config.max_gap_s)
+    from vito_train.data.pairs import load_clips
+    from vito_train.data.video_source import VideoFrameSource  # PyAV only in video mode
 
-        dataset = FramePairDataset(
-            load_clips(manifest),
-            seed=config.seed,
-            image_size=config.image_size,
-            min_scale=config.crop_min_scale,
-            max_gap_s=config.max_gap_s,
-            retries=config.decode_retries,
-            decode_short_side=config.decode_short_side,
-        )
-        if batched:
-            dataset.augment = CropPairAugmentation(config.image_size, config.crop_min_scale)
-    return WithPhotometricParams(dataset, config.seed) if batched else dataset
+    return VideoFrameSource(
+        load_clips(manifest), max_gap_s=config.max_gap_s, decode_short_side=config.decode_short_side
+    )
+
+
+def build_pair_dataset(config: Any, source: FrameSource, *, batched: bool = False) -> FramePairDataset:
+    """The augmented pairs of ``source``; ``batched``: only crop + flip in the workers, the
+    photometric parameters travel with each sample to the training device."""
+    return FramePairDataset(
+        source,
+        seed=config.seed,
+        image_size=config.image_size,
+        min_scale=config.crop_min_scale,
+        retries=config.decode_retries,
+        photometric=batched,
+    )
 
 
 def check_data_source(*, manifest: str | Path | None = None, cache: str | Path | None = None) -> None:
@@ -170,8 +166,10 @@ def build_rank_batches(
     rank: int = 0,
     world_size: int = 1,
     pin_memory: bool = False,
+    bad_cache_shards: int = 0,
 ) -> ResilientBatches:
-    """This rank's batches (its slice of every global batch), from ``start_step``."""
+    """This rank's batches (its slice of every global batch), from ``start_step``;
+    ``bad_cache_shards`` (found when the cache was opened) is reported with the loader's counters."""
     prefetch = 4
 
     def make_loader(first: int, last: int, isolated: bool) -> DataLoader:
@@ -188,8 +186,6 @@ def build_rank_batches(
 
     per_rank = RankBatchSampler(config.batch_size, 0, 0, rank, world_size).per_rank
     window = max(1, config.num_workers * prefetch + 1) if config.num_workers > 0 else 0
-    inner = getattr(dataset, "inner", dataset)
-    bad_shards = len(getattr(getattr(inner, "cache", None), "bad_shards", {}))
     return ResilientBatches(
-        make_loader, start_step, end_step, per_rank, window=window, bad_cache_shards=bad_shards
+        make_loader, start_step, end_step, per_rank, window=window, bad_cache_shards=bad_cache_shards
     )

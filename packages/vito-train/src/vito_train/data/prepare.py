@@ -1,4 +1,4 @@
-"""``vito-train prepare``: decode every kept clip once into a frame cache (see data/cache.py).
+"""``vito-train prepare``: decode every kept clip once into a frame cache (see cache.py).
 
 Shards are independent jobs run in a process pool; a shard is skipped when its done-marker
 exists, so an interrupted prepare resumes where it stopped. A clip that fails to decode is

@@ -14,7 +14,7 @@ import av
 import numpy as np
 from PIL import Image
 
-from vito_eval.davis import _default_palette, write_index_png
+from vito_eval.datasets.davis import default_palette, write_index_png
 
 
 def read_video_frames(
@@ -103,7 +103,7 @@ def write_davis_fixture(
         ),
     }
     labels, frames = {}, {}
-    palette = _default_palette()
+    palette = default_palette()
     for name, spec in specs.items():
         seq_frames, seq_labels = _davis_sequence(
             spec["background"], spec["patches"], spec["starts"], spec["moves"], n_frames
@@ -268,7 +268,7 @@ def write_voc_fixture(
         lab = _void_border(regions[image_id])
         (root / "JPEGImages").mkdir(parents=True, exist_ok=True)
         Image.fromarray(image).save(root / "JPEGImages" / f"{image_id}.jpg", quality=95)
-        write_index_png(root / "SegmentationClass" / f"{image_id}.png", lab, _default_palette())
+        write_index_png(root / "SegmentationClass" / f"{image_id}.png", lab, default_palette())
         labels[image_id] = lab
     sets = root / "ImageSets" / "Segmentation"
     sets.mkdir(parents=True, exist_ok=True)

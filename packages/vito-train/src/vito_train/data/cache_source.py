@@ -1,0 +1,45 @@
+"""Frames from a frame cache (``vito-train prepare``): two cached JPEGs per pair, no PyAV (cache mode).
+
+A pair's times are drawn as in video mode, over the clip's cached span, and each snaps to the
+nearest cached frame (so the temporal offset is quantised to 1 / fps of the cache).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torchvision.io import decode_jpeg
+
+from vito_train.data.cache import FrameCache
+from vito_train.data.frame_pairs import FrameReadError
+from vito_train.data.pairs import sample_pair_times
+
+
+class CacheFrameSource:
+    """Clip ``k`` of the cache (manifest order, as in video mode); picks are cached frame indices."""
+
+    def __init__(self, cache: FrameCache, *, max_gap_s: float) -> None:
+        self.cache, self.clips, self.max_gap_s = cache, cache.clips, max_gap_s
+
+    def __len__(self) -> int:
+        return len(self.clips)
+
+    def item_id(self, item: int) -> str:
+        return self.clips[item].clip_id
+
+    def pick_pair(self, item: int, rng: np.random.Generator) -> tuple[int, int]:
+        clip = self.clips[item]
+        t1, t2 = sample_pair_times(rng.random(), rng.random(), clip.start_s, clip.end_s, self.max_gap_s)
+        return clip.nearest_frame(t1), clip.nearest_frame(t2)
+
+    def _decode(self, item: int, frame: int) -> np.ndarray:
+        data = self.cache.read_jpeg(self.clips[item], frame)
+        # HWC view of the CHW tensor: no copy, the augmentation permutes it back
+        return decode_jpeg(torch.frombuffer(bytearray(data), dtype=torch.uint8)).permute(1, 2, 0).numpy()
+
+    def read_pair(self, item: int, picks: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
+        try:
+            first = self._decode(item, picks[0])
+            return first, (first if picks[1] == picks[0] else self._decode(item, picks[1]))
+        except (OSError, RuntimeError, ValueError) as exc:  # decode_jpeg raises RuntimeError on bad bytes
+            raise FrameReadError(f"cached clip {self.item_id(item)}: {exc}") from exc
