@@ -37,7 +37,8 @@ from torchvision.transforms import v2
 from vito_eval.encoders import Encoder, load_encoder
 from vito_eval.errors import EncoderError, EvalInputError
 from vito_eval.seg_metrics import IGNORE_INDEX, confusion_matrix, scores_from_confusion
-from vito_eval.segmentation import SegmentationDataset, load_segmentation_dataset
+from vito_eval.datasets import load_segmentation_dataset
+from vito_eval.datasets.segmentation import SegmentationDataset
 
 log = logging.getLogger(__name__)
 Track = Callable[[Iterable, str], Iterable]
