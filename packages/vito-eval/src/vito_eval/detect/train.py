@@ -4,7 +4,7 @@ Top-down, like a single-file trainer: inputs checked (dataset, encoder, model) b
 written; then device, DDP and optimiser; resume; the loop (bf16 autocast on GPU, Detectron2's warmup +
 multi-step LR, metrics.jsonl + TensorBoard, atomic checkpoints); evaluation on val by rank 0.
 
-Outputs under ``--out``: ``config.json``, ``checkpoint.pt`` (model, optimiser, iteration, RNG: a rerun
+Outputs under ``--out``: ``config.json``, ``checkpoint.pt`` (model, optimiser, iteration; RNG draws are a function of the iteration, so a rerun
 with the same command resumes exactly), ``metrics.jsonl``, ``tb/``, ``detections_val.json`` (COCO results
 format), ``metrics.json`` and ``per_category_ap.csv``.
 """
@@ -109,9 +109,6 @@ def run_detect(config: C.DetectConfig, track: Track | None = None) -> dict[str, 
             model.load_state_dict(resume_state["model"])
             optimizer.load_state_dict(resume_state["optimizer"])
             start_iter = int(resume_state["iteration"])
-            torch.set_rng_state(resume_state["rng_cpu"])
-            if device.type == "cuda" and "rng_cuda" in resume_state:
-                torch.cuda.set_rng_state(resume_state["rng_cuda"], device)
             log.info("resuming %s at iteration %d of %d", out, start_iter, total_iters)
         if env.is_main:
             out.mkdir(parents=True, exist_ok=True)
@@ -140,6 +137,9 @@ def run_detect(config: C.DetectConfig, track: Track | None = None) -> dict[str, 
         iteration, t0 = start_iter, time.perf_counter()
         progress = track(loader, f"detect {schedule.name}") if (track and env.is_main and config.progress) else loader
         for images, targets in progress:
+            # torch's RNG (torchvision's per-image scale choice, RPN/RoI sampling) is reseeded from
+            # (seed, rank, iteration) every step: a resumed run, on any world size, replays the same draws
+            torch.manual_seed(config.seed * 1_000_003 + env.rank * 7_919 + iteration)
             lr = lr_at(iteration, base_lr, total_iters, step_iters, schedule.warmup_iters, schedule.warmup_factor)
             for group in optimizer.param_groups:
                 group["lr"] = lr
@@ -166,7 +166,7 @@ def run_detect(config: C.DetectConfig, track: Track | None = None) -> dict[str, 
                     if k not in ("iteration", "seconds") and writer is not None:
                         writer.add_scalar(f"train/{k}", v, iteration)
             if iteration % config.checkpoint_every == 0 or iteration == stop_iter:
-                _save(out, env, model, optimizer, iteration, identity, device)
+                _save(out, env, model, optimizer, iteration, identity)
         if writer is not None:
             writer.flush()
         if iteration < total_iters:
@@ -217,15 +217,13 @@ def _resume_state(out: Path, identity: dict[str, Any]) -> dict[str, Any] | None:
     return state
 
 
-def _save(out: Path, env, model: nn.Module, optimizer, iteration: int, identity: dict, device) -> None:
+def _save(out: Path, env, model: nn.Module, optimizer, iteration: int, identity: dict) -> None:
     if not env.is_main:
         return
     from vito_train.checkpoint import save_checkpoint
 
     state = {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "iteration": iteration,
-             "identity": json.dumps(identity), "rng_cpu": torch.get_rng_state()}
-    if device.type == "cuda":
-        state["rng_cuda"] = torch.cuda.get_rng_state(device)
+             "identity": json.dumps(identity)}
     save_checkpoint(out / CHECKPOINT, state)
 
 
