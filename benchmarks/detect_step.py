@@ -33,8 +33,12 @@ def vito_export(tmp: Path) -> Path:
 
     torch.manual_seed(0)
     resnet = torchvision.models.resnet50()
-    online = {f"encoder.backbone.resnet.{k}": v for k, v in resnet.state_dict().items() if not k.startswith("fc.")}
-    save_checkpoint(tmp / "last.pt", {"online": online, "config": {}, "arch": "resnet50", "pooling": "gap", "step": 0})
+    online = {
+        f"encoder.backbone.resnet.{k}": v for k, v in resnet.state_dict().items() if not k.startswith("fc.")
+    }
+    save_checkpoint(
+        tmp / "last.pt", {"online": online, "config": {}, "arch": "resnet50", "pooling": "gap", "step": 0}
+    )
     export(tmp, tmp / "r50.safetensors", "torchvision")
     return tmp / "r50.safetensors"
 
@@ -47,8 +51,11 @@ def build_models(export_path: Path, size: int, num_classes: int):
     schedule = replace(SCHEDULE_1X, train_sizes=(size,), test_size=size)  # one size: same work per step
     ours = build_mask_rcnn(load_encoder(str(export_path)), num_classes, schedule, 100, 0.05)
     theirs = torchvision.models.detection.maskrcnn_resnet50_fpn(
-        weights=None, weights_backbone=None, num_classes=num_classes + 1,
-        min_size=size, max_size=SCHEDULE_1X.max_size,
+        weights=None,
+        weights_backbone=None,
+        num_classes=num_classes + 1,
+        min_size=size,
+        max_size=SCHEDULE_1X.max_size,
     )
     return ours, theirs
 
@@ -67,8 +74,13 @@ def make_batch(batch: int, size: int, num_classes: int, device: torch.device):
         masks = torch.zeros(4, size, size, dtype=torch.uint8)
         for k, (x0, y0, x1, y1) in enumerate(boxes):
             masks[k, y0:y1, x0:x1] = 1
-        targets.append({"boxes": b.to(device), "labels": torch.randint(1, num_classes + 1, (4,), generator=g).to(device),
-                        "masks": masks.to(device)})
+        targets.append(
+            {
+                "boxes": b.to(device),
+                "labels": torch.randint(1, num_classes + 1, (4,), generator=g).to(device),
+                "masks": masks.to(device),
+            }
+        )
     return images, targets
 
 
@@ -101,7 +113,9 @@ def compare(ours, theirs, batch, size, steps, device, dtype, num_classes):
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--size", type=int, default=320, help="CPU: image side (GPU uses 800)")
     parser.add_argument("--batch", type=int, default=2, help="CPU batch (GPU uses 16)")
     parser.add_argument("--steps", type=int, default=6)
@@ -115,14 +129,18 @@ def main() -> None:
     n_theirs = sum(p.numel() for p in theirs.parameters())
     print(f"parameters: VITO-built {n_ours:,}  torchvision {n_theirs:,}")
     cpu = compare(ours, theirs, args.batch, args.size, args.steps, torch.device("cpu"), None, num_classes)
-    print(f"CPU ({platform.processor() or platform.machine()}, {args.threads} threads), batch {args.batch}, "
-          f"{args.size}px, fp32: VITO-built {cpu['vito']:.3f} s/step, torchvision {cpu['torchvision']:.3f} s/step, "
-          f"ratio torchvision/VITO-built = {cpu['torchvision'] / cpu['vito']:.3f} (goal >= 0.95)")
+    print(
+        f"CPU ({platform.processor() or platform.machine()}, {args.threads} threads), batch {args.batch}, "
+        f"{args.size}px, fp32: VITO-built {cpu['vito']:.3f} s/step, torchvision {cpu['torchvision']:.3f} s/step, "
+        f"ratio torchvision/VITO-built = {cpu['torchvision'] / cpu['vito']:.3f} (goal >= 0.95)"
+    )
     if torch.cuda.is_available():
         gpu = compare(ours, theirs, 16, 800, args.steps, torch.device("cuda"), torch.bfloat16, num_classes)
         name = torch.cuda.get_device_name()
-        print(f"GPU {name}, batch 16, 800px, bf16: VITO-built {16 / gpu['vito']:.1f} img/s, torchvision "
-              f"{16 / gpu['torchvision']:.1f} img/s, ratio {gpu['torchvision'] / gpu['vito']:.3f}")
+        print(
+            f"GPU {name}, batch 16, 800px, bf16: VITO-built {16 / gpu['vito']:.1f} img/s, torchvision "
+            f"{16 / gpu['torchvision']:.1f} img/s, ratio {gpu['torchvision'] / gpu['vito']:.3f}"
+        )
     else:
         print("GPU: not measured (no GPU here); benchmarks/gpu_all.sh runs this script on the device machine")
 

@@ -63,7 +63,9 @@ def test_smoke_schedule_learns_coco(coco_root, tmp_path):
     assert {"image_id", "category_id", "bbox", "score", "segmentation"} <= set(detections[0])
     assert (out / "per_category_ap.csv").read_text().startswith("category,bbox_AP,segm_AP")
     rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
-    assert rows[-1]["iteration"] == 224 and rows[-1]["lr"] < rows[0]["lr"]  # 16 iterations x 14 epochs, stepped
+    assert (
+        rows[-1]["iteration"] == 224 and rows[-1]["lr"] < rows[0]["lr"]
+    )  # 16 iterations x 14 epochs, stepped
     assert list((out / "tb").iterdir())
 
 
@@ -80,8 +82,18 @@ def test_smoke_schedule_learns_lvis_with_frequency_groups(lvis_root, tmp_path):
 
 def test_resume_is_exact(coco_root, tmp_path):
     """Stopped after 2 iterations and rerun equals one uninterrupted run, weights bit for bit."""
-    args = ["--encoder", "random:resnet18", "--dataset", f"coco:{coco_root}", "--epochs", "1",
-            "--batch-size", "16", "--eval-limit", "2"]
+    args = [
+        "--encoder",
+        "random:resnet18",
+        "--dataset",
+        f"coco:{coco_root}",
+        "--epochs",
+        "1",
+        "--batch-size",
+        "16",
+        "--eval-limit",
+        "2",
+    ]
     whole, split = tmp_path / "whole", tmp_path / "split"
     assert detect(*args, "--out", str(whole)).exit_code == 0
     first = detect(*args, "--out", str(split), "--max-iters", "2")
@@ -93,9 +105,10 @@ def test_resume_is_exact(coco_root, tmp_path):
     assert a["iteration"] == b["iteration"] == 4
     for key, value in a["model"].items():
         assert torch.equal(value, b["model"][key]), key
-    assert json.loads((whole / "metrics.json").read_text())["bbox"] == json.loads(
-        (split / "metrics.json").read_text()
-    )["bbox"]
+    assert (
+        json.loads((whole / "metrics.json").read_text())["bbox"]
+        == json.loads((split / "metrics.json").read_text())["bbox"]
+    )
 
 
 def test_repeat_factor_sampling_oversamples_rare_images():
@@ -167,6 +180,8 @@ def test_encoder_without_fpn_mapping(coco_root, tmp_path):
 
 def test_unknown_schedule_and_dataset_kind(coco_root, tmp_path):
     out = tmp_path / "o"
-    result = runner.invoke(app, ["detect", "-e", TRUNK, "-d", f"coco:{coco_root}", "-o", str(out), "--schedule", "3x"])
+    result = runner.invoke(
+        app, ["detect", "-e", TRUNK, "-d", f"coco:{coco_root}", "-o", str(out), "--schedule", "3x"]
+    )
     assert result.exit_code == 2 and "3x" in result.output and not out.exists()
     _refused(tmp_path, f"voc:{coco_root}", words=("coco:ROOT or lvis:ROOT",))

@@ -46,17 +46,29 @@ def jittered_detections(split, seed: int = 0) -> list[dict]:
                 x0, y0 = int(max(0, box[0])), int(max(0, box[1]))
                 mask[y0 : int(min(h, box[1] + box[3])), x0 : int(min(w, box[0] + box[2]))] = 1
                 rle = mask_utils.encode(np.asfortranarray(mask))
-                out.append({"image_id": image["id"], "category_id": cat, "bbox": [round(v, 2) for v in box],
-                            "score": round(float(rng.random()), 4),
-                            "segmentation": {"size": rle["size"], "counts": rle["counts"].decode()}})
+                out.append(
+                    {
+                        "image_id": image["id"],
+                        "category_id": cat,
+                        "bbox": [round(v, 2) for v in box],
+                        "score": round(float(rng.random()), 4),
+                        "segmentation": {"size": rle["size"], "counts": rle["counts"].decode()},
+                    }
+                )
         for _ in range(2):
             x, y = rng.uniform(0, w - 20, 2)
             mask = np.zeros((h, w), np.uint8)
             mask[int(y) : int(y) + 20, int(x) : int(x) + 20] = 1
             rle = mask_utils.encode(np.asfortranarray(mask))
-            out.append({"image_id": image["id"], "category_id": int(rng.integers(1, 4)),
-                        "bbox": [round(x, 2), round(y, 2), 20.0, 20.0], "score": round(float(rng.random()) * 0.5, 4),
-                        "segmentation": {"size": rle["size"], "counts": rle["counts"].decode()}})
+            out.append(
+                {
+                    "image_id": image["id"],
+                    "category_id": int(rng.integers(1, 4)),
+                    "bbox": [round(x, 2), round(y, 2), 20.0, 20.0],
+                    "score": round(float(rng.random()) * 0.5, 4),
+                    "segmentation": {"size": rle["size"], "counts": rle["counts"].decode()},
+                }
+            )
     return out
 
 
@@ -84,7 +96,9 @@ def test_ap_equals_pycocotools(coco_root, iou_type):
         got = ours["summary"][name]
         assert (got is None) == (expected is None), name
         if expected is not None:
-            assert got == pytest.approx(expected, abs=1e-4), name  # 1e-6 in AP units; ours are % rounded to 1e-4
+            assert got == pytest.approx(expected, abs=1e-4), (
+                name
+            )  # 1e-6 in AP units; ours are % rounded to 1e-4
     assert 5 < ours["summary"]["AP50"] < 100  # the fixed set is neither empty nor perfect
     precision = ref.eval["precision"]
     for k, cat in enumerate(split.categories):
@@ -104,7 +118,9 @@ def test_unrounded_ap_matches_to_1e6(coco_root):
         ref = pycocotools_stats(split.annotation_file, results, iou_type, ids)
         with redirect_stdout(io.StringIO()):
             gt = FCOCO(str(split.annotation_file))
-            ev = COCOeval_faster(gt, gt.loadRes([dict(r) for r in results]), iou_type, print_function=lambda *a: None)
+            ev = COCOeval_faster(
+                gt, gt.loadRes([dict(r) for r in results]), iou_type, print_function=lambda *a: None
+            )
             ev.params.imgIds = sorted(ids)
             ev.evaluate()
             ev.accumulate()
@@ -117,8 +133,12 @@ def test_results_format_and_written_metrics(coco_root, tmp_path):
     image = split.images[0]
     masks = torch.zeros(2, 1, image["height"], image["width"])
     masks[0, 0, 10:40, 20:60] = 0.9
-    output = {"boxes": torch.tensor([[20.0, 10.0, 60.0, 40.0], [0, 0, 5, 5]]), "scores": torch.tensor([0.9, 0.2]),
-              "labels": torch.tensor([3, 1]), "masks": masks}
+    output = {
+        "boxes": torch.tensor([[20.0, 10.0, 60.0, 40.0], [0, 0, 5, 5]]),
+        "scores": torch.tensor([0.9, 0.2]),
+        "labels": torch.tensor([3, 1]),
+        "masks": masks,
+    }
     records = to_coco_results(image["id"], output, split.category_ids)
     assert records[0]["bbox"] == [20.0, 10.0, 40.0, 30.0] and records[0]["category_id"] == 3
     assert mask_utils.area(records[0]["segmentation"]) == 30 * 40
@@ -133,7 +153,9 @@ def test_results_format_and_written_metrics(coco_root, tmp_path):
     rows = list(csv.DictReader((tmp_path / "per_category_ap.csv").open()))
     assert [r["category"] for r in rows] == sorted(c["name"] for c in split.categories)
     for row in rows:
-        assert float(row["bbox_AP"]) == pytest.approx(metrics["bbox"]["per_category"][row["category"]], abs=1e-4)
+        assert float(row["bbox_AP"]) == pytest.approx(
+            metrics["bbox"]["per_category"][row["category"]], abs=1e-4
+        )
     assert not list(tmp_path.glob(".*tmp*"))
 
 

@@ -10,7 +10,7 @@ from typer.testing import CliRunner
 
 from vito_eval.cli import app
 from vito_eval.encoders import load_encoder
-from vito_eval.finetune_seg import build_fcn, dilate_resnet, poly_lr, SEG_SCHEDULES
+from vito_eval.finetune_seg import SEG_SCHEDULES, build_fcn, dilate_resnet, poly_lr
 from vito_eval.shapes import ShapesConfig, write_shapes_dataset
 
 runner = CliRunner()
@@ -26,19 +26,41 @@ def _one_thread(one_torch_thread):
 
 
 def finetune(root, layout, out):
-    return runner.invoke(app, ["finetune-seg", "--encoder", "random:resnet18", "--dataset", f"{layout}:{root}",
-                               "--out", str(out), "--schedule", "smoke", "--workers", "0", "--device", "cpu"])
+    return runner.invoke(
+        app,
+        [
+            "finetune-seg",
+            "--encoder",
+            "random:resnet18",
+            "--dataset",
+            f"{layout}:{root}",
+            "--out",
+            str(out),
+            "--schedule",
+            "smoke",
+            "--workers",
+            "0",
+            "--device",
+            "cpu",
+        ],
+    )
 
 
 @pytest.mark.parametrize("layout", ["voc", "ade20k"])
 def test_smoke_schedule_learns(tmp_path, layout):
-    root = write_shapes_dataset(tmp_path / "data", ShapesConfig(layout, train_images=32, val_images=8, seed=2))
+    root = write_shapes_dataset(
+        tmp_path / "data", ShapesConfig(layout, train_images=32, val_images=8, seed=2)
+    )
     result = finetune(root, layout, tmp_path / "run")
     assert result.exit_code == 0, result.output
     metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
     assert metrics["miou"] > (VOC_MIOU_BAR if layout == "voc" else ADE_MIOU_BAR), metrics
     iou = metrics["per_class_iou"]
-    present = ("background", "aeroplane", "bicycle", "bird") if layout == "voc" else ("wall", "building", "sky", "floor")
+    present = (
+        ("background", "aeroplane", "bicycle", "bird")
+        if layout == "voc"
+        else ("wall", "building", "sky", "floor")
+    )
     assert all(iou[c] is not None for c in present)
     assert sum(v is not None for v in iou.values()) <= 5  # absent classes are left out, not scored 0
     assert (tmp_path / "run" / "per_class_iou.csv").read_text().startswith("class,iou")
@@ -68,6 +90,8 @@ def test_poly_schedule_matches_mmseg():
 
 def test_non_resnet_encoder_is_refused(tmp_path):
     root = write_shapes_dataset(tmp_path / "d", ShapesConfig("voc", train_images=2, val_images=1))
-    result = runner.invoke(app, ["finetune-seg", "-e", "random:mobilenet_v3_small", "-d", f"voc:{root}",
-                                 "-o", str(tmp_path / "o")])
+    result = runner.invoke(
+        app,
+        ["finetune-seg", "-e", "random:mobilenet_v3_small", "-d", f"voc:{root}", "-o", str(tmp_path / "o")],
+    )
     assert result.exit_code == 2 and "ResNet" in result.output and not (tmp_path / "o").exists()

@@ -34,14 +34,17 @@ def detectron2_resnet_names(blocks: tuple[int, ...], bottleneck: bool) -> set[st
     return names
 
 
-@pytest.mark.parametrize(("arch", "blocks", "bottleneck"), [("resnet50", (3, 4, 6, 3), True),
-                                                            ("resnet18", (2, 2, 2, 2), False)])
+@pytest.mark.parametrize(
+    ("arch", "blocks", "bottleneck"), [("resnet50", (3, 4, 6, 3), True), ("resnet18", (2, 2, 2, 2), False)]
+)
 def test_detectron2_export_has_detectron2_names_and_the_weights(tmp_path, arch, blocks, bottleneck):
     torch.manual_seed(0)
     model = torchvision.models.get_model(arch)
     state = {k: v for k, v in model.state_dict().items() if not k.startswith("fc.")}
     exported = tmp_path / f"{arch}.safetensors"
-    save_file(state, str(exported), metadata={"arch": arch, "pooling": "gap", "step": "7", "format": "torchvision"})
+    save_file(
+        state, str(exported), metadata={"arch": arch, "pooling": "gap", "step": "7", "format": "torchvision"}
+    )
     out = tmp_path / f"{arch}.pkl"
     result = CliRunner().invoke(app, ["export", str(exported), "--format", "detectron2", "--out", str(out)])
     assert result.exit_code == 0, result.output
@@ -56,7 +59,9 @@ def test_detectron2_export_has_detectron2_names_and_the_weights(tmp_path, arch, 
     inverse = {detectron2_key(k): k for k in state if not k.endswith("num_batches_tracked")}
     for name, value in weights.items():
         np.testing.assert_array_equal(value, state[inverse[name]].numpy())
-    np.testing.assert_array_equal(weights["res3.0.shortcut.norm.running_var"], model.layer2[0].downsample[1].running_var)
+    np.testing.assert_array_equal(
+        weights["res3.0.shortcut.norm.running_var"], model.layer2[0].downsample[1].running_var
+    )
     np.testing.assert_array_equal(weights["stem.conv1.weight"], model.conv1.weight.detach())
     assert not list(tmp_path.glob(".*.tmp"))
 

@@ -298,21 +298,32 @@ def segment(
 
 @app.command()
 def detect(
-    encoder: str = typer.Option(..., "--encoder", "-e", help="An encoder spec with a ResNet trunk, as for `probe`."),
+    encoder: str = typer.Option(
+        ..., "--encoder", "-e", help="An encoder spec with a ResNet trunk, as for `probe`."
+    ),
     dataset: str = typer.Option(
-        ..., "--dataset", "-d", help="coco:ROOT (instances_{train,val}2017) | lvis:ROOT (lvis_v1_{train,val})."
+        ...,
+        "--dataset",
+        "-d",
+        help="coco:ROOT (instances_{train,val}2017) | lvis:ROOT (lvis_v1_{train,val}).",
     ),
     out: Path = typer.Option(
         ..., "--out", "-o", help="Run folder: checkpoint, metrics.jsonl, tb/, detections, metrics.json/csv."
     ),
     schedule: str = typer.Option("1x", help="1x (12 epochs) | 2x (24 epochs) | smoke (CPU, shapes fixture)."),
-    batch_size: int = typer.Option(None, help="Total images per step over all processes (LR scales linearly)."),
+    batch_size: int = typer.Option(
+        None, help="Total images per step over all processes (LR scales linearly)."
+    ),
     epochs: int = typer.Option(None, help="Override the schedule's epochs (LR steps keep their place)."),
-    lr: float = typer.Option(None, help="Override the base LR (default: the schedule's, scaled to the batch)."),
+    lr: float = typer.Option(
+        None, help="Override the base LR (default: the schedule's, scaled to the batch)."
+    ),
     workers: int = typer.Option(2, help="DataLoader worker processes per rank."),
     device: str = typer.Option("auto", help="auto | cpu | cuda (torchrun sets the GPU per rank)."),
     checkpoint_every: int = typer.Option(500, help="Iterations between checkpoints."),
-    max_iters: int = typer.Option(None, help="Stop after this many iterations (resume later with the same command)."),
+    max_iters: int = typer.Option(
+        None, help="Stop after this many iterations (resume later with the same command)."
+    ),
     eval_limit: int = typer.Option(None, help="Evaluate only the first N val images."),
     seed: int = typer.Option(0, help="Seed of initialisation and data order."),
 ) -> None:
@@ -340,7 +351,9 @@ def detect(
     if not result:
         return
     if "stopped_at" in result:
-        console.print(f"stopped at iteration {result['stopped_at']} of {result['total_iters']}; rerun to resume")
+        console.print(
+            f"stopped at iteration {result['stopped_at']} of {result['total_iters']}; rerun to resume"
+        )
         return
     box, mask = result["bbox"]["summary"], result["segm"]["summary"]
     extra = ""
@@ -372,24 +385,36 @@ def make_shapes(
     if layout not in LAYOUTS:
         console.print(f"[bold red]error:[/] --layout {layout!r}: choose one of {', '.join(LAYOUTS)}")
         raise typer.Exit(2)
-    config = ShapesConfig(layout=layout, train_images=train_images, val_images=val_images,  # type: ignore[arg-type]
-                          image_size=image_size, seed=seed)
+    config = ShapesConfig(
+        layout=layout,
+        train_images=train_images,
+        val_images=val_images,  # type: ignore[arg-type]
+        image_size=image_size,
+        seed=seed,
+    )
     root = write_shapes_dataset(out, config)
     console.print(f"wrote {layout} shapes dataset ({train_images} train / {val_images} val) to {root}")
 
 
 @app.command("finetune-seg")
 def finetune_seg(
-    encoder: str = typer.Option(..., "--encoder", "-e", help="An encoder spec with a ResNet trunk, as for `probe`."),
+    encoder: str = typer.Option(
+        ..., "--encoder", "-e", help="An encoder spec with a ResNet trunk, as for `probe`."
+    ),
     dataset: str = typer.Option(
         ..., "--dataset", "-d", help="voc:ROOT (VOC2012, SegmentationClassAug if present) | ade20k:ROOT."
     ),
-    out: Path = typer.Option(..., "--out", "-o", help="Folder for metrics.json, per_class_iou.csv, metrics.jsonl."),
+    out: Path = typer.Option(
+        ..., "--out", "-o", help="Folder for metrics.json, per_class_iou.csv, metrics.jsonl."
+    ),
     schedule: str = typer.Option(
-        None, help="voc-20k | ade20k-80k (mmseg FCN R50-D8 512x512; default by dataset) | smoke (CPU fixture)."
+        None,
+        help="voc-20k | ade20k-80k (mmseg FCN R50-D8 512x512; default by dataset) | smoke (CPU fixture).",
     ),
     output_stride: int = typer.Option(8, help="Dilated ResNet output stride: 8 (mmseg D8) or 16."),
-    flip_test: bool = typer.Option(False, "--flip-test", help="Average the prediction with its mirror image."),
+    flip_test: bool = typer.Option(
+        False, "--flip-test", help="Average the prediction with its mirror image."
+    ),
     workers: int = typer.Option(2, help="DataLoader worker processes."),
     device: str = typer.Option("auto", help="auto | cpu | cuda."),
     seed: int = typer.Option(0, help="Seed of initialisation and data order."),
@@ -398,8 +423,15 @@ def finetune_seg(
     from vito_eval.finetune_seg import FinetuneSegConfig, run_finetune_seg
 
     config = FinetuneSegConfig(
-        encoder=encoder, dataset=dataset, out=out, schedule=schedule, output_stride=output_stride,
-        flip_test=flip_test, device=device, workers=workers, seed=seed,
+        encoder=encoder,
+        dataset=dataset,
+        out=out,
+        schedule=schedule,
+        output_stride=output_stride,
+        flip_test=flip_test,
+        device=device,
+        workers=workers,
+        seed=seed,
     )
     result = run_command(lambda: run_finetune_seg(config, track=_track))
     console.print(

@@ -34,11 +34,11 @@ from torchvision.models._utils import IntermediateLayerGetter
 from torchvision.models.segmentation.fcn import FCN, FCNHead
 from torchvision.transforms import v2
 
+from vito_eval.datasets import load_segmentation_dataset
+from vito_eval.datasets.segmentation import SegmentationDataset
 from vito_eval.encoders import Encoder, load_encoder
 from vito_eval.errors import EncoderError, EvalInputError
 from vito_eval.seg_metrics import IGNORE_INDEX, confusion_matrix, scores_from_confusion
-from vito_eval.datasets import load_segmentation_dataset
-from vito_eval.datasets.segmentation import SegmentationDataset
 
 log = logging.getLogger(__name__)
 Track = Callable[[Iterable, str], Iterable]
@@ -63,15 +63,29 @@ class SegSchedule:
 
 
 def mmseg_schedule(name: str, iterations: int) -> SegSchedule:
-    return SegSchedule(name, iterations, 16, 0.01, 1e-4, 0.9, 0.9, 5e-4, (2048, 512), (0.5, 2.0), 512, 0.4,
-                       RECIPE)
+    return SegSchedule(
+        name, iterations, 16, 0.01, 1e-4, 0.9, 0.9, 5e-4, (2048, 512), (0.5, 2.0), 512, 0.4, RECIPE
+    )
 
 
 SEG_SCHEDULES = {
     "voc-20k": mmseg_schedule("voc-20k", 20_000),
     "ade20k-80k": mmseg_schedule("ade20k-80k", 80_000),
-    "smoke": SegSchedule("smoke", 150, 8, 0.05, 1e-4, 0.9, 0.9, 5e-4, (512, 128), (0.75, 1.25), 96, 0.4,
-                         "vito-eval smoke schedule (synthetic fixture only)"),
+    "smoke": SegSchedule(
+        "smoke",
+        150,
+        8,
+        0.05,
+        1e-4,
+        0.9,
+        0.9,
+        5e-4,
+        (512, 128),
+        (0.75, 1.25),
+        96,
+        0.4,
+        "vito-eval smoke schedule (synthetic fixture only)",
+    ),
 }
 DEFAULT_SCHEDULE = {"voc": "voc-20k", "ade20k": "ade20k-80k"}
 
@@ -185,8 +199,14 @@ def test_size(w: int, h: int, scale: tuple[int, int]) -> tuple[int, int]:
 
 
 @torch.inference_mode()
-def predict_label(model: nn.Module, image: Image.Image, encoder: Encoder, scale: tuple[int, int],
-                  flip: bool, device: torch.device) -> np.ndarray:
+def predict_label(
+    model: nn.Module,
+    image: Image.Image,
+    encoder: Encoder,
+    scale: tuple[int, int],
+    flip: bool,
+    device: torch.device,
+) -> np.ndarray:
     """Whole-image inference at the test scale, logits resized to the original size, argmax."""
     w, h = image.size
     x = torch.from_numpy(np.asarray(image.resize(test_size(w, h, scale), Image.BILINEAR)).copy())
@@ -218,7 +238,9 @@ def with_voc_aug(ds: SegmentationDataset) -> SegmentationDataset:
     extra = [(ds.root / "JPEGImages" / f"{i}.jpg", aug_dir / f"{i}.png") for i in ids]
     missing = [p for pair in extra for p in pair if not p.is_file()]
     if missing:
-        raise FinetuneSegError(f"voc:{ds.root}: {len(missing)} files listed in {listing.name} are missing, e.g. {missing[0]}")
+        raise FinetuneSegError(
+            f"voc:{ds.root}: {len(missing)} files listed in {listing.name} are missing, e.g. {missing[0]}"
+        )
     log.info("VOC-aug: %d train images (%d from %s)", len(ds.train) + len(extra), len(extra), listing.name)
     return dataclasses.replace(ds, train=ds.train + extra)
 
@@ -236,7 +258,9 @@ def run_finetune_seg(config: FinetuneSegConfig, track: Track | None = None) -> d
     out = Path(config.out)
     if out.exists() and any(out.iterdir()):
         raise FinetuneSegError(f"--out {out} is not empty: choose a new folder")
-    device = torch.device(("cuda" if torch.cuda.is_available() else "cpu") if config.device == "auto" else config.device)
+    device = torch.device(
+        ("cuda" if torch.cuda.is_available() else "cpu") if config.device == "auto" else config.device
+    )
     model.to(device)
     out.mkdir(parents=True, exist_ok=True)
 
@@ -244,11 +268,16 @@ def run_finetune_seg(config: FinetuneSegConfig, track: Track | None = None) -> d
     for module in model.modules():
         for p in module.parameters(recurse=False):
             (no_decay if isinstance(module, nn.modules.batchnorm._BatchNorm) else decay).append(p)
-    optimizer = torch.optim.SGD([{"params": decay, "weight_decay": s.weight_decay},
-                                 {"params": no_decay, "weight_decay": 0.0}], lr=s.lr, momentum=s.momentum)
+    optimizer = torch.optim.SGD(
+        [{"params": decay, "weight_decay": s.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
+        lr=s.lr,
+        momentum=s.momentum,
+    )
     rng = np.random.default_rng(config.seed)
-    keys = [[(int(rng.integers(len(ds.train))), int(rng.integers(2**62))) for _ in range(s.batch_size)]
-            for _ in range(s.iterations)]  # the whole sample order up front: a pure function of the seed
+    keys = [
+        [(int(rng.integers(len(ds.train))), int(rng.integers(2**62))) for _ in range(s.batch_size)]
+        for _ in range(s.iterations)
+    ]  # the whole sample order up front: a pure function of the seed
     loader = torch.utils.data.DataLoader(SegTrainSet(ds, s), batch_sampler=keys, num_workers=config.workers)
     autocast_dtype = torch.bfloat16 if device.type == "cuda" else None
     t0 = time.perf_counter()
@@ -270,8 +299,14 @@ def run_finetune_seg(config: FinetuneSegConfig, track: Track | None = None) -> d
         loss.backward()
         optimizer.step()
         if (iteration + 1) % 10 == 0 or iteration + 1 == s.iterations:
-            log_rows.append({"iteration": iteration + 1, "lr": lr, "loss": float(loss.detach()),
-                             "seconds": round(time.perf_counter() - t0, 1)})
+            log_rows.append(
+                {
+                    "iteration": iteration + 1,
+                    "lr": lr,
+                    "loss": float(loss.detach()),
+                    "seconds": round(time.perf_counter() - t0, 1),
+                }
+            )
     (out / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in log_rows))
     train_seconds = time.perf_counter() - t0
 
@@ -283,7 +318,9 @@ def run_finetune_seg(config: FinetuneSegConfig, track: Track | None = None) -> d
             pred = predict_label(model, im.convert("RGB"), encoder, s.scale, config.flip_test, device)
         conf += confusion_matrix(pred, ds.read_label(label_path), ds.num_classes)
     scores = scores_from_confusion(conf)
-    per_class = {c: (None if np.isnan(v) else round(100 * float(v), 4)) for c, v in zip(ds.class_names, scores.iou)}
+    per_class = {
+        c: (None if np.isnan(v) else round(100 * float(v), 4)) for c, v in zip(ds.class_names, scores.iou)
+    }
     result = {
         "task": f"finetune-seg {ds.name}",
         "miou": round(100 * scores.miou, 4),

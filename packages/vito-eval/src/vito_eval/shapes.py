@@ -145,9 +145,7 @@ def _coco_annotation(ann_id: int, image_id: int, inst: ShapeInstance, category_i
         "category_id": category_id,
         "segmentation": [inst.polygon],
         "bbox": [round(x0, 2), round(y0, 2), round(max(xs) - x0, 2), round(max(ys) - y0, 2)],
-        "area": float(
-            mask_utils.area(mask_utils.merge(mask_utils.frPyObjects([inst.polygon], *_hw(inst))))
-        ),
+        "area": float(mask_utils.area(mask_utils.merge(mask_utils.frPyObjects([inst.polygon], *_hw(inst))))),
         "iscrowd": 0,
     }
 
@@ -197,7 +195,9 @@ def write_shapes_dataset(root: Path, config: ShapesConfig) -> Path:
 
 def _write_detection(root: Path, config: ShapesConfig, samples: dict) -> Path:
     size = config.image_size
-    image_counts = [sum(any(i.category == c for i in insts) for _, insts in samples["train"]) for c in range(3)]
+    image_counts = [
+        sum(any(i.category == c for i in insts) for _, insts in samples["train"]) for c in range(3)
+    ]
     bands = _frequency_bands(image_counts)
     ann_id, image_id = 1, 1
     for split, items in samples.items():

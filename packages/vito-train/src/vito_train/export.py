@@ -186,7 +186,11 @@ def detectron2_payload(backbone: dict[str, torch.Tensor], info: dict[str, Any]) 
         for k, v in backbone.items()
         if not k.endswith("num_batches_tracked")
     }
-    return {"model": model, "__author__": f"VITO ({info['arch']}, step {info['step']})", "matching_heuristics": True}
+    return {
+        "model": model,
+        "__author__": f"VITO ({info['arch']}, step {info['step']})",
+        "matching_heuristics": True,
+    }
 
 
 def export(path_or_run: str | Path, out: str | Path, fmt: str = "torchvision") -> dict[str, Any]:

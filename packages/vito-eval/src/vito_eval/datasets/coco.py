@@ -81,7 +81,11 @@ def _read_json(path: Path, spec: str) -> dict[str, Any]:
         payload = json.loads(path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise DetectionLayoutError(f"{path}: not valid JSON ({exc}); re-download or fix the file") from exc
-    missing = [k for k in ("images", "annotations", "categories") if not isinstance(payload, dict) or k not in payload]
+    missing = [
+        k
+        for k in ("images", "annotations", "categories")
+        if not isinstance(payload, dict) or k not in payload
+    ]
     if missing:
         raise DetectionLayoutError(f"{path}: not a COCO-style annotation file (no {', '.join(missing)} list)")
     return payload
@@ -114,7 +118,9 @@ def load_split(root: Path, kind: DetectionKind, split: str, check_files: bool = 
         for ann in payload["annotations"]:
             image_id, category_id = int(ann["image_id"]), int(ann["category_id"])
             if image_id not in known_images:
-                raise DetectionLayoutError(f"{ann_file}: annotation {ann.get('id')} names unknown image {image_id}")
+                raise DetectionLayoutError(
+                    f"{ann_file}: annotation {ann.get('id')} names unknown image {image_id}"
+                )
             if category_id not in known_categories:
                 raise DetectionLayoutError(
                     f"{ann_file}: annotation {ann.get('id')} has category {category_id}, which is not in the "
@@ -201,7 +207,10 @@ def trainable_images(split: DetectionSplit) -> list[dict[str, Any]]:
     return [
         im
         for im in split.images
-        if any(not a.get("iscrowd", 0) and a["bbox"][2] > 1 and a["bbox"][3] > 1 for a in split.annotations[im["id"]])
+        if any(
+            not a.get("iscrowd", 0) and a["bbox"][2] > 1 and a["bbox"][3] > 1
+            for a in split.annotations[im["id"]]
+        )
     ]
 
 

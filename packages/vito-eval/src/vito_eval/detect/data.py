@@ -101,8 +101,14 @@ class ResumableBatches:
                 yield batch[self.rank * per_rank : (self.rank + 1) * per_rank]
 
 
-def lr_at(iteration: int, base_lr: float, total_iters: int, step_iters: tuple[int, ...], warmup_iters: int,
-          warmup_factor: float) -> float:
+def lr_at(
+    iteration: int,
+    base_lr: float,
+    total_iters: int,
+    step_iters: tuple[int, ...],
+    warmup_iters: int,
+    warmup_factor: float,
+) -> float:
     """Detectron2's WarmupMultiStepLR: linear warmup from ``warmup_factor`` to 1, then x0.1 at each step."""
     lr = base_lr * 0.1 ** sum(iteration >= s for s in step_iters)
     if iteration < warmup_iters:

@@ -31,8 +31,17 @@ log = logging.getLogger(__name__)
 
 METRIC_NAMES = ("AP", "AP50", "AP75", "APs", "APm", "APl")
 LVIS_METRIC_NAMES = ("APr", "APc", "APf")
-_FCE_KEYS = {"AP": "AP_all", "AP50": "AP_50", "AP75": "AP_75", "APs": "AP_small", "APm": "AP_medium",
-             "APl": "AP_large", "APr": "APr", "APc": "APc", "APf": "APf"}
+_FCE_KEYS = {
+    "AP": "AP_all",
+    "AP50": "AP_50",
+    "AP75": "AP_75",
+    "APs": "AP_small",
+    "APm": "AP_medium",
+    "APl": "AP_large",
+    "APr": "APr",
+    "APc": "APc",
+    "APf": "APf",
+}
 
 
 def to_coco_results(
@@ -107,7 +116,11 @@ def evaluate_detections(
         evaluator.summarize()
     stats = evaluator.stats_as_dict
     summary = {k: _percent(stats[_FCE_KEYS[k]]) for k in names}
-    return {"summary": summary, "per_category": per_category_ap(evaluator, split), "num_detections": len(results)}
+    return {
+        "summary": summary,
+        "per_category": per_category_ap(evaluator, split),
+        "num_detections": len(results),
+    }
 
 
 def per_category_ap(evaluator: Any, split: DetectionSplit) -> dict[str, float | None]:
@@ -124,7 +137,9 @@ def per_category_ap(evaluator: Any, split: DetectionSplit) -> dict[str, float | 
 
 
 def _percent(value: float) -> float | None:
-    return None if value < 0 else round(100.0 * float(value), 4)  # -1: no ground truth (e.g. no small objects)
+    return (
+        None if value < 0 else round(100.0 * float(value), 4)
+    )  # -1: no ground truth (e.g. no small objects)
 
 
 def write_metrics(out: Path, metrics: dict[str, dict[str, Any]]) -> None:

@@ -64,8 +64,13 @@ def _pick_device(requested: str) -> torch.device:
 
 def _run_identity(config: C.DetectConfig, schedule: C.Schedule) -> dict[str, Any]:
     """What must match for a checkpoint in --out to be resumed (the rest may change between attempts)."""
-    return {"encoder": config.encoder, "dataset": config.dataset, "schedule": asdict(schedule), "seed": config.seed,
-            "lr": config.lr}
+    return {
+        "encoder": config.encoder,
+        "dataset": config.dataset,
+        "schedule": asdict(schedule),
+        "seed": config.seed,
+        "lr": config.lr,
+    }
 
 
 def run_detect(config: C.DetectConfig, track: Track | None = None) -> dict[str, Any]:
@@ -79,7 +84,9 @@ def run_detect(config: C.DetectConfig, track: Track | None = None) -> dict[str, 
     encoder = load_encoder(config.encoder)
     score_threshold = C.LVIS_SCORE_THRESHOLD if lvis else C.COCO_SCORE_THRESHOLD
     torch.manual_seed(config.seed)
-    model = build_mask_rcnn(encoder, dataset.num_classes, schedule, schedule.detections_per_image, score_threshold)
+    model = build_mask_rcnn(
+        encoder, dataset.num_classes, schedule, schedule.detections_per_image, score_threshold
+    )
     train_images = trainable_images(dataset.train)
     if not train_images:
         raise DetectConfigError(f"{config.dataset}: no training image has a usable (non-crowd) instance")
@@ -97,9 +104,12 @@ def run_detect(config: C.DetectConfig, track: Track | None = None) -> dict[str, 
         base_lr = config.lr or schedule.lr(schedule.batch_size)
         norm_params, other_params = norm_and_other_parameters(model)
         optimizer = torch.optim.SGD(
-            [{"params": other_params, "weight_decay": schedule.weight_decay},
-             {"params": norm_params, "weight_decay": 0.0}],
-            lr=base_lr, momentum=schedule.momentum,
+            [
+                {"params": other_params, "weight_decay": schedule.weight_decay},
+                {"params": norm_params, "weight_decay": 0.0},
+            ],
+            lr=base_lr,
+            momentum=schedule.momentum,
         )
         iters_per_epoch = max(1, len(train_images) // schedule.batch_size)
         total_iters = schedule.epochs * iters_per_epoch
@@ -112,35 +122,60 @@ def run_detect(config: C.DetectConfig, track: Track | None = None) -> dict[str, 
             log.info("resuming %s at iteration %d of %d", out, start_iter, total_iters)
         if env.is_main:
             out.mkdir(parents=True, exist_ok=True)
-            _write_json(out / "config.json", {**identity, "config": _jsonable(asdict(config)),
-                                              "lr": base_lr, "total_iters": total_iters, "step_iters": step_iters,
-                                              "encoder_source": encoder.source, "arch": encoder.arch,
-                                              "num_classes": dataset.num_classes, "train_images": len(train_images)})
+            _write_json(
+                out / "config.json",
+                {
+                    **identity,
+                    "config": _jsonable(asdict(config)),
+                    "lr": base_lr,
+                    "total_iters": total_iters,
+                    "step_iters": step_iters,
+                    "encoder_source": encoder.source,
+                    "arch": encoder.arch,
+                    "num_classes": dataset.num_classes,
+                    "train_images": len(train_images),
+                },
+            )
         stop_iter = min(total_iters, config.max_iters) if config.max_iters else total_iters
 
         # ---- data: repeat factors (LVIS) and a batch order that is a function of (seed, iteration)
         factors = (
-            repeat_factors([{int(a["category_id"]) for a in dataset.train.annotations[im["id"]]}
-                            for im in train_images], C.LVIS_REPEAT_THRESHOLD)
-            if lvis else torch.ones(len(train_images)).numpy()
+            repeat_factors(
+                [{int(a["category_id"]) for a in dataset.train.annotations[im["id"]]} for im in train_images],
+                C.LVIS_REPEAT_THRESHOLD,
+            )
+            if lvis
+            else torch.ones(len(train_images)).numpy()
         )
-        batches = ResumableBatches(factors, schedule.batch_size, config.seed, start_iter, stop_iter,
-                                   env.rank, env.world_size)
-        loader = DataLoader(DetectionTrainSet(dataset.train, train_images), batch_sampler=batches,
-                            collate_fn=collate_lists, num_workers=config.workers,
-                            persistent_workers=False, pin_memory=device.type == "cuda")
+        batches = ResumableBatches(
+            factors, schedule.batch_size, config.seed, start_iter, stop_iter, env.rank, env.world_size
+        )
+        loader = DataLoader(
+            DetectionTrainSet(dataset.train, train_images),
+            batch_sampler=batches,
+            collate_fn=collate_lists,
+            num_workers=config.workers,
+            persistent_workers=False,
+            pin_memory=device.type == "cuda",
+        )
         autocast_dtype = torch.bfloat16 if device.type == "cuda" else None
         writer = _tensorboard(out) if env.is_main else None
 
         # ---- the loop
         ddp.train()
         iteration, t0 = start_iter, time.perf_counter()
-        progress = track(loader, f"detect {schedule.name}") if (track and env.is_main and config.progress) else loader
+        progress = (
+            track(loader, f"detect {schedule.name}")
+            if (track and env.is_main and config.progress)
+            else loader
+        )
         for images, targets in progress:
             # torch's RNG (torchvision's per-image scale choice, RPN/RoI sampling) is reseeded from
             # (seed, rank, iteration) every step: a resumed run, on any world size, replays the same draws
             torch.manual_seed(config.seed * 1_000_003 + env.rank * 7_919 + iteration)
-            lr = lr_at(iteration, base_lr, total_iters, step_iters, schedule.warmup_iters, schedule.warmup_factor)
+            lr = lr_at(
+                iteration, base_lr, total_iters, step_iters, schedule.warmup_iters, schedule.warmup_factor
+            )
             for group in optimizer.param_groups:
                 group["lr"] = lr
             images = [im.to(device, non_blocking=True) for im in images]
@@ -157,9 +192,13 @@ def run_detect(config: C.DetectConfig, track: Track | None = None) -> dict[str, 
             optimizer.step()
             iteration += 1
             if env.is_main and (iteration % 20 == 0 or iteration == stop_iter):
-                row = {"iteration": iteration, "lr": lr, "loss": float(loss.detach()),
-                       **{k: float(v.detach()) for k, v in losses.items()},
-                       "seconds": round(time.perf_counter() - t0, 2)}
+                row = {
+                    "iteration": iteration,
+                    "lr": lr,
+                    "loss": float(loss.detach()),
+                    **{k: float(v.detach()) for k, v in losses.items()},
+                    "seconds": round(time.perf_counter() - t0, 2),
+                }
                 with open(out / "metrics.jsonl", "a") as handle:
                     handle.write(json.dumps(row) + "\n")
                 for k, v in row.items():
@@ -183,11 +222,20 @@ def run_detect(config: C.DetectConfig, track: Track | None = None) -> dict[str, 
         metrics: dict[str, Any] = {
             t: evaluate_detections(dataset.val, results, ids, t) for t in ("bbox", "segm")
         }
-        metrics["meta"] = {"dataset": dataset.spec, "kind": dataset.kind, "encoder": config.encoder,
-                           "schedule": schedule.name, "provenance": schedule.provenance,
-                           "iterations": total_iters, "batch_size": schedule.batch_size, "lr": base_lr,
-                           "val_images": len(val_images), "eval_seconds": round(time.perf_counter() - t_eval, 1),
-                           "device": str(device), "world_size": env.world_size}
+        metrics["meta"] = {
+            "dataset": dataset.spec,
+            "kind": dataset.kind,
+            "encoder": config.encoder,
+            "schedule": schedule.name,
+            "provenance": schedule.provenance,
+            "iterations": total_iters,
+            "batch_size": schedule.batch_size,
+            "lr": base_lr,
+            "val_images": len(val_images),
+            "eval_seconds": round(time.perf_counter() - t_eval, 1),
+            "device": str(device),
+            "world_size": env.world_size,
+        }
         write_metrics(out, metrics)
         if writer is not None:
             for t in ("bbox", "segm"):
@@ -204,12 +252,16 @@ def _resume_state(out: Path, identity: dict[str, Any]) -> dict[str, Any] | None:
     path = out / CHECKPOINT
     if not path.exists():
         if out.exists() and any(out.iterdir()):
-            raise DetectConfigError(f"--out {out} is not empty and holds no {CHECKPOINT}: choose a new folder")
+            raise DetectConfigError(
+                f"--out {out} is not empty and holds no {CHECKPOINT}: choose a new folder"
+            )
         return None
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # a truncated or foreign file
-        raise DetectConfigError(f"{path} is not a readable detect checkpoint ({exc}); remove it to start over") from exc
+        raise DetectConfigError(
+            f"{path} is not a readable detect checkpoint ({exc}); remove it to start over"
+        ) from exc
     if json.loads(state["identity"]) != json.loads(json.dumps(identity)):
         raise DetectConfigError(
             f"{path} belongs to another run (encoder, dataset, schedule or seed differ); use a new --out"
@@ -222,8 +274,12 @@ def _save(out: Path, env, model: nn.Module, optimizer, iteration: int, identity:
         return
     from vito_train.checkpoint import save_checkpoint
 
-    state = {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "iteration": iteration,
-             "identity": json.dumps(identity)}
+    state = {
+        "model": model.state_dict(),
+        "optimizer": optimizer.state_dict(),
+        "iteration": iteration,
+        "identity": json.dumps(identity),
+    }
     save_checkpoint(out / CHECKPOINT, state)
 
 
@@ -243,4 +299,3 @@ def _write_json(path: Path, payload: Any) -> None:
     from vito_train.checkpoint import atomic_write_bytes
 
     atomic_write_bytes(path, json.dumps(payload).encode())
-
