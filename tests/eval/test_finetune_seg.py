@@ -38,6 +38,8 @@ def finetune(root, layout, out):
             str(out),
             "--schedule",
             "smoke",
+            "--output-stride",
+            "16",
             "--workers",
             "0",
             "--device",

@@ -97,7 +97,7 @@ def run_detect(config: C.DetectConfig, track: Track | None = None) -> dict[str, 
     # ---- device, processes, optimiser
     env, device = init_distributed(_pick_device(config.device))
     try:
-        if env.world_size > 1:
+        if env.world_size > 1 and device.type == "cuda":  # SyncBN needs CUDA; gloo CPU runs keep per-rank BN
             model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
         model.to(device)
         ddp = nn.parallel.DistributedDataParallel(model) if env.world_size > 1 else model
