@@ -29,5 +29,6 @@ run python3 benchmarks/gpu_embed.py --batch-size 256 --height 256 --width 456
 cache=synthetic; [ -d .gpu/frame-cache ] && cache=.gpu/frame-cache
 run python3 benchmarks/gpu_train_check.py --cache "$cache" --json "$OUT/gpu_train_check.json"
 [ -d .gpu/videos ] && run python3 benchmarks/gpu_train_step.py --videos .gpu/videos
+run python3 benchmarks/gpu_eval.py --json "$OUT/gpu_eval.json"
 run python3 benchmarks/detect_step.py --steps 5   # Mask R-CNN from a VITO export vs torchvision's, bf16 batch 16
 exit $status

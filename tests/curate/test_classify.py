@@ -48,21 +48,41 @@ def test_mean_of_probabilities_not_majority_vote():
     assert score_clip(frames).label == 20
 
 
-def test_text_prototype_twins_never_split_a_clip():
-    # identical prototypes give identical probabilities to 657 and 744: folded, "missile" wins over 100
+def test_identical_prototypes_count_once_not_twice():
+    # A CLIP scorer's two "missile" rows are identical: same logit, same probability. Merging must give
+    # what a 999-class softmax (the duplicate prototype dropped) gives; summing would give 0.6 and label
+    # the clip "missile" although class 100 is the more likely one.
+    rng = np.random.default_rng(1)
+    logits = rng.normal(size=(3, 1000))
+    logits[:, 744] = logits[:, 657]
+    logits[:, 836] = logits[:, 837]
+    logits[0, 657] = logits[0, 744] = 4.0
+    logits[0, 100] = 4.4
+    probs = np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True)
+    kept = [c for c in range(1000) if c not in DUPLICATE_NAME_TWINS]
+    expected = np.exp(logits[:, kept]) / np.exp(logits[:, kept]).sum(axis=1, keepdims=True)
+    folded = fold_duplicate_names(probs)
+    np.testing.assert_allclose(folded[:, kept], expected, rtol=1e-10)
+    assert np.all(folded[:, list(DUPLICATE_NAME_TWINS)] == 0)
+    clip = score_clip(probs[:1])
+    assert clip.label == 100 and 744 not in clip.top5_labels
+    assert clip.score == pytest.approx(expected[0, kept.index(100)])
+    summed = probs[0, 657] + probs[0, 744]
+    assert summed > probs[0, 100]  # the old rule (summing) would have labelled this clip "missile"
+
+
+def test_twins_merge_by_the_larger_probability():
     frames = one_hot_mix({657: 0.3, 744: 0.3, 100: 0.4})[None]
     clip = score_clip(frames)
-    assert clip.label == 657 and clip.label_name == "missile"
-    assert clip.score == pytest.approx(0.6) and clip.margin == pytest.approx(0.2)
-    assert 744 not in clip.top5_labels
-    unfolded = score_clip(frames, fold_duplicates=False)
-    assert unfolded.label == 100
+    assert clip.label == 100 and clip.score == pytest.approx(0.4 / 0.7)
+    assert clip.top5_labels[:2] == [100, 657] and clip.top5_scores[1] == pytest.approx(0.3 / 0.7)
+    assert score_clip(frames, fold_duplicates=False).label == 100
 
 
 def test_sunglasses_fold_onto_the_dark_glasses_synset():
     clip = score_clip(one_hot_mix({836: 0.5, 837: 0.1, 3: 0.4})[None])
     assert clip.label == 837 and clip.label_name == "sunglasses"
-    assert clip.score == pytest.approx(0.6)
+    assert clip.score == pytest.approx(0.5 / 0.9)
     assert wnid(837) == "n04356056" and wnid(836) == "n04355933"
     assert wnid(657) == "n03773504" and wnid(744) == "n04008634"
 

@@ -139,3 +139,30 @@ def test_folding_edges_keeps_the_same_groups(monkeypatch: pytest.MonkeyPatch) ->
     monkeypatch.setattr(dedup, "_QUERY_BATCH", 64)
     folded = find_duplicates(x, scores, 0.95)
     assert np.array_equal(expected.dup_of, folded.dup_of) and folded.groups == 5
+
+
+def test_gpu_branch_is_chosen_only_when_faiss_sees_a_gpu(monkeypatch: pytest.MonkeyPatch) -> None:
+    """faiss-cpu here: a stand-in GPU build (``knn_gpu`` answering with the CPU search) checks the choice."""
+    import faiss
+
+    x = planted(n=400)[0]
+    scores = np.arange(400, dtype=np.float64)
+    cpu = find_duplicates(x, scores, 0.9)
+    assert (cpu.dup_of >= 0).any()
+    calls = []
+
+    def knn_gpu(res, xq, xb, k, metric):
+        calls.append(k)
+        return faiss.knn(xq, xb, k, metric=metric)
+
+    monkeypatch.setattr(faiss, "StandardGpuResources", object, raising=False)
+    monkeypatch.setattr(faiss, "knn_gpu", knn_gpu, raising=False)
+    monkeypatch.setattr(faiss, "get_num_gpus", lambda: 0)  # a GPU build on a machine without a GPU
+    find_duplicates(x, scores, 0.9)
+    assert not calls
+    monkeypatch.setattr(faiss, "get_num_gpus", lambda: 1)
+    gpu = find_duplicates(x, scores, 0.9)
+    assert calls and np.array_equal(gpu.dup_of, cpu.dup_of)
+    calls.clear()
+    find_duplicates(x, scores, 0.9, use_gpu=False)
+    assert not calls

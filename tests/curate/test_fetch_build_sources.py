@@ -25,6 +25,9 @@ SERVED = {
     "box.mp4": "box.mp4",
     "cockatoo.mp4": "cockatoo.mp4",
     "cup.mp4": "cup.mp4",
+    # Kinetics rows need real YouTube ids (11 characters): the same videos under such names
+    "bikesBIKES1.mp4": "bikes.mp4",
+    "cup-CUP-cup.mp4": "cup.mp4",
 }
 # one clip per batch keeps the model's work small; Ray starts with two CPUs like this machine
 COMMON = [
@@ -88,8 +91,8 @@ def _url_list(server: Loopback, path: Path) -> Path:
 def test_kinetics_url_template_and_url_list_give_kept_segments(server: Loopback, tmp_path: Path) -> None:
     csv = tmp_path / "k.csv"
     csv.write_text(
-        "label,youtube_id,time_start,time_end,split\nriding a bike,bikes,2,7,val\n"
-        "cup,cup,1,6,val\nmissing,nope,0,10,val\n"
+        "label,youtube_id,time_start,time_end,split\nriding a bike,bikesBIKES1,2,7,val\n"
+        "cup,cup-CUP-cup,1,6,val\nmissing,nopeNOPE404,0,10,val\n"
     )
     out = tmp_path / "k"
     done = _run(
@@ -105,10 +108,10 @@ def test_kinetics_url_template_and_url_list_give_kept_segments(server: Loopback,
     assert done.returncode == 1, done.stderr[-3000:]  # finished, with one failure (404)
     rows = {r["clip_id"]: r for r in _manifest(out)}
     assert (
-        rows["nope_000000_000010"]["status"] == "failed"
-        and rows["nope_000000_000010"]["reason"] == "unavailable"
+        rows["nopeNOPE404_000000_000010"]["status"] == "failed"
+        and rows["nopeNOPE404_000000_000010"]["reason"] == "unavailable"
     )
-    for clip_id, start in [("bikes_000002_000007", 2.0), ("cup_000001_000006", 1.0)]:
+    for clip_id, start in [("bikesBIKES1_000002_000007", 2.0), ("cup-CUP-cup_000001_000006", 1.0)]:
         row = rows[clip_id]
         assert row["status"] in ("kept", "low_score") and row["source_start_s"] == start
         assert row["path"] == f"clips/{clip_id}.mp4" and row["end_s"] - row["start_s"] == pytest.approx(

@@ -136,9 +136,21 @@ def test_a_truncated_file_is_a_decode_error_not_retried(server: Loopback, tmp_pa
     assert got.reason == "decode_error", got.detail
 
 
-def test_too_short_when_the_video_ends_before_the_segment(server: Loopback, tmp_path: Path) -> None:
+def test_a_video_ending_inside_its_segment_is_kept_with_its_true_end(
+    server: Loopback, tmp_path: Path
+) -> None:
     got = materialize(_kinetics("cup", 4, 14), _opts(server), tmp_path)  # cup.mp4 lasts 8 s
+    assert (got.status, got.reason, got.attempts) == ("kept", None, 1)
+    assert got.end_s == pytest.approx(4.0, abs=0.3) and (got.source_start_s, got.source_end_s) == (4.0, 14.0)
+    assert "shorter than its segment" in got.detail and decode_clip(got.path).duration_s == pytest.approx(
+        got.end_s, abs=0.05
+    )
+
+
+def test_too_short_only_under_the_min_clip_seconds_floor(server: Loopback, tmp_path: Path) -> None:
+    got = materialize(_kinetics("cup", 4, 14), _opts(server, min_clip_seconds=5.0), tmp_path)
     assert (got.status, got.reason, got.attempts) == ("failed", "too_short", 1)
+    assert "--min-clip-seconds 5" in got.detail and not list(tmp_path.glob("*.mp4"))
 
 
 def test_existing_final_file_is_reused_and_stale_partials_removed(server: Loopback, tmp_path: Path) -> None:
@@ -175,7 +187,7 @@ def test_mirror_flat_and_per_label_folders(sample_videos: Path, tmp_path: Path) 
     mirror = tmp_path / "mirror"
     (mirror / "riding a bike").mkdir(parents=True)
     shutil.copy(sample_videos / "bikes.mp4", mirror / "riding a bike" / "-bk_000010_000020.mp4")
-    shutil.copy(sample_videos / "cup.mp4", mirror / "cup_000000_000010.mp4")  # 8 s: too short
+    shutil.copy(sample_videos / "cup.mp4", mirror / "cup_000000_000010.mp4")  # 8 s of a 10 s segment
     opts = FetchOptions(mirror_dir=mirror)
     cands = [_kinetics("-bk", 10, 20), _kinetics("cup", 0, 10), _kinetics("gone", 0, 10)]
     plan = plan_fetch(cands, opts)
@@ -188,7 +200,9 @@ def test_mirror_flat_and_per_label_folders(sample_videos: Path, tmp_path: Path) 
         10.0,
         20.0,
     )
-    assert results["cup_000000_000010"].reason == "too_short"
+    cup = results["cup_000000_000010"]  # the source ended early: kept, with its true end and a note
+    assert (cup.status, cup.reason) == ("kept", None) and cup.end_s == pytest.approx(8.0, abs=0.2)
+    assert "shorter than its segment" in cup.detail
     with av.open(str(bike.path)) as container:  # used in place, untouched
         assert container.streams.video[0].codec_context.name == "h264"
 

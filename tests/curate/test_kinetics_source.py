@@ -33,7 +33,8 @@ def test_split_classes_and_limit_select_rows(tmp_path: Path) -> None:
     selected, stats = read_kinetics_annotations(SLICE, classes=["air drumming"])
     assert selected and {c["source_label"] for c in selected} == {"air drumming"}
     assert stats.filtered_class == 39 - len(selected)
-    assert read_kinetics_annotations(SLICE, split="train")[0] == []
+    with pytest.raises(KineticsFormatError, match="no usable row of 40 .*outside --split/--classes"):
+        read_kinetics_annotations(SLICE, split="train")  # nothing to do is bad input, not an empty manifest
     assert len(read_kinetics_annotations(SLICE, split="val", limit=5)[0]) == 5
     with pytest.raises(KineticsFormatError, match="not labels"):
         read_kinetics_annotations(SLICE, classes=["no such action"])
@@ -41,6 +42,40 @@ def test_split_classes_and_limit_select_rows(tmp_path: Path) -> None:
 
 def test_clip_id_is_file_name_safe_and_zero_padded() -> None:
     assert kinetics_clip_id("-abc_DEF12", 7, 17) == "-abc_DEF12_000007_000017"
+
+
+def test_ids_that_are_not_youtube_ids_become_bad_id_rows(tmp_path: Path) -> None:
+    path = tmp_path / "k.csv"
+    hostile = ["../../x", "a/b/c/d/e/f", "short", "twelve_chars", "dQw4w9WgXc*", "..........."]
+    path.write_text(
+        "youtube_id,time_start,time_end\n" + "".join(f"{i},1,11\n" for i in ["dQw4w9WgXcQ", *hostile])
+    )
+    rows, stats = read_kinetics_annotations(path)
+    assert stats.bad_ids == len(hostile) and stats.selected == 1
+    assert rows[0]["clip_id"] == "dQw4w9WgXcQ_000001_000011" and "bad_id" not in rows[0]
+    for row, raw in zip(rows[1:], hostile, strict=True):
+        assert row["source_id"] == raw and row["clip_id"].startswith("bad-id-") and "/" not in row["clip_id"]
+        assert "is not a YouTube id" in row["bad_id"]
+
+
+def test_spreadsheet_csvs_are_read(tmp_path: Path) -> None:
+    # Excel "CSV UTF-8" in a German locale: BOM, CRLF, semicolons; LibreOffice with tabs
+    rows = [
+        ("abseiling", "0wR5jVB-WPk", "417", "427", "val"),
+        ("air drumming", "--nQbRBEz2s", "104", "114", "val"),
+    ]
+    header = ("label", "youtube_id", "time_start", "time_end", "split")
+    for name, sep, newline, bom in [("excel.csv", ";", "\r\n", "\ufeff"), ("calc.csv", "\t", "\n", "")]:
+        path = tmp_path / name
+        text = bom + newline.join(sep.join(r) for r in [header, *rows]) + newline
+        path.write_bytes(text.encode("utf-8"))
+        got, stats = read_kinetics_annotations(path)
+        assert [c["clip_id"] for c in got] == ["0wR5jVB-WPk_000417_000427", "--nQbRBEz2s_000104_000114"]
+        assert got[1]["source_label"] == "air drumming" and stats.has_labels
+    cp1252 = tmp_path / "ansi.csv"
+    cp1252.write_bytes("label,youtube_id,time_start,time_end\ncaf\u00e9,0wR5jVB-WPk,1,11\n".encode("cp1252"))
+    with pytest.raises(KineticsFormatError, match="not UTF-8 .* line 2.*CSV UTF-8"):
+        read_kinetics_annotations(cp1252)
 
 
 def test_bad_inputs_raise_typed_errors(tmp_path: Path) -> None:
@@ -51,9 +86,9 @@ def test_bad_inputs_raise_typed_errors(tmp_path: Path) -> None:
     with pytest.raises(KineticsFormatError, match="lacks columns"):
         read_kinetics_annotations(wrong)
     unlabelled = tmp_path / "test.csv"
-    unlabelled.write_text("youtube_id,time_start,time_end,split\n-x1,1,11,test\nbad,one,11,test\n")
+    unlabelled.write_text("youtube_id,time_start,time_end,split\n-x1_abcdefg,1,11,test\nbad,one,11,test\n")
     rows, stats = read_kinetics_annotations(unlabelled)
-    assert [r["clip_id"] for r in rows] == ["-x1_000001_000011"] and stats.malformed == 1
+    assert [r["clip_id"] for r in rows] == ["-x1_abcdefg_000001_000011"] and stats.malformed == 1
     with pytest.raises(KineticsFormatError, match="no label column"):
         read_kinetics_annotations(unlabelled, classes=["x"])
 

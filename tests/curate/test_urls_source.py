@@ -55,3 +55,22 @@ def test_missing_and_empty_files(tmp_path: Path) -> None:
     (tmp_path / "e.txt").write_text("# nothing\n")
     with pytest.raises(UrlListError, match="lists no URLs"):
         read_url_list(tmp_path / "e.txt")
+
+
+def test_spreadsheet_csv_with_semicolons_bom_crlf_and_decimal_commas(tmp_path: Path) -> None:
+    # Excel "CSV UTF-8" in a de/fr locale: BOM, CRLF, ";" between fields and "," as the decimal mark
+    path = tmp_path / "list.csv"
+    text = "\ufeffURL;Start;End;Label\r\nhttps://example.org/a.mp4;1,5;4;cat\r\nhttps://example.org/b.mp4;;;\r\n"
+    path.write_bytes(text.encode("utf-8"))
+    rows = read_url_list(path)
+    assert [(r["url"], r["start_s"], r["end_s"], r["source_label"]) for r in rows] == [
+        ("https://example.org/a.mp4", 1.5, 4.0, "cat"),
+        ("https://example.org/b.mp4", None, None, None),
+    ]
+
+
+def test_lists_that_are_not_utf8_are_refused_with_the_fix(tmp_path: Path) -> None:
+    path = tmp_path / "list.txt"
+    path.write_bytes("https://example.org/caf\u00e9.mp4\n".encode("latin-1"))
+    with pytest.raises(UrlListError, match="not UTF-8.*save the list as UTF-8"):
+        read_url_list(path)

@@ -49,3 +49,53 @@ def test_votes_weight_close_neighbours_more() -> None:
 def test_k_larger_than_train_set_uses_all() -> None:
     sims, idx = nearest_neighbours(np.eye(3), np.ones((1, 3)), k=20)
     assert idx.shape == (1, 3) and sorted(idx[0].tolist()) == [0, 1, 2]
+
+
+class _FakeGpuFaiss:
+    """Stands in for a faiss GPU build on this CPU-only machine: ``knn_gpu`` records its calls and
+    answers with faiss's exact CPU search, so only the branch selection is under test."""
+
+    def __init__(self, monkeypatch, num_gpus: int) -> None:
+        import faiss
+
+        import vito_eval.knn as knn
+
+        self.calls = 0
+
+        def knn_gpu(res, xq, xb, k, metric):
+            assert isinstance(res, self.Resources) and metric == faiss.METRIC_INNER_PRODUCT
+            self.calls += 1
+            return faiss.knn(xq, xb, k, metric=metric)
+
+        class Resources:
+            pass
+
+        self.Resources = Resources
+        monkeypatch.setattr(faiss, "StandardGpuResources", Resources, raising=False)
+        monkeypatch.setattr(faiss, "get_num_gpus", lambda: num_gpus)
+        monkeypatch.setattr(faiss, "knn_gpu", knn_gpu, raising=False)
+        knn.gpu_resources.cache_clear()
+
+
+def test_gpu_branch_is_chosen_only_when_faiss_sees_a_gpu(monkeypatch, caplog) -> None:
+    import vito_eval.knn as knn
+
+    rng = np.random.default_rng(1)
+    train, query = rng.normal(size=(200, 8)).astype(np.float32), rng.normal(size=(20, 8)).astype(np.float32)
+    cpu = nearest_neighbours(train, query, 5)
+    assert knn.gpu_resources() is None  # faiss-cpu here: no StandardGpuResources
+    try:
+        fake = _FakeGpuFaiss(monkeypatch, num_gpus=1)
+        gpu = nearest_neighbours(train, query, 5)
+        assert fake.calls == 1
+        np.testing.assert_array_equal(gpu[1], cpu[1])
+        nearest_neighbours(train, query, 5, use_gpu=False)
+        assert fake.calls == 1  # use_gpu=False stays on the CPU
+        monkeypatch.setattr("faiss.get_num_gpus", lambda: 0)  # a GPU build on a machine without a GPU
+        knn.gpu_resources.cache_clear()
+        nearest_neighbours(train, query, 5, use_gpu=True)
+        assert fake.calls == 1 and "faiss sees no GPU" in caplog.text
+    finally:
+        monkeypatch.undo()
+        knn.gpu_resources.cache_clear()
+    assert knn.gpu_resources() is None

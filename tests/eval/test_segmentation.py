@@ -85,7 +85,7 @@ def test_wrong_layouts_name_what_is_expected(tmp_path):
 
 
 def test_pixel_sampling_equals_full_bilinear_upsampling():
-    feats = torch.randn(5, 4, 6)
+    feats = torch.randn(5, 4, 6, generator=torch.Generator().manual_seed(0))  # not the global RNG's state
     label = np.zeros((13, 19), dtype=np.uint8)
     label[0, :] = 255
     x, y = sample_pixel_features(feats, label, 1000, np.random.default_rng(0))
@@ -95,7 +95,8 @@ def test_pixel_sampling_equals_full_bilinear_upsampling():
     expected = {(int(a), int(b)): full[:, a, b].numpy() for a, b in zip(ys, xs, strict=True)}
     got = sorted(map(tuple, np.round(x, 5)))
     want = sorted(map(tuple, np.round(np.stack(list(expected.values())), 5)))
-    np.testing.assert_allclose(np.array(got), np.array(want), atol=1e-5)
+    # rounding to 5 decimals (to pair the rows up) may itself move two equal values 1e-5 apart
+    np.testing.assert_allclose(np.array(got), np.array(want), atol=2e-5)
 
 
 def test_oracle_features_with_the_linear_probe_on_voc(voc, tmp_path):

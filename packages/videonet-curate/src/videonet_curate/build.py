@@ -21,6 +21,8 @@ import pyarrow.compute as pc
 from videonet_curate import manifest as mf
 from videonet_curate.labeling import LabelingConfig
 from videonet_curate.pipeline import ProgressCallback, discover_local, init_ray, run_labelling
+from videonet_curate.report import json_safe
+from videonet_curate.safepath import contained, is_inside
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +50,9 @@ class BuildOptions:
     out_dir: Path
     input_path: Path | None = None
     clip_seconds: float = 10.0
+    min_clip_seconds: float = (
+        1.0  # shorter clips are failed/too_short; longer ones are kept, even short of a segment
+    )
     labeling: LabelingConfig = field(default_factory=LabelingConfig)
     curation: CurationOptions = field(default_factory=CurationOptions)
     shard_size: int = 16
@@ -75,18 +80,19 @@ class BuildReport:
 
 # -- argument checks -----------------------------------------------------------------------------------
 def check_output_dir(out_dir: Path) -> None:
-    """Fail fast when OUT cannot be created or written."""
-    try:
-        out_dir.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise BuildInputError(
-            f"cannot create output directory {out_dir}: {exc.strerror}; pass a writable --out"
-        ) from exc
-    if not os.access(out_dir, os.W_OK | os.X_OK):
-        raise BuildInputError(f"output directory {out_dir} is not writable; pass a writable --out")
+    """Fail fast when OUT cannot be created or written; creates nothing (see :func:`build`)."""
+    existing = out_dir
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if existing == out_dir and not out_dir.is_dir():
+        raise BuildInputError(f"--out {out_dir} is a file; pass a directory (new or an earlier build's)")
+    if not existing.is_dir():
+        raise BuildInputError(f"--out {out_dir}: {existing} is a file, so the directory cannot be created")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise BuildInputError(f"--out {out_dir}: {existing} is not writable; pass a writable --out")
 
 
-def check_local_input(input_path: Path | None) -> Path:
+def check_local_input(input_path: Path | None, out_dir: Path | None = None) -> Path:
     if input_path is None:
         raise BuildInputError("--source local needs --input DIR: a directory of video files")
     if not input_path.exists():
@@ -95,20 +101,52 @@ def check_local_input(input_path: Path | None) -> Path:
         raise BuildInputError(
             f"--input {input_path} is not a directory; pass the directory that holds the videos"
         )
+    if out_dir is not None and is_inside(out_dir, input_path):
+        # refused rather than skipped: a rerun would otherwise have to know which folders are ours,
+        # and an input tree is often read-only or shared
+        raise BuildInputError(
+            f"--out {out_dir} lies inside --input {input_path}: the next build would read its own outputs "
+            "as input videos; pass an --out outside the input directory"
+        )
     if not any(p.is_file() for p in input_path.rglob("*")):
         raise BuildInputError(f"--input {input_path} holds no files; pass a directory of video files")
     return input_path
 
 
-def check_source_arguments(options: BuildOptions) -> None:
-    """Everything about the input that can be checked before anything is written."""
+def check_ray_address(address: str | None, timeout_s: float = 3.0) -> None:
+    """A --address that nothing answers at fails in seconds (``ray.init`` would wait for minutes)."""
+    if not address or address in ("auto", "local"):
+        return
+    target = address.split("://", 1)[-1].rstrip("/")
+    host, _, port = target.rpartition(":")
+    if not host or not port.isdigit():
+        raise BuildInputError(
+            f"--address {address!r}: expected HOST:PORT (the head's GCS port, e.g. 10.0.0.5:6379) "
+            "or ray://HOST:10001"
+        )
+    from videonet_curate.fetch.plan import check_host
+
+    why = check_host(host.strip("[]"), int(port), timeout_s)
+    if why:
+        raise BuildInputError(
+            f"--address {address}: {why} within {timeout_s:g} s; start the head (`ray start --head`) or fix "
+            "the address, or leave --address out to run Ray locally"
+        )
+
+
+def check_source_arguments(options: BuildOptions) -> Any:
+    """Everything about the input that can be checked before anything is written.
+
+    Returns what reading a network source gave (so it is read once), else None."""
     if options.source == "local":
-        check_local_input(options.input_path)
+        check_local_input(options.input_path, options.out_dir)
     elif options.source in {"kinetics", "urls"}:
         from videonet_curate.fetch.build_sources import SourceInputError, check_remote_arguments
 
         try:
-            check_remote_arguments(options.source, remote_source_options(options))
+            return check_remote_arguments(
+                options.source, remote_source_options(options), out_dir=options.out_dir
+            )
         except SourceInputError as exc:
             raise BuildInputError(str(exc)) from exc
     else:
@@ -117,19 +155,28 @@ def check_source_arguments(options: BuildOptions) -> None:
 
 def remote_source_options(options: BuildOptions) -> dict[str, Any]:
     """The network sources' options (fetch/build_sources.py); --input is the URL list for --source urls."""
-    return {**options.source_options, "input": options.input_path}
+    return {
+        **options.source_options,
+        "input": options.input_path,
+        "min_clip_seconds": options.min_clip_seconds,
+    }
 
 
 # -- sources -------------------------------------------------------------------------------------------
 def gather_candidates(
-    options: BuildOptions,
+    options: BuildOptions, pre_read: Any = None
 ) -> tuple[
     list[dict[str, Any]], list[dict[str, Any]], Callable[..., Mapping[str, Any]] | None, dict[str, Any]
 ]:
     """(candidates to label, rows already final, materialise function, source stats) for the source."""
     if options.source == "local":
-        input_dir = check_local_input(options.input_path)
-        candidates, failures = discover_local(input_dir, options.clip_seconds, use_ray=options.use_ray)
+        input_dir = check_local_input(options.input_path, options.out_dir)
+        candidates, failures = discover_local(
+            input_dir,
+            options.clip_seconds,
+            use_ray=options.use_ray,
+            min_clip_seconds=options.min_clip_seconds,
+        )
         return candidates, failures, None, {"files_not_video": len(failures)}
     if options.source in {"kinetics", "urls"}:
         from videonet_curate.fetch.build_sources import SourceInputError, gather_remote
@@ -140,6 +187,7 @@ def gather_candidates(
                 remote_source_options(options),
                 use_ray=options.use_ray,
                 out_dir=options.out_dir,
+                pre_read=pre_read,
             )
         except SourceInputError as exc:
             raise BuildInputError(str(exc)) from exc
@@ -149,16 +197,65 @@ def gather_candidates(
 
 # -- the job -------------------------------------------------------------------------------------------
 def build(options: BuildOptions, on_progress: ProgressCallback | None = None) -> BuildReport:
-    """Run the whole build and write OUT/manifest.parquet, embeddings, histogram and summary."""
+    """Run the whole build and write OUT/manifest.parquet, embeddings, histogram and summary.
+
+    Every check of the arguments and the input runs before Ray starts and before OUT is created, so a
+    :class:`BuildInputError` leaves nothing behind. OUT/.lock keeps a second build out of the same OUT.
+    """
+    from videonet_curate.outlock import OutputLocked, build_lock
+
+    out_dir = options.out_dir
+    check_output_dir(out_dir)
+    pre_read = check_source_arguments(options)
+    load_target_or_fail(options.curation.target)
+    if options.use_ray:
+        check_ray_address(options.address)
+    created = not out_dir.exists()
+    try:
+        if options.use_ray:
+            try:
+                init_ray(options.address)
+            except ConnectionError as exc:
+                raise BuildInputError(f"--address {options.address}: {exc}") from None
+            check_cluster_gpus(options.gpus_per_worker, options.address)
+        out_dir.mkdir(parents=True, exist_ok=True)
+        with build_lock(out_dir):
+            return _build_locked(options, on_progress, pre_read)
+    except OutputLocked as exc:
+        raise BuildInputError(str(exc)) from None
+    except BuildInputError:
+        if created:
+            _remove_if_empty(out_dir)  # nothing written: not even the directory
+        raise
+
+
+def check_cluster_gpus(gpus_per_worker: float, address: str | None) -> None:
+    """With --device cuda, a cluster without GPUs would leave every actor pending forever."""
+    if gpus_per_worker <= 0:
+        return
+    import ray
+
+    if ray.cluster_resources().get("GPU", 0) < gpus_per_worker:
+        where = f"the cluster at --address {address}" if address else "this machine's Ray"
+        raise BuildInputError(f"--device cuda: {where} has no GPU; pass --device cpu, or a cluster with GPUs")
+
+
+def _remove_if_empty(directory: Path) -> None:
+    try:
+        directory.rmdir()
+    except OSError:
+        pass
+
+
+def _build_locked(options: BuildOptions, on_progress: ProgressCallback | None, pre_read: Any) -> BuildReport:
     started = time.perf_counter()
     out_dir = options.out_dir
-    check_source_arguments(options)
-    load_target_or_fail(options.curation.target)
-    check_output_dir(out_dir)
-    if options.use_ray:
-        init_ray(options.address)
-    candidates, final_rows, materialize, source_stats = gather_candidates(options)
-    run_settings = {"source": options.source, "clip_seconds": options.clip_seconds}
+    candidates, final_rows, materialize, source_stats = gather_candidates(options, pre_read)
+    run_settings = {
+        "source": options.source,
+        "clip_seconds": options.clip_seconds,
+        "min_clip_seconds": options.min_clip_seconds,
+    }
     if options.source in {"kinetics", "urls"}:
         from videonet_curate.fetch.build_sources import run_settings as remote_run_settings
 
@@ -187,11 +284,14 @@ def build(options: BuildOptions, on_progress: ProgressCallback | None = None) ->
         "source": options.source,
         "input": str(options.input_path) if options.input_path else None,
         "clip_seconds": options.clip_seconds,
+        "min_clip_seconds": options.min_clip_seconds,
         "labeling": {k: v for k, v in vars(options.labeling).items() if k != "fetch_options"},
         "curation": vars(options.curation),
         "source_options": dict(options.source_options),
     }
     model_id, prototype_set = labelled.model_id, labelled.prototype_set
+    for name in (mf.MANIFEST_FILENAME, mf.EMBEDDINGS_FILENAME, HISTOGRAM_FILENAME, SUMMARY_FILENAME):
+        contained(out_dir, out_dir / name)  # a symlink planted in OUT must not redirect our writes
     manifest_path = mf.write_manifest(
         rows, out_dir / mf.MANIFEST_FILENAME, model_id=model_id, prototype_set=prototype_set, config=config
     )
@@ -204,7 +304,8 @@ def build(options: BuildOptions, on_progress: ProgressCallback | None = None) ->
     summary["model_id"], summary["prototype_set"] = model_id, prototype_set
     summary_path = out_dir / SUMMARY_FILENAME
     tmp = summary_path.with_name(summary_path.name + ".tmp")
-    tmp.write_text(json.dumps(summary, indent=2, sort_keys=True))
+    # strict JSON: a NaN (e.g. a balance distance of an empty histogram) is written as null
+    tmp.write_text(json.dumps(json_safe(summary), indent=2, sort_keys=True, allow_nan=False))
     os.replace(tmp, summary_path)
     return BuildReport(manifest_path, embeddings_path, summary_path, histogram_path, rows, summary)
 

@@ -3,22 +3,17 @@
 from __future__ import annotations
 
 import logging
+import math
 import os
 from pathlib import Path
 
 import typer
-from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from videonet_curate.build import BuildInputError, BuildOptions, BuildReport, CurationOptions, build
+from videonet_curate.exits import EXIT_BAD_INPUT, EXIT_FAILED_ROWS, EXIT_OK, console, error_line, guarded
 from videonet_curate.labeling import LabelingConfig
-
-EXIT_OK = 0
-EXIT_FINISHED_WITH_FAILURES = 1
-EXIT_BAD_ARGUMENTS = 2
-
-console = Console(stderr=True)
 
 
 def _default_workers() -> int:
@@ -26,6 +21,7 @@ def _default_workers() -> int:
     return max(1, (os.cpu_count() or 2) // 4)
 
 
+@guarded
 def build_command(
     source: str = typer.Option(
         "local", "--source", help="Where candidate clips come from: local, kinetics, urls."
@@ -46,6 +42,13 @@ def build_command(
     ),
     clip_seconds: float = typer.Option(
         10.0, "--clip-seconds", min=0.5, help="Split videos into clips this long."
+    ),
+    min_clip_seconds: float = typer.Option(
+        1.0,
+        "--min-clip-seconds",
+        min=0.0,
+        help="Clips with fewer seconds of video are failed/too_short. A clip shorter than its segment "
+        "(the source video ended early) is kept with its true end_s and a note.",
     ),
     frames_per_clip: int = typer.Option(
         8, "--frames-per-clip", min=1, help="Evenly spaced frames sampled per clip."
@@ -138,19 +141,33 @@ def build_command(
     """Curate candidate clips into OUT/manifest.parquet.
 
     Exit codes: 0 every row accounted for and none failed; 1 finished, but some rows failed or were missing
-    (see status/reason in the manifest); 2 bad arguments (nothing was written).
+    (see status/reason in the manifest); 2 bad arguments or input (nothing was written); 3 internal error
+    (--verbose prints the trace); 130/143 interrupted by SIGINT/SIGTERM (finished shards kept: rerun).
     """
     logging.basicConfig(
         level=logging.INFO if verbose else logging.WARNING, format="%(levelname)s %(message)s"
     )
     workers = workers or _default_workers()
     threads = threads or max(1, (os.cpu_count() or 1) // workers)
-    resolved_device = _resolve_device(device)
+    try:
+        for name, value in [
+            ("--clip-seconds", clip_seconds),
+            ("--min-clip-seconds", min_clip_seconds),
+            ("--timeout", timeout),
+            ("--max-rps", max_rps),
+        ]:
+            if not math.isfinite(value):  # typer's ranges let inf through; a socket timeout of inf hangs
+                raise BuildInputError(f"{name} {value}: expected a finite number")
+        resolved_device = _resolve_device(device, address)
+    except BuildInputError as exc:
+        error_line(str(exc))
+        raise typer.Exit(EXIT_BAD_INPUT) from None
     options = BuildOptions(
         source=source,
         out_dir=out,
         input_path=input_path,
         clip_seconds=clip_seconds,
+        min_clip_seconds=min_clip_seconds,
         labeling=LabelingConfig(
             model=model,
             templates=templates,
@@ -197,19 +214,27 @@ def build_command(
         _check_model(model, templates, precision)
         report = _run_with_progress(options)
     except BuildInputError as exc:
-        console.print(f"[red]error:[/red] {exc}")
-        raise typer.Exit(EXIT_BAD_ARGUMENTS) from None
+        error_line(str(exc))
+        raise typer.Exit(EXIT_BAD_INPUT) from None
     _print_summary(report)
-    raise typer.Exit(EXIT_FINISHED_WITH_FAILURES if report.has_failures else EXIT_OK)
+    raise typer.Exit(EXIT_FAILED_ROWS if report.has_failures else EXIT_OK)
 
 
-def _resolve_device(device: str) -> str:
+def _resolve_device(device: str, address: str | None = None) -> str:
     if device not in {"auto", "cpu", "cuda"}:
-        raise typer.BadParameter(f"--device {device!r}: expected auto, cpu or cuda")
-    if device != "auto":
+        raise BuildInputError(f"--device {device!r}: expected auto, cpu or cuda")
+    if device == "cpu":
         return device
     import torch
 
+    if device == "cuda" and not address and not torch.cuda.is_available():
+        # fail now: Ray would otherwise wait forever for a GPU resource that no node has
+        raise BuildInputError(
+            "--device cuda: no CUDA device is visible here (torch.cuda.is_available() is False); "
+            "pass --device cpu, or auto to use a GPU only when there is one"
+        )
+    if device == "cuda":
+        return device  # on a cluster (--address) the build checks that its nodes have GPUs
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 

@@ -2,10 +2,12 @@
 
 A clip's class distribution is the mean of its frames' distributions,
 ``p̄_c = (1/F) Σ_f p_{f,c}``; the clip is labelled ``argmax_c p̄_c`` with ``score = p̄_label`` and
-``margin = p̄_(1) − p̄_(2)`` (top-1 minus top-2 of the mean). Before the argmax the duplicated
-ImageNet names are folded (see :mod:`videonet_curate.imagenet`): ``p̄_657 += p̄_744``,
-``p̄_837 += p̄_836`` and the twins are zeroed, so a pair whose prototypes are identical never
-splits a clip's score.
+``margin = p̄_(1) − p̄_(2)`` (top-1 minus top-2 of the mean). Before averaging, each frame's duplicated
+ImageNet names are merged (see :mod:`videonet_curate.imagenet`): the pair keeps the larger of its two
+probabilities on the canonical class (657, 837), the twin is zeroed, and the frame is renormalised by
+``1 − min(p_a, p_b)``. That is exactly a softmax with the pair's lower logit removed, so a pair whose
+prototypes are identical counts once, like any other class. Summing the two instead would double a
+CLIP scorer's probability for the pair (its two rows are identical) and bias labels toward it.
 """
 
 from __future__ import annotations
@@ -41,12 +43,20 @@ class ClipScore:
 
 
 def fold_duplicate_names(probs: np.ndarray) -> np.ndarray:
-    """Move each twin's probability onto its canonical class (last axis = 1000 classes); returns a copy."""
+    """Merge each twin into its canonical class by the max, then renormalise (last axis = 1000 classes).
+
+    Equal to a softmax over the logits with the lower logit of each pair dropped (see the module
+    docstring); returns a copy whose rows keep their sum (one for distributions).
+    """
     folded = np.array(probs, dtype=np.float64, copy=True)
+    before = folded.sum(axis=-1, keepdims=True)
     for twin, canonical in DUPLICATE_NAME_TWINS.items():
-        folded[..., canonical] += folded[..., twin]
+        folded[..., canonical] = np.maximum(folded[..., canonical], folded[..., twin])
         folded[..., twin] = 0.0
-    return folded
+    after = folded.sum(axis=-1, keepdims=True)
+    # rescale so each row keeps its total (1 for a distribution); an all-zero row stays zero
+    scale = np.divide(before, after, out=np.ones_like(after), where=after > 0)
+    return folded * scale
 
 
 def _check_frame_probs(frame_probs: np.ndarray) -> np.ndarray:
@@ -72,9 +82,10 @@ def score_clip(frame_probs: np.ndarray, *, fold_duplicates: bool = True) -> Clip
     Classes with zero mean probability (outside a scorer's class subset, or folded twins) never
     appear in the top-5, which is then shorter than 5.
     """
-    mean = _check_frame_probs(frame_probs).mean(axis=0)
+    probs = _check_frame_probs(frame_probs)
     if fold_duplicates:
-        mean = fold_duplicate_names(mean)
+        probs = fold_duplicate_names(probs)  # per frame: the renormalisation is per distribution
+    mean = probs.mean(axis=0)
     order = np.argsort(-mean, kind="stable")  # ties go to the lower index
     label = int(order[0])
     runner_up = float(mean[order[1]])

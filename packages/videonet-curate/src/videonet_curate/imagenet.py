@@ -11,11 +11,13 @@ Duplicated names. open_clip's list names two pairs of classes identically:
 
 With text prototypes the two rows of a pair are identical, so a CLIP scorer splits the probability
 evenly and can never prefer one; a classifier can, but the pairs are notoriously confused in the
-ImageNet labels themselves. Policy (:data:`DUPLICATE_NAME_TWINS`): when assigning a clip's label the
-probability of each twin is folded onto the class whose WordNet synset matches the shared name (744
-onto 657 "missile"; 836 onto 837 "sunglasses"), so a pair never splits a clip's score and labels 744
-and 836 are never assigned. :func:`label_name` gives every index a unique, readable name (the twins
-get their WordNet lemma), so no two labels in a manifest share a name.
+ImageNet labels themselves. Policy (:data:`DUPLICATE_NAME_TWINS`): when assigning a clip's label each
+pair is merged onto the class whose WordNet synset matches the shared name (744 onto 657 "missile"; 836
+onto 837 "sunglasses") by keeping the larger probability and renormalising (never by summing, which
+would count identical prototypes twice; see :func:`videonet_curate.classify.fold_duplicate_names`), so
+a pair never splits a clip's score and labels 744 and 836 are never assigned. :func:`label_name` gives
+every index a unique, readable name (the twins get their WordNet lemma), so no two labels in a manifest
+share a name.
 """
 
 from __future__ import annotations

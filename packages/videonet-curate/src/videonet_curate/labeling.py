@@ -206,15 +206,17 @@ class ShardLabeler:
                 top5_labels=[int(x) for x in score.top5_labels],
                 top5_scores=[float(x) for x in score.top5_scores],
             )
+            note = row.get("detail")  # e.g. a clip kept although shorter than its segment
             if score.score < self.config.min_score:
+                low = (
+                    f"best class {score.label_name!r} scored {score.score:.3f} < --min-score "
+                    f"{self.config.min_score}"
+                )
                 row.update(
-                    status=mf.STATUS_LOW_SCORE,
-                    reason="low_score",
-                    detail=f"best class {score.label_name!r} scored {score.score:.3f} < --min-score "
-                    f"{self.config.min_score}",
+                    status=mf.STATUS_LOW_SCORE, reason="low_score", detail=f"{low}; {note}" if note else low
                 )
             else:
-                row.update(status=mf.STATUS_KEPT, reason=None, detail=None)
+                row.update(status=mf.STATUS_KEPT, reason=None, detail=note)
             rows.append(row)
             embeddings[row["clip_id"]] = clip_embedding(clip_emb)
         self.timings["score"] += time.perf_counter() - started

@@ -60,10 +60,17 @@ def init_ray(address: str | None = None, num_cpus: int | None = None) -> None:
         "configure_logging": True,
         "logging_level": logging.WARNING,
     }
+    import signal
+
+    from videonet_curate import exits
+
+    ours = signal.getsignal(signal.SIGTERM) is exits.on_signal
     if address:
         ray.init(address=address, **kwargs)
     else:
         ray.init(num_cpus=num_cpus, **kwargs)
+    if ours:  # ray.init replaced our SIGTERM handler with one that exits with status 15
+        exits.install_signal_handlers()
 
 
 def _ray_map_ordered(fn: Callable[[Any], Any], items: Sequence[Any], num_cpus: float = 1) -> list[Any]:
@@ -74,12 +81,12 @@ def _ray_map_ordered(fn: Callable[[Any], Any], items: Sequence[Any], num_cpus: f
 
 
 # -- local discovery -----------------------------------------------------------------------------------
-def _probe_batch(args: tuple[list[str], str, float]) -> list[tuple[str, list[dict[str, Any]]]]:
+def _probe_batch(args: tuple[list[str], str, float, float]) -> list[tuple[str, list[dict[str, Any]]]]:
     """Probe a batch of files: ("ok", candidates) or ("failed", [failure row]) for each."""
     from videonet_curate.sources.local import failure_row, local_candidates, too_short_row
     from videonet_curate.video import VideoError, probe_video
 
-    paths, input_dir, clip_seconds = args
+    paths, input_dir, clip_seconds, min_clip_seconds = args
     results = []
     for path in paths:
         try:
@@ -87,9 +94,9 @@ def _probe_batch(args: tuple[list[str], str, float]) -> list[tuple[str, list[dic
         except VideoError as exc:
             results.append(("failed", [failure_row(path, input_dir, exc)]))
             continue
-        cands = local_candidates(path, info, input_dir, clip_seconds)
+        cands = local_candidates(path, info, input_dir, clip_seconds, min_clip_seconds=min_clip_seconds)
         if not cands:  # shorter than the shortest clip worth labelling: still a row, with its reason
-            results.append(("failed", [too_short_row(path, info, input_dir)]))
+            results.append(("failed", [too_short_row(path, info, input_dir, min_clip_seconds)]))
             continue
         for cand in cands:
             cand["locator"] = str(Path(path).resolve())
@@ -98,18 +105,32 @@ def _probe_batch(args: tuple[list[str], str, float]) -> list[tuple[str, list[dic
 
 
 def discover_local(
-    input_dir: Path, clip_seconds: float, *, use_ray: bool = True, batch_size: int = 16
+    input_dir: Path,
+    clip_seconds: float,
+    *,
+    use_ray: bool = True,
+    batch_size: int = 16,
+    min_clip_seconds: float = 1.0,
 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """Probe every file under ``input_dir``: (clip candidates, failure rows of files that are not videos)."""
-    from videonet_curate.sources.local import iter_video_files
+    from videonet_curate.sources.local import (
+        bad_name_row,
+        is_utf8_name,
+        iter_video_files,
+        relative_source_id,
+    )
 
-    files = [str(p) for p in iter_video_files(input_dir)]
+    files, bad_names = [], []
+    for path in iter_video_files(input_dir):
+        # one file name that is not UTF-8 must not abort the build: it becomes a failed row
+        (files if is_utf8_name(relative_source_id(path, input_dir)) else bad_names).append(str(path))
     batches = [
-        (files[i : i + batch_size], str(input_dir), clip_seconds) for i in range(0, len(files), batch_size)
+        (files[i : i + batch_size], str(input_dir), clip_seconds, min_clip_seconds)
+        for i in range(0, len(files), batch_size)
     ]
     outputs = _ray_map_ordered(_probe_batch, batches) if use_ray else [_probe_batch(b) for b in batches]
     candidates: list[dict[str, Any]] = []
-    failures: list[dict[str, Any]] = []
+    failures: list[dict[str, Any]] = [bad_name_row(path, input_dir) for path in bad_names]
     for batch in outputs:
         for kind, rows in batch:
             (candidates if kind == "ok" else failures).extend(rows)

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import pyarrow.compute as pc
+import pyarrow.parquet as pq
 
 from videonet_curate import __version__, dedup, report
 from videonet_curate.manifest import (
@@ -30,9 +31,11 @@ from videonet_curate.manifest import (
     SCHEMA,
     STATUS_KEPT,
     ManifestError,
+    atomic_write_table,
     read_manifest,
     read_metadata,
 )
+from videonet_curate.safepath import contained, is_inside
 
 log = logging.getLogger(__name__)
 
@@ -115,12 +118,22 @@ def publish(
     embeddings_path = manifest_path.parent / EMBEDDINGS_FILENAME
     if with_embeddings and not embeddings_path.exists():
         raise PublishError(f"--with-embeddings given but {embeddings_path} does not exist")
+    build_dir = manifest_path.parent
+    overlap = _overlap(to_dir, build_dir)
+    if overlap:
+        raise PublishError(
+            f"--to {to_dir} {overlap} the build {build_dir}; publishing (or --overwrite) there would delete "
+            "or mix in the build: pass a --to that neither is, holds, nor lies inside the build"
+        )
+    if to_dir.exists() and not to_dir.is_dir():
+        raise PublishError(f"--to {to_dir} is a file; pass a directory (new or empty)")
     if to_dir.exists() and any(to_dir.iterdir()) and not overwrite:
         raise PublishError(f"{to_dir} exists and is not empty: choose a new directory or pass --overwrite")
     to_dir.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{to_dir.name}.", suffix=".publishing", dir=to_dir.parent))
+    metadata["config"] = portable_config(metadata.get("config") or {})
     try:
-        shutil.copyfile(manifest_path, staging / MANIFEST_FILENAME)
+        write_portable_manifest(manifest_path, staging / MANIFEST_FILENAME, metadata["config"])
         if with_embeddings:
             shutil.copyfile(embeddings_path, staging / EMBEDDINGS_FILENAME)
         paths = report.write_report(manifest_path, report_dir=staging / PLOTS_DIRNAME)
@@ -131,13 +144,55 @@ def publish(
         )
         write_checksums(staging)
         if to_dir.exists():
-            shutil.rmtree(to_dir)
+            shutil.rmtree(contained(to_dir.parent, to_dir))
         os.replace(staging, to_dir)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
     verify_published(to_dir)
     return PublishResult(to_dir, _relative_files(to_dir), int(summary["kept"]), table.num_rows)
+
+
+def portable_config(value: Any, key: str = "") -> Any:
+    """The build config without the builder's file system: absolute paths become their last part.
+
+    A published dataset travels to other people; ``/home/alice/secret-project/annotations.csv`` (or where
+    her ``--cookies`` file lies) is none of their business and useless on their machine.
+    """
+    if isinstance(value, dict):
+        return {k: portable_config(v, k) for k, v in value.items()}
+    if isinstance(value, list):
+        return [portable_config(v, key) for v in value]
+    if key == "cookies" and value:
+        return "(given)"
+    if isinstance(value, str) and os.path.isabs(value):
+        return Path(value).name
+    return value
+
+
+def write_portable_manifest(source: Path, dest: Path, config: dict[str, Any]) -> None:
+    """Copy the manifest with :func:`portable_config` in its metadata; rows with an absolute path refused."""
+    table = pq.read_table(source)
+    absolute = [p for p in table.column("path").to_pylist() if p and os.path.isabs(p)]
+    if absolute:
+        raise PublishError(
+            f"{source} holds absolute clip paths (e.g. {absolute[0]}); a published dataset carries paths "
+            "relative to the manifest only: rebuild with this version"
+        )
+    metadata = dict(table.schema.metadata or {})
+    metadata[b"videonet.config"] = json.dumps(config, sort_keys=True, default=str).encode()
+    atomic_write_table(table.replace_schema_metadata(metadata), dest)
+
+
+def _overlap(to_dir: Path, build_dir: Path) -> str | None:
+    """How ``to_dir`` overlaps the build directory, in words; None when they are disjoint."""
+    if is_inside(to_dir, build_dir) and is_inside(build_dir, to_dir):
+        return "is"
+    if is_inside(build_dir, to_dir):
+        return "holds"
+    if is_inside(to_dir, build_dir):
+        return "lies inside"
+    return None
 
 
 def render_card(
@@ -314,6 +369,8 @@ def verify_published(directory: str | os.PathLike[str]) -> None:
     entries = read_checksums(directory)
     for name, digest in entries.items():
         path = directory / name
+        if not is_inside(path, directory):
+            raise PublishedDatasetError(path, "checksums.sha256 lists a path outside the dataset")
         if not path.is_file():
             raise PublishedDatasetError(path, "listed in checksums.sha256 but missing")
         if sha256_file(path) != digest:

@@ -252,19 +252,25 @@ def write_report(
     _plot_nearest(nearest, dup_threshold, plots["nearest_similarity"])
     _plot_status(summary, plots["status_breakdown"])
     summary_path = directory / "summary.json"
-    _atomic_write_text(summary_path, json.dumps(_json_safe(summary), indent=2, sort_keys=True) + "\n")
+    _atomic_write_text(
+        summary_path, json.dumps(json_safe(summary), indent=2, sort_keys=True, allow_nan=False) + "\n"
+    )
     html_path = directory / "index.html"
     _atomic_write_text(html_path, render_html(summary, plots))
     log.info("report written to %s", html_path)
     return ReportPaths(directory, html_path, summary_path, plots)
 
 
-def _json_safe(value: Any) -> Any:
-    """NaN (e.g. distances of an empty histogram) as null: strict JSON has no NaN."""
-    if isinstance(value, float) and not np.isfinite(value):
-        return None
+def json_safe(value: Any) -> Any:
+    """NaN and infinities (e.g. distances of an empty histogram) as null: strict JSON has neither."""
+    if isinstance(value, (float, np.floating)):
+        return float(value) if np.isfinite(value) else None
+    if isinstance(value, np.integer):
+        return int(value)
     if isinstance(value, dict):
-        return {k: _json_safe(v) for k, v in value.items()}
+        return {k: json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_safe(v) for v in value]
     return value
 
 

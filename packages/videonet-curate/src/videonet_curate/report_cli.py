@@ -6,19 +6,15 @@ import logging
 from pathlib import Path
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
+from videonet_curate.exits import EXIT_BAD_INPUT, EXIT_FAILED_ROWS, console, error_line, guarded
 from videonet_curate.manifest import ManifestError
 from videonet_curate.publish import PublishedDatasetError, PublishError, publish, verify_published
 from videonet_curate.report import write_report
 from videonet_curate.targets import TargetError
 
-EXIT_OK = 0
-EXIT_VERIFY_FAILED = 1
-EXIT_BAD_ARGUMENTS = 2
-
-console = Console(stderr=True)
+EXIT_VERIFY_FAILED = EXIT_FAILED_ROWS  # the dataset was checked completely; some file failed
 
 
 def _logging(verbose: bool) -> None:
@@ -27,6 +23,7 @@ def _logging(verbose: bool) -> None:
     )
 
 
+@guarded
 def report_command(
     out: Path = typer.Argument(..., help="A build output directory holding manifest.parquet (or the file)."),
     target: str = typer.Option(
@@ -43,14 +40,15 @@ def report_command(
         with console.status("computing statistics and plots"):
             paths = write_report(out, target=target, dup_threshold=dup_threshold)
     except (ManifestError, TargetError) as exc:
-        console.print(f"[red]error:[/red] {exc}", soft_wrap=True)
-        raise typer.Exit(EXIT_BAD_ARGUMENTS) from None
+        error_line(str(exc))
+        raise typer.Exit(EXIT_BAD_INPUT) from None
     console.print(f"report: {paths.html}")
     for path in paths.plots.values():
         console.print(f"  plot: {path}")
     console.print(f"  summary: {paths.summary}")
 
 
+@guarded
 def publish_command(
     out: Path = typer.Argument(..., help="A build output directory holding manifest.parquet."),
     to: Path = typer.Option(..., "--to", help="The directory to publish into (must be new or empty)."),
@@ -65,8 +63,8 @@ def publish_command(
         with console.status(f"publishing to {to}"):
             result = publish(out, to, with_embeddings=with_embeddings, overwrite=overwrite, title=title)
     except (ManifestError, PublishError, TargetError) as exc:
-        console.print(f"[red]error:[/red] {exc}", soft_wrap=True)
-        raise typer.Exit(EXIT_BAD_ARGUMENTS) from None
+        error_line(str(exc))
+        raise typer.Exit(EXIT_BAD_INPUT) from None
     table = Table(title=f"published {result.directory}")
     table.add_column("file")
     table.add_column("bytes", justify="right")
@@ -76,13 +74,19 @@ def publish_command(
     console.print(f"{result.kept} kept clips of {result.rows} rows; verified.")
 
 
+@guarded
 def verify_command(
     directory: Path = typer.Argument(..., help="A directory written by `videonet-curate publish`."),
+    verbose: bool = typer.Option(False, "--verbose", "-v", help="Log more; print traces of internal errors."),
 ) -> None:
     """Check checksums and schema of a published dataset; exit 1 naming the file on any mismatch."""
+    _logging(verbose)
+    if not directory.is_dir():
+        error_line(f"{directory} is not a directory; pass a directory written by `videonet-curate publish`")
+        raise typer.Exit(EXIT_BAD_INPUT)
     try:
         verify_published(directory)
     except PublishedDatasetError as exc:
-        console.print(f"[red]verification failed:[/red] {exc.path}: {exc.problem}", soft_wrap=True)
+        error_line(f"{exc.path}: {exc.problem}", prefix="verification failed")
         raise typer.Exit(EXIT_VERIFY_FAILED) from None
     console.print(f"[green]ok[/green]: {directory} verifies (checksums and schema)")

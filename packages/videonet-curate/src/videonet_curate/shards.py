@@ -21,6 +21,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from videonet_curate.manifest import atomic_write_table
+from videonet_curate.safepath import contained
 
 SHARDS_DIRNAME = "shards"
 
@@ -90,6 +91,8 @@ def write_shard(
     The marker holds ``info`` (e.g. the model id that labelled the shard) so a resumed run can report it.
     """
     paths = shard_paths(out_dir, shard)
+    for path in (paths.rows, paths.embeddings, paths.done):
+        contained(out_dir, path)
     atomic_write_table(rows, paths.rows)
     atomic_write_table(embeddings, paths.embeddings)
     tmp = paths.done.with_name(f".{paths.done.name}.tmp")
@@ -119,6 +122,7 @@ def remove_stale(out_dir: Path, shards: Sequence[Shard]) -> int:
     base = Path(out_dir) / SHARDS_DIRNAME
     if not base.is_dir():
         return 0
+    contained(out_dir, base)  # OUT/shards planted as a link elsewhere: delete nothing there
     current = {s.name for s in shards}
     removed = 0
     for path in base.iterdir():

@@ -91,6 +91,9 @@ def probe(
     ),
     no_cache: bool = typer.Option(False, "--no-cache", help="Neither read nor write cached features."),
     device: str = typer.Option("cpu", help="cpu, cuda, cuda:1, ..."),
+    precision: str = typer.Option(
+        "auto", help="Encoder forward: auto (bf16 autocast on CUDA, fp32 elsewhere), fp32 or bf16."
+    ),
     knn_k: int = typer.Option(20, help="Neighbours of the weighted kNN (a 1-NN is always reported too)."),
     knn_temperature: float = typer.Option(0.07, help="Temperature T of the kNN vote weights exp(sim/T)."),
 ) -> None:
@@ -115,6 +118,7 @@ def probe(
         knn_temperature=knn_temperature,
         num_workers=workers,
         progress=True,
+        precision=precision,
     )
     start = time.perf_counter()
     payload: dict[str, Any] = run_command(lambda: run_probe_eval(config))
@@ -164,6 +168,9 @@ def davis(
     sequence: list[str] = typer.Option(None, "--sequence", help="Repeatable: only these sequences."),
     overlay_frames: int = typer.Option(3, help="Overlay PNGs per sequence."),
     device: str = typer.Option("cpu", help="cpu, cuda, cuda:1, ..."),
+    precision: str = typer.Option(
+        "auto", help="Encoder forward: auto (bf16 autocast on CUDA, fp32 elsewhere), fp32 or bf16."
+    ),
 ) -> None:
     """DAVIS-2017 semi-supervised label propagation (J, F, J&F as davis2017-evaluation)."""
     from vito_eval.davis import DavisEvalConfig, run_davis_eval
@@ -183,6 +190,7 @@ def davis(
         sequences=list(sequence or []) or None,
         n_overlay_frames=overlay_frames,
         device=device,
+        precision=precision,
     )
     result = run_command(lambda: run_davis_eval(config, track=_track))
     m = result["metrics"]
@@ -269,6 +277,9 @@ def segment(
     train_limit: int = typer.Option(None, help="Only the first N training images."),
     val_limit: int = typer.Option(None, help="Only the first N validation images."),
     device: str = typer.Option("cpu", help="cpu, cuda, cuda:1, ..."),
+    precision: str = typer.Option(
+        "auto", help="Encoder forward: auto (bf16 autocast on CUDA, fp32 elsewhere), fp32 or bf16."
+    ),
 ) -> None:
     """Semantic segmentation on frozen dense features (PASCAL VOC 2012, ADE20K): mIoU, per-class IoU."""
     from vito_eval.segmentation import SegmentationConfig, run_segmentation
@@ -287,6 +298,7 @@ def segment(
         train_limit=train_limit,
         val_limit=val_limit,
         device=device,
+        precision=precision,
     )
     result = run_command(lambda: run_segmentation(config, track=_track))
     console.print(

@@ -47,6 +47,7 @@ from vito_eval.propagation import (
     propagate_labels,
     upsample_to_labels,
 )
+from vito_eval.runtime import start_throughput
 
 log = logging.getLogger(__name__)
 
@@ -131,10 +132,12 @@ def run_davis(
     objects: list[ObjectScores] = []
     failed: dict[str, str] = {}
     started = time.time()
+    throughput = start_throughput(run.device, "frames", measures="encoder forward + label propagation")
     iterator = track(seqs, "DAVIS sequences") if track else seqs
     for seq in iterator:
         try:
-            preds, raw, palette = propagate_sequence(seq, feature_fn, prop, run.device)
+            with throughput.timed(len(seq.frames)):
+                preds, raw, palette = propagate_sequence(seq, feature_fn, prop, run.device)
             for t, frame in enumerate(seq.frames):
                 write_index_png(out / "predictions" / seq.name / f"{frame.stem}.png", preds[t], palette)
             gt = read_annotations(seq, len(seq.frames))
@@ -164,6 +167,7 @@ def run_davis(
         "sequences": sorted({o.sequence for o in objects}),
         "failed": failed,
         "seconds": round(time.time() - started, 2),
+        "throughput": throughput.report(),
         **(extra or {}),
     }
     _write_json(out / "summary.json", result)
@@ -243,6 +247,7 @@ class DavisEvalConfig:
     n_overlay_frames: int = 3
     bound_th: float = DEFAULT_BOUND_TH
     device: str = "cpu"
+    precision: str = "auto"  # the encoder's forward: auto (bf16 on CUDA), fp32, bf16
 
 
 def propagation_config(preset: str, **overrides: float | int | None) -> PropagationConfig:
@@ -288,7 +293,7 @@ def run_davis_eval(config: DavisEvalConfig, track: Callable[[Iterable, str], Ite
     list_sequences(
         config.root, config.split, config.resolution
     )  # a wrong layout fails before the model loads
-    encoder = load_encoder(config.encoder, device=config.device)
+    encoder = load_encoder(config.encoder, device=config.device, precision=config.precision)
     run = DavisRunConfig(
         root=config.root,
         out=config.out,
@@ -310,6 +315,7 @@ def run_davis_eval(config: DavisEvalConfig, track: Callable[[Iterable, str], Ite
             "stage": config.stage,
             "output_stride": config.output_stride,
             "weights_sha256": encoder.weights_hash,
+            "precision": encoder.precision,
         },
     )
     return result

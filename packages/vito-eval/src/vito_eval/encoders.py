@@ -28,6 +28,7 @@ import torchvision
 from torch import Tensor, nn
 
 from vito_eval.errors import EncoderError
+from vito_eval.runtime import autocast, resolve_precision
 
 log = logging.getLogger(__name__)
 
@@ -61,6 +62,7 @@ class Encoder:
     attention_pool: nn.Module | None = None
     info: dict[str, Any] = field(default_factory=dict)
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+    precision: Literal["fp32", "bf16"] = "fp32"  # bf16: the forward runs under autocast (vito_eval.runtime)
     _strided_copies: dict[int, nn.Module] = field(default_factory=dict, repr=False)
 
     def __post_init__(self) -> None:
@@ -75,11 +77,19 @@ class Encoder:
 
     @property
     def cache_key(self) -> str:
-        """What the features depend on besides the input: weights, normalisation and readout."""
-        return f"{self.weights_hash}:{self.features}:{self.mean}:{self.std}"
+        """What the features depend on besides the input: weights, normalisation, readout and precision
+        (fp32 keys are those from before precision was an option)."""
+        key = f"{self.weights_hash}:{self.features}:{self.mean}:{self.std}"
+        return key if self.precision == "fp32" else f"{key}:{self.precision}"
 
-    def to(self, device: str | torch.device) -> Encoder:
+    def to(self, device: str | torch.device, precision: str | None = None) -> Encoder:
+        """Move to ``device``; ``precision`` (auto, fp32, bf16; see `vito_eval.runtime`) when given."""
         self.device = torch.device(device)
+        if precision is not None:
+            try:
+                self.precision = resolve_precision(precision, self.device)
+            except ValueError as exc:
+                raise EncoderError(f"--precision: {exc}") from exc
         self.model.to(self.device)
         if self.attention_pool is not None:
             self.attention_pool.to(self.device)
@@ -102,13 +112,14 @@ class Encoder:
         """Pooled features (N, D), float32 on CPU: global average pooling of the last stage, or the
         trained attention pooling when ``features == "attn"``."""
         x = self.normalize(images)
-        if self.features == "attn":
-            assert self.attention_pool is not None
-            out = self.attention_pool(x)
-        elif self.family == "timm":
-            out = self.model.forward_head(self.model.forward_features(x), pre_logits=True)
-        else:
-            out = self.model(x)
+        with autocast(self.device, self.precision):
+            if self.features == "attn":
+                assert self.attention_pool is not None
+                out = self.attention_pool(x)
+            elif self.family == "timm":
+                out = self.model.forward_head(self.model.forward_features(x), pre_logits=True)
+            else:
+                out = self.model(x)
         return out.flatten(1).float().cpu()
 
     @torch.inference_mode()
@@ -127,11 +138,13 @@ class Encoder:
                 if output_stride not in self._strided_copies:
                     self._strided_copies[output_stride] = resnet_with_output_stride(self.model, output_stride)
                 model = self._strided_copies[output_stride]
-            return resnet_dense_features(model, x, stage).float().cpu()
+            with autocast(self.device, self.precision):
+                return resnet_dense_features(model, x, stage).float().cpu()
         if output_stride is not None:
             raise EncoderError(f"{self.name}: output_stride is only supported for ResNets")
         if self.family == "timm":
-            return timm_dense_features(self.model, x, stage).float().cpu()
+            with autocast(self.device, self.precision):
+                return timm_dense_features(self.model, x, stage).float().cpu()
         raise EncoderError(
             f"{self.name}: dense features need a ResNet or a timm model, not torchvision {self.arch}"
         )
@@ -372,8 +385,11 @@ def load_vito(name: str, path: Path, features: FeatureKind = "gap") -> Encoder:
     )
 
 
-def load_encoder(spec: str, features: FeatureKind = "gap", device: str = "cpu") -> Encoder:
-    """Parse an --encoder spec (see the module docstring) and load a frozen `Encoder`."""
+def load_encoder(
+    spec: str, features: FeatureKind = "gap", device: str = "cpu", precision: str = "fp32"
+) -> Encoder:
+    """Parse an --encoder spec (see the module docstring) and load a frozen `Encoder` on ``device``,
+    running its forward in ``precision`` (auto, fp32, bf16: see `vito_eval.runtime`)."""
     if features not in FEATURE_KINDS:
         raise EncoderError(f"unknown features {features!r}: choose one of {FEATURE_KINDS}")
     kind, _, rest = spec.partition(":")
@@ -381,7 +397,8 @@ def load_encoder(spec: str, features: FeatureKind = "gap", device: str = "cpu") 
         kind not in ("random", "torchvision", "timm") and Path(spec).expanduser().exists()
     )
     if is_vito:
-        return load_vito(spec, Path(rest if kind == "vito" else spec).expanduser(), features).to(device)
+        path = Path(rest if kind == "vito" else spec).expanduser()
+        return load_vito(spec, path, features).to(device, precision)
     if features == "attn":
         raise EncoderError(f"{spec}: --features attn needs a VITO run (trained attention pooling)")
     if spec == "efficientnet-lite0":
@@ -398,4 +415,4 @@ def load_encoder(spec: str, features: FeatureKind = "gap", device: str = "cpu") 
     else:
         raise EncoderError(f"unknown encoder {spec!r}: expected one of {ENCODER_FORMS} (or an existing path)")
     log.info("loaded encoder %s (%s %s, weights %s)", spec, enc.source, enc.arch, enc.weights_hash[:12])
-    return enc.to(device)
+    return enc.to(device, precision)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import time
+from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,6 +21,7 @@ from tqdm import tqdm
 from vito_eval.datasets.base import ImageDataset, ImageSplit, to_model_input, transform_id
 from vito_eval.encoders import Encoder
 from vito_eval.feature_cache import DEFAULT_CACHE_DIR, FeatureCache, cache_key
+from vito_eval.runtime import Throughput
 
 log = logging.getLogger(__name__)
 
@@ -57,15 +59,17 @@ def extract_features(
     num_workers: int = 0,
     progress: bool = False,
     desc: str = "features",
+    throughput: Throughput | None = None,
 ) -> np.ndarray:
-    """`Encoder.embed` over a split, in order: (N, D) float32."""
+    """`Encoder.embed` over a split, in order: (N, D) float32. ``throughput`` times the forward passes."""
     loader = DataLoader(
         _ModelInputs(split, image_size), batch_size=batch_size, shuffle=False, num_workers=num_workers
     )
     chunks = []
     with tqdm(total=len(split), desc=desc, unit="img", disable=not progress, leave=False) as bar:
         for images in loader:
-            chunks.append(encoder.embed(images).numpy().astype(np.float32, copy=False))
+            with throughput.timed(len(images)) if throughput else nullcontext():
+                chunks.append(encoder.embed(images).numpy().astype(np.float32, copy=False))
             bar.update(len(images))
     return np.concatenate(chunks) if chunks else np.zeros((0, 0), dtype=np.float32)
 
@@ -92,8 +96,10 @@ def cached_features(
     num_workers: int = 0,
     progress: bool = False,
     desc: str = "features",
+    throughput: Throughput | None = None,
 ) -> FeatureSet:
-    """Features of ``split`` from the cache, or extracted and stored there (``cache_dir=None``: no cache)."""
+    """Features of ``split`` from the cache, or extracted and stored there (``cache_dir=None``: no cache);
+    ``throughput`` times the forward passes of an extraction."""
     key = feature_cache_key(encoder, dataset, split, image_size)
     cache = FeatureCache(cache_dir)
     hit = cache.load(key)
@@ -101,7 +107,9 @@ def cached_features(
         log.info("feature cache hit %s (%s)", key[:16], desc)
         return FeatureSet(hit.features, hit.labels, float(hit.meta.get("seconds", 0.0)), True, key)
     start = time.perf_counter()
-    features = extract_features(encoder, split, image_size, batch_size, num_workers, progress, desc)
+    features = extract_features(
+        encoder, split, image_size, batch_size, num_workers, progress, desc, throughput
+    )
     seconds = time.perf_counter() - start
     meta = {
         "encoder": encoder.name,

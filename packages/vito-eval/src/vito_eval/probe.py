@@ -23,6 +23,7 @@ from vito_eval.features import cached_features
 from vito_eval.knn import knn_scores
 from vito_eval.linear_probe import DEFAULT_L2_GRID, fit_linear_probe
 from vito_eval.report import classification_summary, plot_confusion, slug, write_json_atomic
+from vito_eval.runtime import start_throughput
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +48,7 @@ class ProbeEvalConfig:
     knn_temperature: float = 0.07
     num_workers: int = 0
     progress: bool = False
+    precision: str = "auto"  # the encoder's forward: auto (bf16 on CUDA), fp32, bf16
 
 
 def evaluate_encoder(
@@ -60,6 +62,7 @@ def evaluate_encoder(
     """Linear probe and kNN of one encoder; the returned dict is one entry of the JSON's ``results``."""
     timing: dict[str, Any] = {}
     feats = {}
+    throughput = start_throughput(encoder.device, "images", measures="encoder forward of uncached splits")
     for name, split in (("train", train), ("test", test)):
         start = time.perf_counter()
         feats[name] = cached_features(
@@ -72,6 +75,7 @@ def evaluate_encoder(
             config.num_workers,
             config.progress,
             desc=f"{encoder.name} {name}",
+            throughput=throughput,
         )
         timing[f"extract_{name}_s"] = time.perf_counter() - start
         timing[f"{name}_from_cache"] = feats[name].from_cache
@@ -104,6 +108,8 @@ def evaluate_encoder(
         "features": encoder.features,
         "weights_sha256": encoder.weights_hash,
         "feature_dim": int(xtr.shape[1]),
+        "precision": encoder.precision,
+        "throughput": throughput.report(),
         "linear": linear,
         "knn": knn,
         "knn_temperature": config.knn_temperature,
@@ -138,7 +144,8 @@ def run_probe_eval(config: ProbeEvalConfig) -> dict[str, Any]:
     encoders = []
     for spec in config.encoders:
         start = time.perf_counter()
-        encoders.append((load_encoder(spec, config.features, config.device), time.perf_counter() - start))  # type: ignore[arg-type]
+        encoder = load_encoder(spec, config.features, config.device, config.precision)  # type: ignore[arg-type]
+        encoders.append((encoder, time.perf_counter() - start))
     results = []
     for encoder, load_s in encoders:
         log.info("evaluating %s on %s", encoder.name, dataset.spec)

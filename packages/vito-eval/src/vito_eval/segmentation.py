@@ -18,6 +18,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Iterable, Iterator
+from contextlib import nullcontext
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -29,6 +30,7 @@ from PIL import Image
 
 from vito_eval.datasets import load_segmentation_dataset
 from vito_eval.datasets.segmentation import SegmentationDataset, SegmentationLayoutError
+from vito_eval.runtime import Throughput, start_throughput
 from vito_eval.seg_metrics import IGNORE_INDEX, confusion_matrix, scores_from_confusion
 
 log = logging.getLogger(__name__)
@@ -51,13 +53,14 @@ def iter_dense(
     batch_size: int = 8,
     track: Callable[[Iterable, str], Iterable] | None = None,
     desc: str = "images",
+    throughput: Throughput | None = None,
 ) -> Iterator[tuple[int, torch.Tensor]]:
     """(index, dense features (C, h, w)) of the images of ``pairs`` in order, computed in batches; streamed so
-    that a split never has to fit in memory at once."""
+    that a split never has to fit in memory at once. ``throughput`` times the forward passes."""
     batches = range(0, len(pairs), batch_size)
     for i in track(batches, desc) if track else batches:
         x = torch.stack([model_input(img, image_size) for img, _ in pairs[i : i + batch_size]])
-        with torch.no_grad():
+        with torch.no_grad(), throughput.timed(len(x)) if throughput else nullcontext():
             feats = dense(x).float().cpu()
         yield from enumerate(feats, start=i)
 
@@ -160,6 +163,7 @@ class SegmentationConfig:
     device: str = "cpu"
     seed: int = 0
     n_visualise: int = 4
+    precision: str = "auto"  # the encoder's forward: auto (bf16 on CUDA), fp32, bf16
 
 
 def run_segmentation(
@@ -177,23 +181,27 @@ def run_segmentation(
     train, val = ds.train[: config.train_limit], ds.val[: config.val_limit]
     if not train or not val:
         raise SegmentationLayoutError(f"the limits leave {len(train)} train / {len(val)} val images")
-    encoder_name = config.encoder or "custom"
+    encoder_name, precision = config.encoder or "custom", None
     if dense is None:
         from vito_eval.encoders import load_encoder
 
-        encoder = load_encoder(config.encoder, device=config.device)
-        encoder_name = encoder.name
+        encoder = load_encoder(config.encoder, device=config.device, precision=config.precision)
+        encoder_name, precision = encoder.name, encoder.precision
 
         def dense(x: torch.Tensor) -> torch.Tensor:
             return encoder.dense(x, stage=config.stage, output_stride=config.output_stride)
 
+    throughput = start_throughput(config.device, "images", measures="encoder forward, both splits")
     start = time.perf_counter()
-    predict, feature_shape, extract_s = _fit_head(config, ds, train, dense, track)
+    predict, feature_shape, extract_s = _fit_head(config, ds, train, dense, track, throughput)
     fit_s = time.perf_counter() - start - extract_s
     conf = np.zeros((ds.num_classes, ds.num_classes), dtype=np.int64)
     examples = []
     start = time.perf_counter()
-    for i, feats in iter_dense(dense, val, config.image_size, config.batch_size, track, f"{ds.name} val"):
+    val_stream = iter_dense(
+        dense, val, config.image_size, config.batch_size, track, f"{ds.name} val", throughput
+    )
+    for i, feats in val_stream:
         label = ds.read_label(val[i][1])
         pred = predict(feats, label.shape)
         conf += confusion_matrix(pred, label, ds.num_classes)
@@ -219,6 +227,8 @@ def run_segmentation(
             "fit_s": round(fit_s, 2),
             "val_s": round(val_s, 2),
         },
+        "precision": precision,
+        "throughput": throughput.report(),
         "config": {k: str(v) if isinstance(v, Path) else v for k, v in asdict(config).items()},
     }
     if config.out is not None:
@@ -232,6 +242,7 @@ def _fit_head(
     train: list[tuple[Path, Path]],
     dense: DenseFn,
     track: Callable[[Iterable, str], Iterable] | None,
+    throughput: Throughput | None = None,
 ) -> tuple[Callable[[torch.Tensor, tuple[int, int]], np.ndarray], list[int], float]:
     """Extract training features and train the chosen head.
 
@@ -239,7 +250,9 @@ def _fit_head(
     extracting. The linear head keeps only the sampled pixels of each image; the conv head keeps all maps.
     """
     start = time.perf_counter()
-    stream = iter_dense(dense, train, config.image_size, config.batch_size, track, f"{ds.name} train")
+    stream = iter_dense(
+        dense, train, config.image_size, config.batch_size, track, f"{ds.name} train", throughput
+    )
     rng = np.random.default_rng(config.seed)
     kept: list[torch.Tensor] = []
     samples: list[tuple[np.ndarray, np.ndarray]] = []

@@ -39,6 +39,24 @@ def main(
     logging.getLogger("libav").setLevel(logging.ERROR)
 
 
+# Keys that only mean something for video: set explicitly with --images, they are an error (a preset's
+# values are overridden: max_gap_s becomes 0).
+VIDEO_ONLY_KEYS = ("max_gap_s", "decode_short_side")
+
+
+def reject_video_only_overrides(overrides: list[str]) -> None:
+    from vito_train.config import ConfigError
+
+    for item in overrides:
+        key, _, value = item.partition("=")
+        key = key.strip()
+        if key in VIDEO_ONLY_KEYS and not (key == "max_gap_s" and value.strip() in ("0", "0.0")):
+            raise ConfigError(
+                f"--set {item}: {key} applies to video only; with --images the two views come from one "
+                "image. Drop this --set, or train on video with --manifest/--cache"
+            )
+
+
 @app.command()
 def run(
     manifest: Path | None = typer.Option(
@@ -47,27 +65,43 @@ def run(
     cache: Path | None = typer.Option(
         None, "--cache", "-c", help="Frame cache from `vito-train prepare` (instead of --manifest; faster)."
     ),
+    images: str | None = typer.Option(
+        None,
+        "--images",
+        help="Train on still images instead: imagefolder:DIR, fashion-mnist:DIR or mnist:DIR "
+        "(two views of one image).",
+    ),
     out: Path = typer.Option(..., "--out", "-o", help="Run directory; an existing run there is resumed."),
     preset: str = typer.Option("paper-r50", "--preset", "-p", help="Preset name or a YAML file."),
     overrides: list[str] = typer.Option(
         [], "--set", "-s", help="Override a config key: key=value (repeatable)."
     ),
+    monitor: str | None = typer.Option(
+        None,
+        "--monitor",
+        help="Online kNN monitor on a labelled set (fashion-mnist:DIR, mnist:DIR, imagefolder:DIR): "
+        "kNN-20 top-1 every monitor_every steps.",
+    ),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar."),
 ) -> None:
-    """Train a VITO encoder on the kept clips of a manifest or a frame cache (resumes from OUT/last.pt).
+    """Train a VITO encoder on the kept clips of a manifest, a frame cache or an image set (resumes
+    from OUT/last.pt).
 
     Several GPUs or nodes: `torchrun --nproc_per_node N -m vito_train run ...` (batch_size is global).
     """
     from vito_train.checkpoint import CheckpointError
     from vito_train.config import ConfigError, resolve_config
     from vito_train.data.cache import CacheError
+    from vito_train.data.image_sets import ImageSetError
     from vito_train.data.pairs import TrainingDataError
     from vito_train.distributed import DistributedConfigError
     from vito_train.loop import NonFiniteLossError, train
 
     try:
+        if images is not None:
+            reject_video_only_overrides(overrides)
         config = resolve_config(preset, overrides)
-        summary = train(config, manifest, out, progress=progress, cache=cache)
+        summary = train(config, manifest, out, progress=progress, cache=cache, images=images, monitor=monitor)
     except (
         ConfigError,
         TrainingDataError,
@@ -75,6 +109,7 @@ def run(
         NonFiniteLossError,
         CacheError,
         DistributedConfigError,
+        ImageSetError,
     ) as exc:
         console.print(f"[red]error:[/red] {exc}")
         raise typer.Exit(2) from exc
@@ -90,7 +125,14 @@ def run(
 
 @app.command()
 def prepare(
-    manifest: Path = typer.Option(..., "--manifest", "-m", help="manifest.parquet (or its directory)."),
+    manifest: Path | None = typer.Option(
+        None, "--manifest", "-m", help="manifest.parquet (or its directory): cache the kept clips' frames."
+    ),
+    images: str | None = typer.Option(
+        None,
+        "--images",
+        help="Cache an image set instead (a frame per image): imagefolder:DIR, fashion-mnist:DIR, mnist:DIR.",
+    ),
     out: Path = typer.Option(..., "--out", "-o", help="Cache directory (an unfinished one is resumed)."),
     fps: float = typer.Option(8.0, "--fps", help="Frames kept per second of each clip."),
     short_side: int = typer.Option(
@@ -102,10 +144,10 @@ def prepare(
     ),
     workers: int = typer.Option(0, "--workers", "-j", help="Decoding processes (0 = all cores)."),
 ) -> None:
-    """Decode each kept clip once into a frame cache (JPEG tar shards + index) for `run --cache`."""
+    """Decode each kept clip (or image) once into a frame cache (JPEG tar shards, index) for `run --cache`."""
     from vito_train.data.prepare import prepare_command
 
-    code = prepare_command(manifest, out, fps, short_side, quality, clips_per_shard, workers)
+    code = prepare_command(manifest, out, fps, short_side, quality, clips_per_shard, workers, images)
     if code:
         raise typer.Exit(code)
 

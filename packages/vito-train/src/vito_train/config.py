@@ -71,9 +71,10 @@ class TrainConfig:
     ckpt_last_every: int = 100
     stop_after: int = 0  # stop (as if interrupted) after this step; 0 = run to max_steps
     # online kNN monitor (vito-train run --monitor SPEC): kNN-20 top-1 of the online encoder
-    monitor_every: int = 200  # steps between measurements (also one at step 0 and at the end)
-    monitor_bank: int = 2000  # labelled training images (a fixed subset of the set's train split)
-    monitor_queries: int = 1000  # query images (a fixed subset of its test split)
+    # a measurement embeds bank + queries images: about (bank + queries) / (8 * batch_size) steps' compute
+    monitor_every: int = 250  # steps between measurements (also one at step 0 and at the end)
+    monitor_bank: int = 1000  # labelled training images (a fixed subset of the set's train split)
+    monitor_queries: int = 500  # query images (a fixed subset of its test split)
     notes: dict[str, str] = field(default_factory=dict)
 
     def validate(self) -> TrainConfig:

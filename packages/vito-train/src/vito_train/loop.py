@@ -8,6 +8,7 @@ cache source, where the photometric augmentation runs, loader-worker failures).
 from __future__ import annotations
 
 import copy
+import dataclasses
 import logging
 import math
 import time
@@ -54,6 +55,7 @@ from vito_train.ema import ema_decay, ema_update_
 from vito_train.loss import symmetric_multiscale_loss
 from vito_train.metrics import MetricsLog, plot_loss_curve
 from vito_train.model import OnlineNetwork, VitoEncoder, build_online
+from vito_train.monitor import KnnMonitor
 from vito_train.optim import build_lars, learning_rate, set_learning_rate
 
 log = logging.getLogger(__name__)
@@ -260,17 +262,22 @@ def build_loader(
     device: torch.device,
     *,
     cache: Path | None = None,
+    images: str | None = None,
     env: DistEnv | None = None,
 ) -> ResilientBatches:
-    """This rank's batches from the manifest's videos or from a frame cache (``vito-train prepare``)."""
+    """This rank's batches from the manifest's videos, a frame cache (``vito-train prepare``) or the
+    images of an image set."""
     env = env or DistEnv()
     batched = use_batched_augment(config.photometric_augment, device)
+    described = (
+        f"frame cache {cache}" if cache else f"images of {images}" if images else f"videos of {manifest}"
+    )
     log.info(
         "data: %s; photometric augmentation %s",
-        f"frame cache {cache}" if cache else f"videos of {manifest}",
+        described,
         "batched on the training device" if batched else "per sample in the loader workers",
     )
-    source = open_frame_source(config, manifest=manifest, cache=cache)
+    source = open_frame_source(config, manifest=manifest, cache=cache, images=images)
     return build_rank_batches(
         config,
         build_pair_dataset(config, source, batched=batched),
@@ -297,14 +304,23 @@ def train(
     *,
     progress: bool = False,
     cache: str | Path | None = None,
+    images: str | None = None,
+    monitor: str | None = None,
 ) -> dict[str, Any]:
-    """Train (or resume training of) a VITO encoder from a manifest's videos or a frame ``cache``;
-    returns a summary of this invocation. Under torchrun every rank calls it; rank 0 writes."""
+    """Train (or resume training of) a VITO encoder from a manifest's videos, a frame ``cache`` or an
+    image set (``images``: ``imagefolder:DIR``, ``fashion-mnist:DIR``, ...; two views of one image, so
+    ``max_gap_s`` is set to 0); ``monitor``: an image-set spec for the online kNN monitor.
+    Returns a summary of this invocation. Under torchrun every rank calls it; rank 0 writes."""
     run_dir = Path(run_dir)
     manifest, cache = (Path(manifest) if manifest else None), (Path(cache) if cache else None)
+    if images is not None and config.max_gap_s != 0:
+        log.info("image mode: max_gap_s %.3g -> 0 (the two views come from one image)", config.max_gap_s)
+        config = dataclasses.replace(config, max_gap_s=0.0)
     env, device = init_distributed(resolve_device(config.device))
     try:
-        return _train(config, manifest, cache, run_dir, env, device, progress=progress)
+        return _train(
+            config, manifest, cache, run_dir, env, device, progress=progress, images=images, monitor=monitor
+        )
     finally:
         cleanup_distributed()
 
@@ -318,6 +334,8 @@ def _train(
     device: torch.device,
     *,
     progress: bool,
+    images: str | None = None,
+    monitor: str | None = None,
 ) -> dict[str, Any]:
     if env.is_main:
         run_dir.mkdir(parents=True, exist_ok=True)
@@ -333,7 +351,12 @@ def _train(
     torch.backends.cudnn.allow_tf32 = True
 
     # data first: a bad manifest or cache should fail before minutes of model setup
-    check_data_source(manifest=manifest, cache=cache)
+    check_data_source(manifest=manifest, cache=cache, images=images)
+    knn_monitor = None
+    if monitor is not None and env.is_main:
+        knn_monitor = KnnMonitor.load(
+            monitor, config.image_size, config.monitor_bank, config.monitor_queries, seed=config.seed
+        )
     state = build_state(config, device, env)
     if (run_dir / LAST).exists():  # any world size: the data position is in global samples
         restore(state, load_checkpoint(run_dir / LAST))
@@ -351,7 +374,9 @@ def _train(
             "failed_clips": state.failed_clips,
         }
 
-    batches = build_loader(config, manifest, start_step, end_step, device, cache=cache, env=env)
+    batches = build_loader(
+        config, manifest, start_step, end_step, device, cache=cache, images=images, env=env
+    )
     metrics = MetricsLog(run_dir, start_step) if env.is_main else None
     stop = StopRequest(env)
     stopped = False
@@ -363,7 +388,20 @@ def _train(
     state.online.train()
     state.target.train()
     started, window_start, window_pairs, last_loss = time.perf_counter(), time.perf_counter(), 0, math.nan
+
+    def measure_knn() -> None:
+        nonlocal window_start
+        if knn_monitor is None or metrics is None:
+            return
+        row = knn_monitor.measure(state.online.encoder.backbone, device)
+        window_start += row["monitor_s"]  # throughput counts training time only
+        metrics.log({"step": state.step, **row})
+        if bar is not None:
+            bar.set_postfix(knn20=f"{row['knn20_top1']:.1f}", refresh=False)
+
     try:
+        if start_step == 0:
+            measure_knn()  # the random initialisation's figure, the curve's first point
         for batch in batches:
             state.failed_clips += len(batch["failed"])
             counts = exchange_counts(0 if batch["view_1"] is None else batch["view_1"].shape[0], env)
@@ -402,6 +440,8 @@ def _train(
                     )
                 if bar is not None:
                     bar.set_postfix(loss=f"{last_loss:.3f}", pairs_s=f"{pairs_per_s:.1f}")
+            if state.step % config.monitor_every == 0 or state.step == end_step:
+                measure_knn()
             if bar is not None:
                 bar.update(1)
             if stop.should_stop(state.step):  # SIGTERM from a scheduler: checkpoint, then leave
@@ -438,4 +478,16 @@ def _train(
         "bad_cache_shards": batches.bad_cache_shards,
         "stopped_by_signal": stopped,
         "pairs_per_s": (state.step - start_step) * config.batch_size / max(elapsed, 1e-9),
+        **monitor_summary(knn_monitor, elapsed),
+    }
+
+
+def monitor_summary(knn_monitor: KnnMonitor | None, elapsed: float) -> dict[str, Any]:
+    """The monitor's cost (seconds, share of the invocation's wall time) for the run's summary."""
+    if knn_monitor is None:
+        return {}
+    return {
+        "monitor_measurements": knn_monitor.measurements,
+        "monitor_seconds": knn_monitor.seconds,
+        "monitor_share": knn_monitor.seconds / max(elapsed, 1e-9),
     }

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
+import string
 import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, fields
@@ -23,6 +24,7 @@ from videonet_curate.fetch.materialize import materialize
 from videonet_curate.fetch.options import FetchConfigError, FetchOptions, parse_ytdlp_options
 from videonet_curate.fetch.plan import plan_fetch
 from videonet_curate.fetch.ratelimit import RayLimiterClient, start_limiter_actor
+from videonet_curate.safepath import is_inside
 
 log = logging.getLogger(__name__)
 
@@ -30,7 +32,16 @@ CLIPS_DIRNAME = "clips"  # downloaded clips live in OUT/clips/{clip_id}.mp4
 
 # FetchOptions fields that change what a clip's bytes are: they go into the shard fingerprint, so
 # changing them re-does the shards. Politeness, retries and timeouts do not.
-CONTENT_FIELDS = ("mirror_dir", "url_template", "min_height", "max_fps", "short_side", "crf", "preset")
+CONTENT_FIELDS = (
+    "mirror_dir",
+    "url_template",
+    "min_height",
+    "max_fps",
+    "short_side",
+    "crf",
+    "preset",
+    "min_clip_seconds",
+)
 
 
 class SourceInputError(ValueError):
@@ -121,16 +132,59 @@ def read_source_candidates(
     raise SourceInputError(f"unknown network source {source!r}; expected kinetics or urls")
 
 
-def check_remote_arguments(source: str, source_options: Mapping[str, Any]) -> None:
-    """Everything checkable before anything is written (raises :class:`SourceInputError`)."""
+TEMPLATE_FIELDS = ("youtube_id", "clip_id", "start", "end")
+
+
+def check_url_template(template: str) -> None:
+    """Refuse a --url-template with unknown fields, broken braces, or that gives no http(s) URL."""
+    try:
+        fields_used = [name for _, name, _, _ in string.Formatter().parse(template) if name is not None]
+        unknown = sorted({name for name in fields_used if name not in TEMPLATE_FIELDS})
+        if unknown:
+            raise SourceInputError(
+                f"--url-template {template!r}: unknown fields {unknown}; use {{youtube_id}}, {{clip_id}}, "
+                "{start} or {end}"
+            )
+        example = template.format(
+            youtube_id="dQw4w9WgXcQ", clip_id="dQw4w9WgXcQ_000001_000011", start=1, end=11
+        )
+    except (ValueError, IndexError, KeyError) as exc:
+        raise SourceInputError(
+            f"--url-template {template!r}: {exc}; write fields as {{youtube_id}} "
+            "(double braces for a literal brace)"
+        ) from None
+    from videonet_curate.sources.urls import UrlListError, check_url
+
+    try:
+        check_url(example, f"--url-template {template!r} gives")
+    except UrlListError as exc:
+        raise SourceInputError(str(exc)) from None
+
+
+def check_remote_arguments(
+    source: str, source_options: Mapping[str, Any], *, out_dir: Path | None = None
+) -> tuple[list[dict[str, Any]], dict[str, Any]] | None:
+    """Everything checkable before anything is written (raises :class:`SourceInputError`).
+
+    Reads and validates the whole source (CSV encoding and columns, URL syntax, at least one usable row)
+    and returns its (candidates, stats), or None for ``--retry-failed``, whose rows come from the manifest.
+    """
     opts = fetch_options_from(source_options)
+    if opts.url_template:
+        check_url_template(opts.url_template)
     if source == "urls" and opts.mirror_dir is not None:
         raise SourceInputError("--mirror is for --source kinetics; a URL list is always downloaded")
+    if opts.mirror_dir is not None and out_dir is not None and is_inside(out_dir, opts.mirror_dir):
+        raise SourceInputError(
+            f"--out {out_dir} lies inside --mirror {opts.mirror_dir}: the next build would index its own "
+            "clips as mirror files; pass an --out outside the mirror"
+        )
     if source == "kinetics":
         path = source_options.get("annotations")
         if not path or not Path(path).is_file():
             raise SourceInputError(
-                f"--annotations {path}: no such file; pass an official Kinetics CSV such as kinetics-600_val.csv"
+                f"--annotations {path}: no such file; pass an official Kinetics CSV such as "
+                "kinetics-600_val.csv"
             )
     elif source == "urls":
         path = source_options.get("input")
@@ -138,6 +192,20 @@ def check_remote_arguments(source: str, source_options: Mapping[str, Any]) -> No
             raise SourceInputError(
                 f"--input {path}: no such file; pass a .txt, .csv or .parquet list of URLs"
             )
+    reasons = source_options.get("retry_failed")
+    if reasons:
+        manifest_path = (out_dir or Path(".")) / mf.MANIFEST_FILENAME
+        if not manifest_path.is_file():
+            raise SourceInputError(
+                f"--retry-failed needs an existing {manifest_path}; run the build once first"
+            )
+        unknown = sorted(set(reasons) - set(mf.REASONS))
+        if unknown:
+            raise SourceInputError(
+                f"--retry-reasons {unknown}: not reason codes; choose from {sorted(mf.REASONS)}"
+            )
+        return None
+    return read_source_candidates(source, source_options)
 
 
 def retry_candidates(
@@ -201,7 +269,12 @@ def run_settings(source: str, source_options: Mapping[str, Any]) -> dict[str, An
 
 
 def gather_remote(
-    source: str, source_options: Mapping[str, Any], *, use_ray: bool, out_dir: Path | None = None
+    source: str,
+    source_options: Mapping[str, Any],
+    *,
+    use_ray: bool,
+    out_dir: Path | None = None,
+    pre_read: tuple[list[dict[str, Any]], dict[str, Any]] | None = None,
 ) -> RemoteSource:
     """Read (or, with ``retry_failed``, take from the manifest) the candidates and triage them."""
     opts = fetch_options_from(source_options)
@@ -213,7 +286,8 @@ def gather_remote(
         candidates, carried = retry_candidates(out_dir, reasons)
         stats: dict[str, Any] = {"retrying": len(candidates), "carried_over": len(carried)}
     else:
-        candidates, stats = read_source_candidates(source, source_options)
+        candidates, stats = pre_read or read_source_candidates(source, source_options)
+        stats = dict(stats)
     plan = plan_fetch(candidates, opts)
     stats.update(plan.stats)
     actor = None

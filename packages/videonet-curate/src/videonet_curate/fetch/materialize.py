@@ -26,8 +26,9 @@ from videonet_curate.fetch.options import FetchOptions
 from videonet_curate.fetch.ratelimit import Limiter, limiter_for, polite
 from videonet_curate.fetch.retry import RetryPolicy, run_with_retries
 from videonet_curate.fetch.taxonomy import Failure, FetchFailed
-from videonet_curate.fetch.validate import DecodedClip, check_duration, decode_clip
+from videonet_curate.fetch.validate import DecodedClip, check_min_duration, decode_clip, shortfall_note
 from videonet_curate.fetch.ytdlp import download
+from videonet_curate.safepath import contained, glob_literal, is_safe_name, printable
 
 log = logging.getLogger(__name__)
 
@@ -104,14 +105,16 @@ def _result(
     failure: Failure | None,
     attempts: int,
     status: str | None = None,
+    tolerance_s: float = 0.5,
 ) -> Materialized:
     segment = _segment(candidate)
     if clip is not None and path is not None:
         return Materialized(
             path=path,
             start_s=0.0,
-            end_s=round(clip.duration_s, 3),
+            end_s=round(clip.duration_s, 3),  # the true end: a clip may be shorter than its segment
             status=mf.STATUS_KEPT,
+            detail=shortfall_note(clip, segment[1] - segment[0] if segment else None, tolerance_s),
             attempts=attempts,
             source_start_s=segment[0] if segment else None,
             source_end_s=segment[1] if segment else None,
@@ -149,16 +152,15 @@ def _from_mirror(candidate: Mapping[str, Any], opts: FetchOptions) -> Materializ
         failure = Failure("missing_from_mirror", f"{candidate['clip_id']} is not under {opts.mirror_dir}")
         return _result(candidate, path=None, clip=None, failure=failure, attempts=0, status=mf.STATUS_MISSING)
     path = Path(path)
-    segment = _segment(candidate)
     try:
         clip = decode_clip(path)
-        check_duration(
-            clip, segment[1] - segment[0] if segment else None, opts.duration_tolerance_s, path.name
-        )
+        check_min_duration(clip, opts.min_clip_seconds, path.name)
     except FetchFailed as exc:
         return _result(candidate, path=None, clip=None, failure=exc.failure, attempts=1)
-    # mirror files are used in place: they already are the segment
-    return _result(candidate, path=path, clip=clip, failure=None, attempts=1)
+    # mirror files are used in place: they already are the segment (or what the source video held of it)
+    return _result(
+        candidate, path=path, clip=clip, failure=None, attempts=1, tolerance_s=opts.duration_tolerance_s
+    )
 
 
 def _fetch_once(
@@ -198,7 +200,7 @@ def _fetch_once(
             end_s=segment[1] if trim else None,
         )
         fetched, clip = normalized, decode_clip(normalized)
-    check_duration(clip, wanted, opts.duration_tolerance_s, final.name)
+    check_min_duration(clip, opts.min_clip_seconds, final.name)
     os.replace(fetched, final)  # same filesystem: the final name appears complete or not at all
     return clip
 
@@ -213,22 +215,38 @@ def materialize(
     rng: random.Random | None = None,
 ) -> Materialized:
     """Make ``clips_dir/{clip_id}.mp4`` hold exactly the candidate's segment (or use the mirror's file)."""
+    if not is_safe_name(str(candidate.get("clip_id"))):
+        # the readers never let such an id through; a tampered manifest (--retry-failed) might
+        failure = Failure(
+            "bad_id", f"clip id {printable(candidate.get('clip_id'))!r} is not a safe file name"
+        )
+        return _result(candidate, path=None, clip=None, failure=failure, attempts=0)
     if opts.mirror_dir is not None:
         return _from_mirror(candidate, opts)
     clips_dir = Path(clips_dir)
-    final = clips_dir / clip_filename(candidate["clip_id"])
+    final = contained(clips_dir, clips_dir / clip_filename(candidate["clip_id"]))
     partial_root = clips_dir / PARTIAL_DIRNAME
-    for stale in partial_root.glob(f"{candidate['clip_id']}.*"):  # left by a killed run
-        shutil.rmtree(stale, ignore_errors=True)
+    for stale in partial_root.glob(glob_literal(candidate["clip_id"], ".*")):  # left by a killed run
+        if stale.is_symlink():
+            stale.unlink()  # never follow a planted link
+        else:
+            shutil.rmtree(contained(partial_root, stale), ignore_errors=True)
     if final.exists():  # finished before a crash: keep it if it still decodes
         try:
             clip = decode_clip(final)
-            return _result(candidate, path=final, clip=clip, failure=None, attempts=0)
+            return _result(
+                candidate,
+                path=final,
+                clip=clip,
+                failure=None,
+                attempts=0,
+                tolerance_s=opts.duration_tolerance_s,
+            )
         except FetchFailed:
             final.unlink(missing_ok=True)
     url = source_url(candidate, opts)
     limiter = limiter or limiter_for(opts.max_rps, opts.max_concurrent, opts.limiter_actor)
-    workdir = partial_root / f"{candidate['clip_id']}.{os.getpid()}"
+    workdir = contained(partial_root, partial_root / f"{candidate['clip_id']}.{os.getpid()}")
     policy = RetryPolicy(opts.max_retries, opts.backoff_base_s, opts.backoff_max_s, opts.max_retry_after_s)
     try:
         outcome = run_with_retries(
@@ -242,4 +260,11 @@ def materialize(
         shutil.rmtree(workdir, ignore_errors=True)
     if outcome.failure is not None:
         return _result(candidate, path=None, clip=None, failure=outcome.failure, attempts=outcome.attempts)
-    return _result(candidate, path=final, clip=outcome.value, failure=None, attempts=outcome.attempts)
+    return _result(
+        candidate,
+        path=final,
+        clip=outcome.value,
+        failure=None,
+        attempts=outcome.attempts,
+        tolerance_s=opts.duration_tolerance_s,
+    )

@@ -104,7 +104,8 @@ class FetchOptions:
     short_side: int | None = 360  # downscale so the shorter side is at most this; never upscale
     crf: int = 23
     preset: str = "veryfast"
-    duration_tolerance_s: float = 0.5  # a clip may be this much shorter than its segment
+    duration_tolerance_s: float = 0.5  # shorter than its segment by more than this: kept, with a note
+    min_clip_seconds: float = 1.0  # a clip with fewer seconds of frames is failed/too_short
     limiter_actor: str | None = None  # name of the shared Ray rate-limiter actor, set by the pipeline
 
     def __post_init__(self) -> None:

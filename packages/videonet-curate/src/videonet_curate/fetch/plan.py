@@ -88,7 +88,12 @@ def _not_fetched(cand: dict[str, Any], status: str, reason: str, detail: str) ->
 def plan_fetch(candidates: Sequence[Mapping[str, Any]], opts: FetchOptions) -> FetchPlan:
     """Split candidates into those the workers must fetch and rows settled here."""
     to_fetch: list[dict[str, Any]] = []
-    settled: list[dict[str, Any]] = []
+    settled = [
+        _not_fetched(cand, mf.STATUS_FAILED, "bad_id", cand["bad_id"])
+        for cand in candidates
+        if cand.get("bad_id")
+    ]
+    candidates = [cand for cand in candidates if not cand.get("bad_id")]
     if opts.mirror_dir is not None:
         index = index_mirror(opts.mirror_dir)
         for cand in candidates:
@@ -101,7 +106,7 @@ def plan_fetch(candidates: Sequence[Mapping[str, Any]], opts: FetchOptions) -> F
         stats = {
             "mirror_files": len(index),
             "mirror_hits": len(to_fetch),
-            "missing_from_mirror": len(settled),
+            "missing_from_mirror": sum(row["reason"] == "missing_from_mirror" for row in settled),
         }
         return FetchPlan(to_fetch, settled, stats)
 
@@ -127,6 +132,6 @@ def plan_fetch(candidates: Sequence[Mapping[str, Any]], opts: FetchOptions) -> F
     stats = {
         "hosts": len(verdicts),
         "hosts_unreachable": sorted(f"{h}:{p}" for (h, p), v in verdicts.items() if v),
-        "unreachable_rows": len(settled),
+        "unreachable_rows": sum(row["reason"] == "network" for row in settled),
     }
     return FetchPlan(to_fetch, settled, stats)

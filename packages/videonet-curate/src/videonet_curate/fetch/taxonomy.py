@@ -12,7 +12,7 @@ HTTP 404, 410; removed/private/copyright/geo      unavailable     no
 HTTP 403 and any other 4xx                        http_error      no
 an HTML page or empty body instead of a video     not_a_video     no
 truncated or corrupt file                         decode_error    no
-file shorter than the requested segment           too_short       no
+fewer than --min-clip-seconds of frames           too_short       no
 ================================================  ==============  =========
 
 403 is ``http_error`` rather than ``unavailable`` because hosts use it both for "gone" and for

@@ -8,13 +8,16 @@ as command-line arguments.
 
 from __future__ import annotations
 
-import csv
+import hashlib
 import logging
 import os
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
+
+from videonet_curate.safepath import is_youtube_id, printable
+from videonet_curate.sources.csvfile import CsvInputError, read_csv
 
 log = logging.getLogger(__name__)
 
@@ -37,6 +40,7 @@ class KineticsStats:
     filtered_split: int = 0
     filtered_class: int = 0
     ids_starting_with_dash: int = 0  # among the selected rows
+    bad_ids: int = 0  # rows whose youtube_id is not an 11-character YouTube id (failed rows, bad_id)
     selected: int = 0
     has_labels: bool = False
 
@@ -49,12 +53,30 @@ def kinetics_clip_id(youtube_id: str, start: int, end: int) -> str:
     return f"{youtube_id}_{start:06d}_{end:06d}"
 
 
+def bad_id_clip_id(youtube_id: str, start: int, end: int) -> str:
+    """A safe, stable clip id for a row whose ``youtube_id`` cannot be used in a file name."""
+    digest = hashlib.sha1(f"{youtube_id}|{start}|{end}".encode("utf-8", "surrogateescape")).hexdigest()
+    return f"bad-id-{digest[:16]}"
+
+
 def _time(value: str) -> int | None:
     try:
         number = float(value)
     except (TypeError, ValueError):
         return None
     return int(number) if number >= 0 and number == int(number) else None
+
+
+def _no_usable_rows(path: Path, stats: KineticsStats) -> str:
+    why = []
+    if stats.malformed:
+        why.append(f"{stats.malformed} malformed (times not whole seconds, end not after start, no id)")
+    if stats.bad_ids:
+        why.append(f"{stats.bad_ids} with ids that are not YouTube ids")
+    if stats.filtered_split or stats.filtered_class:
+        why.append(f"{stats.filtered_split + stats.filtered_class} outside --split/--classes")
+    detail = "; ".join(why) or "the file has no data rows"
+    return f"--annotations {path}: no usable row of {stats.rows} ({detail}); pass a Kinetics annotation CSV"
 
 
 def read_kinetics_annotations(
@@ -79,72 +101,82 @@ def read_kinetics_annotations(
     candidates: list[dict[str, Any]] = []
     seen: dict[tuple[str, int, int], tuple[str, ...]] = {}
     labels_in_file: set[str] = set()
-    with open(path, newline="", encoding="utf-8") as handle:
-        reader = csv.DictReader(handle)
-        header = [h.strip() for h in (reader.fieldnames or [])]
-        missing = [c for c in REQUIRED_COLUMNS if c not in header]
-        if missing:
-            raise KineticsFormatError(
-                f"{path} lacks columns {missing} (has {header}); expected a Kinetics annotation CSV with "
-                "[label,]youtube_id,time_start,time_end,split"
+    try:
+        table = read_csv(path, "--annotations")
+    except CsvInputError as exc:
+        raise KineticsFormatError(str(exc)) from None
+    header = table.header
+    missing = [c for c in REQUIRED_COLUMNS if c not in header]
+    if missing:
+        raise KineticsFormatError(
+            f"--annotations {path} lacks columns {missing} (has {header}); expected a Kinetics annotation "
+            "CSV with [label,]youtube_id,time_start,time_end,split"
+        )
+    stats.has_labels = "label" in header
+    if wanted is not None and not stats.has_labels:
+        raise KineticsFormatError(f"--classes needs labels, but {path} has no label column (a test split?)")
+    for line_no, record in table.rows:
+        stats.rows += 1
+        youtube_id = (record.get("youtube_id") or "").strip()
+        start, end = _time(record.get("time_start", "")), _time(record.get("time_end", ""))
+        if not youtube_id or start is None or end is None or end <= start:
+            stats.malformed += 1
+            log.warning("%s:%d: skipped malformed row %r", path, line_no, record)
+            continue
+        label = (record.get("label") or "").strip() or None
+        if label:
+            labels_in_file.add(label)
+        key = (youtube_id, start, end)
+        values = tuple(str(v) for v in record.values())
+        if key in seen:
+            if seen[key] == values:
+                stats.duplicates_dropped += 1
+            else:
+                stats.conflicting_duplicates += 1
+                log.warning(
+                    "%s:%d: clip %s repeats an earlier row with other values; kept the first",
+                    path,
+                    line_no,
+                    kinetics_clip_id(*key),
+                )
+            continue
+        seen[key] = values
+        if split is not None and (record.get("split") or "").strip() != split:
+            stats.filtered_split += 1
+            continue
+        if wanted is not None and label not in wanted:
+            stats.filtered_class += 1
+            continue
+        if limit is not None and len(candidates) >= limit:
+            continue
+        candidate = {
+            "clip_id": kinetics_clip_id(youtube_id, start, end),
+            "source": SOURCE,
+            "source_id": youtube_id,
+            "url": None,
+            "start_s": float(start),
+            "end_s": float(end),
+            "source_label": label,
+        }
+        if not is_youtube_id(youtube_id):
+            # never a path: the row stays in the manifest as failed/bad_id under a hashed clip id
+            stats.bad_ids += 1
+            candidate["clip_id"] = bad_id_clip_id(youtube_id, start, end)
+            candidate["bad_id"] = (
+                f"{path.name}:{line_no}: youtube_id {printable(youtube_id)!r} is not a YouTube id "
+                "(11 characters of A-Z a-z 0-9 _ -)"
             )
-        stats.has_labels = "label" in header
-        if wanted is not None and not stats.has_labels:
-            raise KineticsFormatError(
-                f"--classes needs labels, but {path} has no label column (a test split?)"
-            )
-        for line_no, record in enumerate(reader, start=2):
-            stats.rows += 1
-            youtube_id = (record.get("youtube_id") or "").strip()
-            start, end = _time(record.get("time_start", "")), _time(record.get("time_end", ""))
-            if not youtube_id or start is None or end is None or end <= start:
-                stats.malformed += 1
-                log.warning("%s:%d: skipped malformed row %r", path, line_no, record)
-                continue
-            label = (record.get("label") or "").strip() or None
-            if label:
-                labels_in_file.add(label)
-            key = (youtube_id, start, end)
-            values = tuple(str(v) for v in record.values())
-            if key in seen:
-                if seen[key] == values:
-                    stats.duplicates_dropped += 1
-                else:
-                    stats.conflicting_duplicates += 1
-                    log.warning(
-                        "%s:%d: clip %s repeats an earlier row with other values; kept the first",
-                        path,
-                        line_no,
-                        kinetics_clip_id(*key),
-                    )
-                continue
-            seen[key] = values
-            if split is not None and (record.get("split") or "").strip() != split:
-                stats.filtered_split += 1
-                continue
-            if wanted is not None and label not in wanted:
-                stats.filtered_class += 1
-                continue
-            if limit is not None and len(candidates) >= limit:
-                continue
-            candidates.append(
-                {
-                    "clip_id": kinetics_clip_id(youtube_id, start, end),
-                    "source": SOURCE,
-                    "source_id": youtube_id,
-                    "url": None,
-                    "start_s": float(start),
-                    "end_s": float(end),
-                    "source_label": label,
-                }
-            )
+            log.warning("%s", candidate["bad_id"])
+        candidates.append(candidate)
     if wanted is not None:
         unknown = sorted(wanted - labels_in_file)
         if unknown:
             raise KineticsFormatError(
                 f"--classes {unknown} are not labels in {path}; labels look like {sorted(labels_in_file)[:5]}"
             )
-    stats.selected = len(candidates)
+    stats.selected = len(candidates) - stats.bad_ids
+    if stats.selected == 0:
+        raise KineticsFormatError(_no_usable_rows(path, stats))
     stats.ids_starting_with_dash = sum(c["source_id"].startswith("-") for c in candidates)
     log.info(
         "%s: %d rows, %d selected, %d duplicates dropped",

@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from videonet_curate import manifest as mf
+from videonet_curate.safepath import printable
 from videonet_curate.video import VideoError, VideoInfo, clip_windows
 
 SOURCE = "local"
@@ -59,7 +60,8 @@ def relative_source_id(path: str | os.PathLike[str], input_dir: str | os.PathLik
 def local_clip_id(source_id: str, start_s: float) -> str:
     """``{slug}-{hash8}-{start_ms:09d}`` (see the module docstring)."""
     slug = re.sub(r"[^A-Za-z0-9]+", "_", source_id).strip("_")[-SLUG_MAX_CHARS:].lstrip("_") or "file"
-    digest = hashlib.sha1(source_id.encode("utf-8")).hexdigest()[:8]
+    # surrogateescape: a file name that is not UTF-8 still hashes to its own bytes' id
+    digest = hashlib.sha1(source_id.encode("utf-8", "surrogateescape")).hexdigest()[:8]
     return f"{slug}-{digest}-{round(start_s * 1000):09d}"
 
 
@@ -88,9 +90,50 @@ def local_candidates(
             "width": info.width,
             "height": info.height,
             "codec": info.codec,
+            "detail": _short_window_note(start, end, clip_seconds, info.duration_s),
         }
         for start, end in clip_windows(info.duration_s, clip_seconds, min_clip_seconds)
     ]
+
+
+def _short_window_note(start: float, end: float, clip_seconds: float, duration_s: float) -> str | None:
+    """Kept rows of windows shorter than --clip-seconds say why (the video ends there)."""
+    if end - start >= clip_seconds - 1e-6:
+        return None
+    return (
+        f"{end - start:.2f} s window, shorter than --clip-seconds {clip_seconds:g}: "
+        f"the video ends at {duration_s:.2f} s"
+    )
+
+
+def is_utf8_name(source_id: str) -> bool:
+    """False for a path that is not valid UTF-8 (Python decodes such bytes to lone surrogates)."""
+    try:
+        source_id.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def bad_name_row(path: str | os.PathLike[str], input_dir: str | os.PathLike[str]) -> dict[str, Any]:
+    """The ``failed``/``bad_id`` row of a file whose name is not valid UTF-8.
+
+    Such a name cannot be stored in the manifest (Parquet strings are UTF-8) nor read back by the
+    trainer, so the file is recorded, under a printable ``source_id`` (bytes as ``\\xNN``), and skipped.
+    """
+    raw = relative_source_id(path, input_dir)
+    shown = raw.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+    return {
+        "clip_id": local_clip_id(raw, 0.0),
+        "source": SOURCE,
+        "source_id": shown,
+        "start_s": 0.0,
+        "end_s": 0.0,
+        "status": mf.STATUS_FAILED,
+        "reason": "bad_id",
+        "detail": f"file name {printable(shown)!r} is not valid UTF-8; "
+        "rename it (e.g. convmv -f latin1 -t utf-8)",
+    }
 
 
 def failure_row(

@@ -14,6 +14,9 @@ import os
 import re
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlparse
+
+from videonet_curate.safepath import printable
 
 log = logging.getLogger(__name__)
 
@@ -37,14 +40,16 @@ def url_clip_id(url: str, start: float | None, end: float | None) -> str:
 def _number(value: Any, where: str, column: str) -> float | None:
     if value is None or (isinstance(value, str) and not value.strip()):
         return None
+    if isinstance(value, str) and re.fullmatch(r"\s*\d+,\d+\s*", value):
+        value = value.replace(",", ".")  # a decimal comma, as spreadsheets in de/fr/nl locales save it
     try:
         number = float(value)
     except (TypeError, ValueError) as exc:
-        raise UrlListError(f"{where}: {column}={value!r} is not a number of seconds") from exc
+        raise UrlListError(f"{where}: {column}={printable(value)!r} is not a number of seconds") from exc
     if math.isnan(number):
         return None
-    if number < 0:
-        raise UrlListError(f"{where}: {column}={value!r} is negative")
+    if math.isinf(number) or number < 0:
+        raise UrlListError(f"{where}: {column}={printable(value)!r} is not a finite number of seconds >= 0")
     return number
 
 
@@ -52,39 +57,78 @@ def _records(path: Path) -> list[tuple[str, dict[str, Any]]]:
     """(where, record) pairs with keys url/start/end/label, whatever the file type."""
     suffix = path.suffix.lower()
     if suffix in (".txt", ".list", ""):
+        try:
+            text = path.read_bytes().decode("utf-8-sig")
+        except UnicodeDecodeError as exc:
+            raise UrlListError(
+                f"--input {path}: not UTF-8 (byte at offset {exc.start}); save the list as UTF-8 text"
+            ) from None
         out = []
-        for line_no, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+        for line_no, line in enumerate(text.splitlines(), start=1):
             text = line.strip()
             if text and not text.startswith("#"):
                 out.append((f"{path}:{line_no}", {"url": text}))
         return out
     if suffix == ".csv":
+        from videonet_curate.sources.csvfile import CsvInputError, read_csv
+
+        try:
+            table = read_csv(path, "--input")
+        except CsvInputError as exc:
+            raise UrlListError(str(exc)) from None
+        columns = {c.lower(): c for c in table.header}
+        if "url" not in columns:
+            raise UrlListError(f"--input {path} has no 'url' column (columns: {table.header})")
+        pick = _pick(columns)
+        return [
+            (f"{path}:{line}", {key: (record.get(col) if col else None) for key, col in pick.items()})
+            for line, record in table.rows
+        ]
+    if suffix in (".parquet", ".pq"):
         import pandas as pd
 
-        frame = pd.read_csv(path, dtype=str, keep_default_na=False)
-        first_line = 2
-    elif suffix in (".parquet", ".pq"):
-        import pandas as pd
-
-        frame = pd.read_parquet(path)
-        first_line = 0
+        try:
+            frame = pd.read_parquet(path)
+        except Exception as exc:  # pyarrow raises several types for a file that is not Parquet
+            raise UrlListError(f"--input {path}: not a readable Parquet file ({exc})") from None
     else:
         raise UrlListError(f"--input {path}: unknown list type {suffix!r}; use .txt, .csv or .parquet")
-    columns = {c.strip().lower(): c for c in frame.columns}
+    columns = {str(c).strip().lower(): c for c in frame.columns}
     if "url" not in columns:
         raise UrlListError(f"--input {path} has no 'url' column (columns: {list(frame.columns)})")
-    pick = {
+    pick = _pick(columns)
+    return [
+        (f"{path} row {index}", {key: (record[col] if col else None) for key, col in pick.items()})
+        for index, record in enumerate(frame.to_dict("records"))
+    ]
+
+
+def _pick(columns: dict[str, Any]) -> dict[str, Any]:
+    """Which column holds url/start/end/label (``start_s``/``end_s`` accepted too)."""
+    return {
         "url": columns["url"],
         "start": columns.get("start") or columns.get("start_s"),
         "end": columns.get("end") or columns.get("end_s"),
         "label": columns.get("label"),
     }
-    out = []
-    for index, record in enumerate(frame.to_dict("records")):
-        row = {key: (record[col] if col else None) for key, col in pick.items()}
-        where = f"{path}:{index + first_line}" if first_line else f"{path} row {index}"
-        out.append((where, row))
-    return out
+
+
+def check_url(url: str, where: str) -> None:
+    """Refuse what is not an absolute http(s) URL with a host (the message names the line)."""
+    shown = printable(url)
+    if not url.startswith(_SCHEMES):
+        raise UrlListError(
+            f"{where}: {shown!r} is not an http(s) URL; each row needs one http:// or https:// URL"
+        )
+    if any(ch.isspace() or not ch.isprintable() for ch in url):
+        raise UrlListError(f"{where}: {shown!r} contains spaces or control characters; percent-encode them")
+    try:
+        parsed = urlparse(url)
+        parsed.port  # noqa: B018 - raises ValueError for a port that is not a number
+    except ValueError as exc:
+        raise UrlListError(f"{where}: {shown!r} is not a valid URL ({exc})") from None
+    if not parsed.hostname:
+        raise UrlListError(f"{where}: {shown!r} has no host name")
 
 
 def read_url_list(path: str | os.PathLike[str]) -> list[dict[str, Any]]:
@@ -97,8 +141,7 @@ def read_url_list(path: str | os.PathLike[str]) -> list[dict[str, Any]]:
     dropped = 0
     for where, record in _records(path):
         url = str(record.get("url") or "").strip()
-        if not url.startswith(_SCHEMES):
-            raise UrlListError(f"{where}: {url!r} is not an http(s) URL")
+        check_url(url, where)
         start = _number(record.get("start"), where, "start")
         end = _number(record.get("end"), where, "end")
         if (start is None) != (end is None) and end is not None:
@@ -125,7 +168,7 @@ def read_url_list(path: str | os.PathLike[str]) -> list[dict[str, Any]]:
             }
         )
     if not candidates:
-        raise UrlListError(f"--input {path} lists no URLs")
+        raise UrlListError(f"--input {path} lists no URLs; put one http(s) URL per line (or a url column)")
     if dropped:
         log.info("%s: dropped %d repeated URL rows", path, dropped)
     return candidates

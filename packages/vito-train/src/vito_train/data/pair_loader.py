@@ -1,4 +1,5 @@
-"""The training batches of one rank: frame source (video or frame cache), augmentation split, workers.
+"""The training batches of one rank: frame source (video, frame cache or image set), augmentation split,
+workers.
 
 ``open_frame_source`` opens the source; ``build_pair_dataset`` decides where the photometric
 augmentation runs: per sample in the CPU workers, or (``batched``) only crop + flip there and the
@@ -21,6 +22,7 @@ from torch.utils.data import DataLoader, Dataset
 from vito_train.data.cache import FrameCache
 from vito_train.data.cache_source import CacheFrameSource
 from vito_train.data.frame_pairs import FramePairDataset, FrameSource, collate_pair_batch
+from vito_train.data.image_sets import load_image_set
 from vito_train.distributed import RankBatchSampler
 
 log = logging.getLogger(__name__)
@@ -37,11 +39,20 @@ def use_batched_augment(setting: str, device: torch.device) -> bool:
 
 
 def open_frame_source(
-    config: Any, *, manifest: str | Path | None = None, cache: str | Path | None = None
+    config: Any,
+    *,
+    manifest: str | Path | None = None,
+    cache: str | Path | None = None,
+    images: str | None = None,
 ) -> FrameSource:
-    """Video mode (``manifest``: PyAV seeks per sample) or cache mode (``cache``: prepared JPEGs)."""
-    if (manifest is None) == (cache is None):
-        raise ValueError("pass exactly one of manifest (video mode) or cache (frame-cache mode)")
+    """Video mode (``manifest``: PyAV seeks per sample), cache mode (``cache``: prepared JPEGs) or
+    image mode (``images``: an image-set spec, two views of one image)."""
+    if sum(x is not None for x in (manifest, cache, images)) != 1:
+        raise ValueError("pass exactly one of manifest (video), cache (frame cache) or images (image set)")
+    if images is not None:
+        from vito_train.data.image_source import ImageFrameSource
+
+        return ImageFrameSource(load_image_set(images, "train"))
     if cache is not None:
         frame_cache = FrameCache(cache)
         if frame_cache.bad_shards:
@@ -73,16 +84,20 @@ def build_pair_dataset(config: Any, source: FrameSource, *, batched: bool = Fals
     )
 
 
-def check_data_source(*, manifest: str | Path | None = None, cache: str | Path | None = None) -> None:
-    """Fail fast (typed errors) on a missing or unusable manifest or frame cache."""
-    if (manifest is None) == (cache is None):
+def check_data_source(
+    *, manifest: str | Path | None = None, cache: str | Path | None = None, images: str | None = None
+) -> None:
+    """Fail fast (typed errors) on a missing or unusable manifest, frame cache or image set."""
+    if sum(x is not None for x in (manifest, cache, images)) != 1:
         from vito_train.data.pairs import TrainingDataError
 
         raise TrainingDataError(
-            "pass exactly one data source: --manifest (decode videos) or --cache "
-            "(a frame cache from `vito-train prepare`)"
+            "pass exactly one data source: --manifest (decode videos), --cache "
+            "(a frame cache from `vito-train prepare`) or --images (an image set)"
         )
-    if cache is not None:
+    if images is not None:
+        load_image_set(images, "train")
+    elif cache is not None:
         FrameCache(cache)
     else:
         from vito_train.data.pairs import load_clips

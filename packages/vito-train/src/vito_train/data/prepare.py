@@ -27,6 +27,7 @@ from vito_train.data.cache import (
     write_global_index,
     write_shard,
 )
+from vito_train.data.image_sets import ImageSet, ImageSetError, load_image_set
 from vito_train.data.pairs import Clip, load_clips
 
 log = logging.getLogger(__name__)
@@ -85,8 +86,48 @@ def encode_clip(clip: Clip, fps: float, short_side: int, quality: int) -> list[t
     return out
 
 
-def build_shard(root: Path, plan: CachePlan, shard: int, clips: dict[str, Clip]) -> dict:
-    """Decode the shard's clips and write the shard; per-clip failures are recorded, not raised."""
+class VideoClipEncoder:
+    """clip_id -> its (time, JPEG) frames, decoded from the manifest's video (picklable for workers)."""
+
+    def __init__(self, clips: dict[str, Clip], plan: CachePlan) -> None:
+        self.clips, self.plan = clips, plan
+
+    def __call__(self, clip_id: str) -> list[tuple[float, bytes]]:
+        return encode_clip(self.clips[clip_id], self.plan.fps, self.plan.short_side, self.plan.quality)
+
+
+class ImageEncoder:
+    """Image id (its index in the set, zero-padded) -> one frame at t=0: the image as JPEG, its short
+    side scaled down to ``short_side`` (never up). The set is read once per worker process."""
+
+    def __init__(self, spec: str, short_side: int, quality: int) -> None:
+        self.spec, self.short_side, self.quality = spec, short_side, quality
+        self._images: ImageSet | None = None
+
+    def __getstate__(self) -> dict:
+        return {**self.__dict__, "_images": None}
+
+    def __call__(self, clip_id: str) -> list[tuple[float, bytes]]:
+        from torchvision.io import encode_jpeg
+        from torchvision.transforms.v2 import functional as TF
+
+        if self._images is None:
+            self._images = load_image_set(self.spec, "train")
+        image = self._images.image(int(clip_id))
+        if min(image.shape[1:]) > self.short_side:
+            image = TF.resize(image, self.short_side, antialias=True)
+        return [(0.0, encode_jpeg(image.contiguous(), quality=self.quality).numpy().tobytes())]
+
+
+def image_ids(n: int) -> tuple[str, ...]:
+    """Cache ids of an image set's images: their index, zero-padded (file-name safe, sorts in order)."""
+    return tuple(f"{i:09d}" for i in range(n))
+
+
+def build_shard(
+    root: Path, plan: CachePlan, shard: int, encode: Callable[[str], list[tuple[float, bytes]]]
+) -> dict:
+    """Encode the shard's clips (or images) and write the shard; per-item failures are recorded."""
     from videonet_curate.video import VideoError
 
     failures: list[dict[str, str]] = []
@@ -94,7 +135,7 @@ def build_shard(root: Path, plan: CachePlan, shard: int, clips: dict[str, Clip])
     def frames():
         for clip_id in plan.shard_clip_ids(shard):
             try:
-                encoded = encode_clip(clips[clip_id], plan.fps, plan.short_side, plan.quality)
+                encoded = encode(clip_id)
             except (VideoError, OSError, ValueError, RuntimeError) as exc:
                 log.warning("prepare: clip %s skipped: %s", clip_id, exc)
                 failures.append({"clip_id": clip_id, "reason": f"{type(exc).__name__}: {exc}"})
@@ -131,9 +172,10 @@ def _check_plan(out: Path, plan: CachePlan) -> None:
 
 
 def prepare_cache(
-    manifest: str | Path,
+    manifest: str | Path | None,
     out: str | Path,
     *,
+    images: str | None = None,
     fps: float = 8.0,
     short_side: int = 256,
     quality: int = 90,
@@ -141,11 +183,15 @@ def prepare_cache(
     workers: int = 0,
     on_shard_done: Callable[[int, dict | None], None] | None = None,
 ) -> PrepareSummary:
-    """Build (or finish) the frame cache of a manifest's kept clips in ``out``.
+    """Build (or finish) the frame cache of a manifest's kept clips in ``out``, or of the training
+    split of an image set (``images``: ``imagefolder:DIR``, ``fashion-mnist:DIR``, ...; one frame per
+    image, so ``run --cache`` serves two views of one image; ``fps`` does not apply).
 
     ``workers``: processes (0 = all cores; 1 = in this process). ``on_shard_done(shard, marker)``
     is called as shards finish (marker None for a failed shard), e.g. to advance a progress bar.
     """
+    if (manifest is None) == (images is None):
+        raise CacheError("prepare needs exactly one of --manifest (videos) or --images (an image set)")
     if fps <= 0 or short_side < 16 or not 1 <= quality <= 100 or clips_per_shard < 1:
         raise CacheError(
             f"prepare needs fps > 0, short_side >= 16, 1 <= quality <= 100 and clips_per_shard >= 1 "
@@ -153,22 +199,34 @@ def prepare_cache(
             f"clips_per_shard={clips_per_shard})"
         )
     out = Path(out)
-    clips = load_clips(manifest)
-    plan = CachePlan(
-        fps=float(fps),
-        short_side=int(short_side),
-        quality=int(quality),
-        clips_per_shard=int(clips_per_shard),
-        clip_ids=tuple(c.clip_id for c in clips),
-        manifest=str(Path(manifest).resolve()),
-    )
-    if len(set(plan.clip_ids)) != len(plan.clip_ids):
-        raise CacheError(
-            f"manifest {manifest} has duplicate clip_id values among kept rows; fix the manifest"
+    if images is not None:  # an image set: one "clip" of one frame per image
+        image_set = load_image_set(images, "train")
+        plan = CachePlan(
+            fps=1.0,
+            short_side=int(short_side),
+            quality=int(quality),
+            clips_per_shard=int(clips_per_shard),
+            clip_ids=image_ids(len(image_set)),
+            manifest=images,
         )
+        encode: Callable[[str], list[tuple[float, bytes]]] = ImageEncoder(images, short_side, quality)
+    else:
+        clips = load_clips(manifest)
+        plan = CachePlan(
+            fps=float(fps),
+            short_side=int(short_side),
+            quality=int(quality),
+            clips_per_shard=int(clips_per_shard),
+            clip_ids=tuple(c.clip_id for c in clips),
+            manifest=str(Path(manifest).resolve()),
+        )
+        if len(set(plan.clip_ids)) != len(plan.clip_ids):
+            raise CacheError(
+                f"manifest {manifest} has duplicate clip_id values among kept rows; fix the manifest"
+            )
+        encode = VideoClipEncoder({c.clip_id: c for c in clips}, plan)
     out.mkdir(parents=True, exist_ok=True)
     _check_plan(out, plan)
-    by_id = {c.clip_id: c for c in clips}
     summary = PrepareSummary(shards=plan.n_shards)
     todo = []
     for shard in range(plan.n_shards):
@@ -181,13 +239,13 @@ def prepare_cache(
     workers = workers or multiprocessing.cpu_count()
     if workers == 1 or len(todo) <= 1:
         for shard in todo:
-            _record(summary, shard, lambda s=shard: build_shard(out, plan, s, by_id), on_shard_done)
+            _record(summary, shard, lambda s=shard: build_shard(out, plan, s, encode), on_shard_done)
     else:
         context = multiprocessing.get_context("spawn")  # no forked torch/FFmpeg state in workers
         with ProcessPoolExecutor(
             min(workers, len(todo)), mp_context=context, initializer=_worker_init
         ) as pool:
-            futures = {pool.submit(build_shard, out, plan, shard, by_id): shard for shard in todo}
+            futures = {pool.submit(build_shard, out, plan, shard, encode): shard for shard in todo}
             for future in as_completed(futures):
                 _record(summary, futures[future], future.result, on_shard_done)
     return _finish(out, plan, summary)
@@ -236,7 +294,14 @@ def _finish(out: Path, plan: CachePlan, summary: PrepareSummary) -> PrepareSumma
 
 
 def prepare_command(
-    manifest: Path, out: Path, fps: float, short_side: int, quality: int, clips_per_shard: int, workers: int
+    manifest: Path | None,
+    out: Path,
+    fps: float,
+    short_side: int,
+    quality: int,
+    clips_per_shard: int,
+    workers: int,
+    images: str | None = None,
 ) -> int:
     """The CLI body: progress bar, summary table; returns the exit code."""
     from rich.console import Console
@@ -253,11 +318,14 @@ def prepare_command(
         try:
             from vito_train.data.pairs import TrainingDataError
 
-            n_clips = len(load_clips(manifest))
+            if (manifest is None) == (images is None):
+                raise CacheError("pass exactly one of --manifest (videos) or --images (an image set)")
+            n_clips = len(load_image_set(images)) if images else len(load_clips(manifest))
             progress.update(task, total=-(-n_clips // clips_per_shard))
             summary = prepare_cache(
                 manifest,
                 out,
+                images=images,
                 fps=fps,
                 short_side=short_side,
                 quality=quality,
@@ -265,7 +333,7 @@ def prepare_command(
                 workers=workers,
                 on_shard_done=advance,
             )
-        except (CacheError, TrainingDataError) as exc:
+        except (CacheError, TrainingDataError, ImageSetError) as exc:
             console.print(f"[red]error:[/red] {exc}")
             return 2
     table = Table(title=f"vito-train prepare {out}")
@@ -273,11 +341,11 @@ def prepare_command(
     table.add_column("value", justify="right")
     for key in ("shards", "shards_done_before", "shards_written", "frames", "clips", "complete"):
         table.add_row(key, str(getattr(summary, key)))
-    table.add_row("clips failed", str(len(summary.clip_failures)))
+    table.add_row("images failed" if images else "clips failed", str(len(summary.clip_failures)))
     table.add_row("shards failed", str(len(summary.shards_failed)))
     console.print(table)
     for failure in summary.clip_failures[:10]:
-        console.print(f"  clip {failure['clip_id']}: {failure['reason']}")
+        console.print(f"  {'image' if images else 'clip'} {failure['clip_id']}: {failure['reason']}")
     for shard, reason in list(summary.shards_failed.items())[:10]:
         console.print(f"  shard {shard}: {reason} (rerun prepare to retry)")
     return 0 if summary.complete else 1
