@@ -424,6 +424,7 @@ def finetune_seg(
         help="voc-20k | ade20k-80k (mmseg FCN R50-D8 512x512; default by dataset) | smoke (CPU fixture).",
     ),
     output_stride: int = typer.Option(8, help="Dilated ResNet output stride: 8 (mmseg D8) or 16."),
+    iterations: int = typer.Option(None, help="Override the schedule's iterations (poly decay follows)."),
     flip_test: bool = typer.Option(
         False, "--flip-test", help="Average the prediction with its mirror image."
     ),
@@ -440,6 +441,7 @@ def finetune_seg(
         out=out,
         schedule=schedule,
         output_stride=output_stride,
+        iterations=iterations,
         flip_test=flip_test,
         device=device,
         workers=workers,

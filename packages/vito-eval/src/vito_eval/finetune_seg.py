@@ -101,6 +101,7 @@ class FinetuneSegConfig:
     out: Path
     schedule: str | None = None  # None: the dataset's mmseg schedule
     output_stride: int = 8
+    iterations: int | None = None  # None: the schedule's (the poly decay follows the actual length)
     flip_test: bool = False
     device: str = "auto"
     workers: int = 2
@@ -252,6 +253,8 @@ def run_finetune_seg(config: FinetuneSegConfig, track: Track | None = None) -> d
     if name not in SEG_SCHEDULES:
         raise FinetuneSegError(f"--schedule {name!r}: choose one of {', '.join(SEG_SCHEDULES)}")
     s = SEG_SCHEDULES[name]
+    if config.iterations:
+        s = dataclasses.replace(s, iterations=config.iterations)
     encoder = load_encoder(config.encoder)
     torch.manual_seed(config.seed)
     model = build_fcn(encoder, ds.num_classes, config.output_stride)
