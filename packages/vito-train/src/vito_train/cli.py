@@ -41,7 +41,7 @@ def main(
 
 # Keys that only mean something for video: set explicitly with --images, they are an error (a preset's
 # values are overridden: max_gap_s becomes 0).
-VIDEO_ONLY_KEYS = ("max_gap_s", "decode_short_side")
+VIDEO_ONLY_KEYS = ("max_gap_s", "decode_short_side", "frame_fps")
 
 
 def reject_video_only_overrides(overrides: list[str]) -> None:

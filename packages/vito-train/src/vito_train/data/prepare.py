@@ -18,11 +18,12 @@ from pathlib import Path
 
 import numpy as np
 
+from videonet_curate.storage import atomic_write_text
+from videonet_curate.video import frame_grid  # the grid pick_frame picks from, in both modes
 from vito_train.data.cache import (
     PLAN_FILE,
     CacheError,
     CachePlan,
-    atomic_write_text,
     read_done_marker,
     write_global_index,
     write_shard,
@@ -47,12 +48,6 @@ class PrepareSummary:
     complete: bool = False
 
 
-def frame_grid(start_s: float, end_s: float, fps: float) -> list[float]:
-    """Frame times ``start_s + k / fps`` for k = 0, 1, ... while they stay within ``[start_s, end_s]``."""
-    n = int(np.floor((end_s - start_s) * fps + 1e-9)) + 1
-    return [start_s + k / fps for k in range(max(n, 1))]
-
-
 def max_side_for(width: int, height: int, short_side: int) -> int | None:
     """The long-side bound that puts the short side at ``short_side`` (None: already that small)."""
     short, long = min(width, height), max(width, height)
@@ -68,8 +63,7 @@ def encode_clip(clip: Clip, fps: float, short_side: int, quality: int) -> list[t
     import torch
     from torchvision.io import encode_jpeg
 
-    from videonet_curate.frames import read_frames_at  # PyAV: only the prepare side needs it
-    from videonet_curate.video import probe_video
+    from videonet_curate.video import probe_video, read_frames_at  # PyAV: only the prepare side needs it
 
     info = probe_video(clip.path)
     max_side = max_side_for(info.width, info.height, short_side)
