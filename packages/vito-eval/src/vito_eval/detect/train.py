@@ -296,6 +296,6 @@ def _jsonable(value: Any) -> Any:
 
 
 def _write_json(path: Path, payload: Any) -> None:
-    from vito_train.checkpoint import atomic_write_bytes
+    from videonet_curate.storage import atomic_write_bytes
 
     atomic_write_bytes(path, json.dumps(payload).encode())
