@@ -25,7 +25,11 @@ TRUNK = "random:resnet18"
 COCO_BOX_AP_BAR = 4.0
 COCO_BOX_AP50_BAR = 12.0
 COCO_MASK_AP_BAR = 6.0
-LVIS_BOX_AP_BAR = 3.0
+# LVIS fixture (seed 1, 64 train / 16 val; rectangle f, ellipse c, triangle r): box AP 17.7 (AP50 50.8),
+# mask AP 24.3, box APr/APc/APf 23.1/16.6/13.5 in the measured run of the test's command.
+LVIS_BOX_AP_BAR = 7.0
+LVIS_MASK_AP_BAR = 10.0
+LVIS_GROUP_AP_BAR = 4.0
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -76,7 +80,10 @@ def test_smoke_schedule_learns_lvis_with_frequency_groups(lvis_root, tmp_path):
     box = json.loads((out / "metrics.json").read_text())["bbox"]["summary"]
     assert box["AP"] > LVIS_BOX_AP_BAR, box
     assert {"APr", "APc", "APf"} <= set(box)
-    assert box["APf"] is not None and box["APc"] is not None
+    for group in ("APr", "APc", "APf"):
+        assert box[group] is not None and box[group] > LVIS_GROUP_AP_BAR, box
+    mask = json.loads((out / "metrics.json").read_text())["segm"]["summary"]
+    assert mask["AP"] > LVIS_MASK_AP_BAR, mask
     assert "APr" in result.output
 
 
