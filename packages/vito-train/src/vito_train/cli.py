@@ -188,12 +188,17 @@ def prepare(
 def export_cmd(
     ctx: typer.Context,
     run_dir: Path = typer.Argument(..., help="Run directory (uses last.pt) or a checkpoint .pt."),
-    out: Path = typer.Option(..., "--out", "-o", help="Output .safetensors file."),
+    out: Path = typer.Option(
+        ..., "--out", "-o", help="Output file: .safetensors, or .pkl for --format detectron2."
+    ),
     fmt: str = typer.Option(
-        "torchvision", "--format", "-f", help="torchvision | vito-encoder (adds pooling)."
+        "torchvision",
+        "--format",
+        "-f",
+        help="torchvision | vito-encoder (adds pooling) | detectron2 (MODEL.WEIGHTS pickle).",
     ),
 ) -> None:
-    """Export the online encoder's weights as safetensors."""
+    """Export the online encoder's weights (safetensors, or a Detectron2 pickle)."""
     from vito_train.checkpoint import CheckpointError
     from vito_train.export import FORMATS, export
 
