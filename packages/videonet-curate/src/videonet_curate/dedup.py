@@ -37,7 +37,7 @@ import pyarrow.parquet as pq
 from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 
-from videonet_curate.manifest import STATUS_DUPLICATE, STATUS_KEPT
+from videonet_curate.manifest import STATUS_DUPLICATE, STATUS_KEPT, mark_rows
 
 log = logging.getLogger(__name__)
 
@@ -406,22 +406,13 @@ def apply_dedup(
     slot[rows[dup_local]] = np.arange(len(dup_local))
     slot_index = pa.array(slot, mask=slot < 0)
     mask = pc.is_valid(slot_index)
-    return _replace_columns(
+    return mark_rows(
         table,
-        {
-            "status": pc.if_else(mask, STATUS_DUPLICATE, table.column("status")),
-            "reason": pc.if_else(mask, "duplicate", table.column("reason")),
-            "dup_of": pc.if_else(mask, pc.take(keeper_ids, slot_index), table.column("dup_of")),
-            "detail": pc.if_else(mask, pc.take(details, slot_index), table.column("detail")),
-        },
+        mask,
+        STATUS_DUPLICATE,
+        detail=pc.take(details, slot_index),
+        dup_of=pc.take(keeper_ids, slot_index),
     )
-
-
-def _replace_columns(table: pa.Table, columns: Mapping[str, pa.Array | pa.ChunkedArray]) -> pa.Table:
-    for name, values in columns.items():
-        i = table.schema.get_field_index(name)
-        table = table.set_column(i, table.schema.field(i), values.cast(table.schema.field(i).type))
-    return table
 
 
 def _embedding_lookup(source: Mapping[str, np.ndarray] | pa.Table) -> tuple[pa.Array, np.ndarray]:
