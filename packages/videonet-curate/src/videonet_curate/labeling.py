@@ -85,7 +85,8 @@ class ShardLabeler:
 
     # -- public ---------------------------------------------------------------------------------------
     def run_shard(self, shard: Shard) -> dict[str, Any]:
-        """Label every candidate of ``shard``, write its outputs, return counts and stage timings."""
+        """Label every candidate of ``shard``, write its outputs, return counts and its own stage seconds."""
+        before = dict(self.timings)
         rows: list[dict[str, Any]] = []
         embeddings: dict[str, np.ndarray] = {}
         pending: list[_Pending] = []
@@ -108,7 +109,8 @@ class ShardLabeler:
         statuses: dict[str, int] = {}
         for row in rows:
             statuses[row["status"]] = statuses.get(row["status"], 0) + 1
-        return {"shard": shard.name, "clips": len(rows), "statuses": statuses, "timings": dict(self.timings)}
+        timings = {stage: seconds - before[stage] for stage, seconds in self.timings.items()}
+        return {"shard": shard.name, "clips": len(rows), "statuses": statuses, "timings": timings}
 
     # -- stages ---------------------------------------------------------------------------------------
     def _prepare(self, candidate: Mapping[str, Any]) -> _Pending | dict[str, Any]:

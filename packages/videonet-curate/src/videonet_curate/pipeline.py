@@ -212,11 +212,11 @@ def merge_outputs(
 
 
 def summarize_timings(summaries: Iterable[Mapping[str, Any]]) -> dict[str, float]:
-    """Per-worker stage timings are cumulative: keep the latest value per shard's worker, then add up."""
+    """Seconds per stage summed over shards (each shard summary holds its own), so over every worker."""
     totals: dict[str, float] = {}
     for summary in summaries:
         for stage, seconds in summary.get("timings", {}).items():
-            totals[stage] = max(totals.get(stage, 0.0), float(seconds))
+            totals[stage] = totals.get(stage, 0.0) + float(seconds)
     return totals
 
 
