@@ -15,9 +15,9 @@ from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
-import pyarrow.compute as pc
 
 from videonet_curate import manifest as mf
+from videonet_curate.curation import CurationOptions, apply_curation
 from videonet_curate.labeling import LabelingConfig
 from videonet_curate.pipeline import ProgressCallback, discover_local, init_ray, run_labelling
 from videonet_curate.report import json_safe
@@ -32,16 +32,6 @@ HISTOGRAM_FILENAME = "class_histogram.png"
 
 class BuildInputError(ValueError):
     """Bad arguments detected before any work starts (exit code 2)."""
-
-
-@dataclass
-class CurationOptions:
-    """Global steps after labelling; None disables a step."""
-
-    dup_threshold: float | None = 0.95  # cosine similarity of clip embeddings; None: no de-duplication
-    target: str = "imagenet"  # "imagenet", "uniform" or a CSV path; balance is always measured against it
-    budget: int | None = None
-    per_class_max: int | None = None
 
 
 @dataclass
@@ -278,7 +268,8 @@ def _build_locked(options: BuildOptions, on_progress: ProgressCallback | None, p
         from videonet_curate.fetch.build_sources import carry_embeddings
 
         embeddings = carry_embeddings(out_dir, embeddings, labelled.rows)  # rows kept from the old manifest
-    rows, curation_stats = apply_curation(labelled.rows, embeddings, options.curation)
+    target = load_target_or_fail(options.curation.target)
+    rows, curation_stats = apply_curation(labelled.rows, embeddings, options.curation, target)
 
     config = {
         "source": options.source,
@@ -307,27 +298,6 @@ def _build_locked(options: BuildOptions, on_progress: ProgressCallback | None, p
     return BuildReport(manifest_path, embeddings_path, summary_path, histogram_path, rows, summary)
 
 
-def apply_curation(
-    rows: pa.Table, embeddings: pa.Table, options: CurationOptions
-) -> tuple[pa.Table, dict[str, Any]]:
-    """De-duplicate the kept rows, then rebalance them toward the target (dropping rows only when a
-    budget or per-class maximum is given); the distance to the target is reported either way."""
-    from videonet_curate.dedup import apply_dedup
-    from videonet_curate.rebalance import apply_rebalance
-
-    stats: dict[str, Any] = {"target": options.target}
-    if options.dup_threshold is not None:
-        before = _count_status(rows, mf.STATUS_DUPLICATE)
-        rows = apply_dedup(rows, embeddings, options.dup_threshold)
-        stats["dup_threshold"] = options.dup_threshold
-        stats["duplicates"] = _count_status(rows, mf.STATUS_DUPLICATE) - before
-    rows, result = apply_rebalance(
-        rows, load_target_or_fail(options.target), budget=options.budget, per_class_max=options.per_class_max
-    )
-    stats["balance"] = result.summary()
-    return rows, stats
-
-
 def load_target_or_fail(target: str) -> Any:
     from videonet_curate.imagenet import unique_label_names
     from videonet_curate.targets import TargetError, load_target
@@ -336,10 +306,6 @@ def load_target_or_fail(target: str) -> Any:
         return load_target(target, label_names={name: i for i, name in enumerate(unique_label_names())})
     except TargetError as exc:
         raise BuildInputError(str(exc)) from exc
-
-
-def _count_status(rows: pa.Table, status: str) -> int:
-    return int(pc.sum(pc.equal(rows.column("status"), status)).as_py() or 0)
 
 
 # -- outputs -------------------------------------------------------------------------------------------

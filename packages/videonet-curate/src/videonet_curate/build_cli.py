@@ -11,7 +11,8 @@ import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from videonet_curate.build import BuildInputError, BuildOptions, BuildReport, CurationOptions, build
+from videonet_curate.build import BuildInputError, BuildOptions, BuildReport, build
+from videonet_curate.curation import CurationOptions
 from videonet_curate.exits import EXIT_BAD_INPUT, EXIT_FAILED_ROWS, EXIT_OK, console, error_line, guarded
 from videonet_curate.labeling import LabelingConfig
 
@@ -172,7 +173,6 @@ def build_command(
             model=model,
             templates=templates,
             frames_per_clip=frames_per_clip,
-            min_score=min_score,
             batch_frames=batch_frames,
             decode_max_side=decode_max_side,
             device=resolved_device,
@@ -180,6 +180,7 @@ def build_command(
             threads=threads,
         ),
         curation=CurationOptions(
+            min_score=min_score,
             dup_threshold=None if no_dedup else dup_threshold,
             target=target,
             budget=budget,

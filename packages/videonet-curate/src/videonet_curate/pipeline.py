@@ -220,10 +220,15 @@ def summarize_timings(summaries: Iterable[Mapping[str, Any]]) -> dict[str, float
     return totals
 
 
-def config_dict(config: LabelingConfig, **extra: Any) -> dict[str, Any]:
+# LabelingConfig fields that do not change a shard's rows: where and how fast it runs, how frames are batched
+_RUNTIME_FIELDS = ("device", "threads", "batch_frames")
+
+
+def fingerprint_settings(config: LabelingConfig, **extra: Any) -> dict[str, Any]:
+    """What decides a shard's output: the labelling settings (not the runtime ones) and ``extra``."""
     data = asdict(config)
-    data.pop("device", None)
-    data.pop("threads", None)
+    for name in _RUNTIME_FIELDS:
+        data.pop(name, None)
     data["fetch_options"] = dict(config.fetch_options)
     data.update(extra)
     return data
@@ -244,7 +249,7 @@ def run_labelling(
     gpus_per_worker: float = 0.0,
 ) -> LabellingResult:
     """Plan, label (skipping finished shards) and merge."""
-    run_fp = fingerprint(config_dict(config, **run_settings))
+    run_fp = fingerprint(fingerprint_settings(config, **run_settings))
     shards = plan_shards(candidates, shard_size, run_fp)
     skipped = sum(is_done(out_dir, s) for s in shards)
     summaries = label_shards(
