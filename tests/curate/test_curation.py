@@ -14,7 +14,7 @@ from videonet_curate.curation import (
     apply_score_cut,
     reopen_curated,
 )
-from videonet_curate.dedup import embeddings_table
+from videonet_curate.embeddings import embeddings_table
 from videonet_curate.pipeline import summarize_timings
 from videonet_curate.targets import uniform_target
 

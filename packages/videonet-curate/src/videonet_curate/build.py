@@ -18,6 +18,7 @@ import pyarrow as pa
 
 from videonet_curate import manifest as mf
 from videonet_curate.curation import CurationOptions, apply_curation
+from videonet_curate.embeddings import EMBEDDINGS_FILENAME, write_embeddings
 from videonet_curate.labeling import LabelingConfig
 from videonet_curate.pipeline import ProgressCallback, discover_local, init_ray, run_labelling
 from videonet_curate.report import json_safe
@@ -281,12 +282,12 @@ def _build_locked(options: BuildOptions, on_progress: ProgressCallback | None, p
         "source_options": dict(options.source_options),
     }
     model_id, prototype_set = labelled.model_id, labelled.prototype_set
-    for name in (mf.MANIFEST_FILENAME, mf.EMBEDDINGS_FILENAME, HISTOGRAM_FILENAME, SUMMARY_FILENAME):
+    for name in (mf.MANIFEST_FILENAME, EMBEDDINGS_FILENAME, HISTOGRAM_FILENAME, SUMMARY_FILENAME):
         contained(out_dir, out_dir / name)  # a symlink planted in OUT must not redirect our writes
     manifest_path = mf.write_manifest(
         rows, out_dir / mf.MANIFEST_FILENAME, model_id=model_id, prototype_set=prototype_set, config=config
     )
-    embeddings_path = mf.atomic_write_table(embeddings, out_dir / mf.EMBEDDINGS_FILENAME)
+    embeddings_path = write_embeddings(embeddings, out_dir / EMBEDDINGS_FILENAME)
     histogram_path = write_class_histogram(rows, out_dir / HISTOGRAM_FILENAME)
     summary = summarize(
         rows, labelled.shards_total, labelled.shards_skipped, labelled.timings, source_stats, curation_stats

@@ -18,7 +18,8 @@ from typing import Any
 import numpy as np
 
 from videonet_curate import manifest as mf
-from videonet_curate.dedup import clip_embedding, embeddings_table
+from videonet_curate.dedup import clip_embedding
+from videonet_curate.embeddings import embeddings_table
 from videonet_curate.shards import Shard, write_shard
 
 log = logging.getLogger(__name__)

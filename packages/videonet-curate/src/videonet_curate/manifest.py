@@ -23,7 +23,6 @@ from videonet_curate.storage import atomic_path
 
 SCHEMA_VERSION = "1"
 MANIFEST_FILENAME = "manifest.parquet"
-EMBEDDINGS_FILENAME = "embeddings.parquet"
 
 # What became of a candidate. Only "kept" rows are used for training.
 STATUS_KEPT = "kept"

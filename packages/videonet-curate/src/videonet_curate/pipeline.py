@@ -19,6 +19,7 @@ from typing import Any
 import pyarrow as pa
 
 from videonet_curate import manifest as mf
+from videonet_curate.embeddings import empty_embeddings
 from videonet_curate.labeling import LabelingConfig, ShardLabeler
 from videonet_curate.shards import (
     Shard,
@@ -202,12 +203,7 @@ def merge_outputs(
         row_tables.append(mf.conform(rows))
         emb_tables.append(emb)
     rows = pa.concat_tables(row_tables).sort_by("clip_id")
-    if emb_tables:
-        embeddings = pa.concat_tables(emb_tables).sort_by("clip_id")
-    else:
-        embeddings = pa.schema(
-            [("clip_id", pa.string()), ("embedding", pa.list_(pa.float32()))]
-        ).empty_table()
+    embeddings = pa.concat_tables(emb_tables).sort_by("clip_id") if emb_tables else empty_embeddings()
     return rows, embeddings
 
 

@@ -25,8 +25,8 @@ import pyarrow as pa  # noqa: E402
 import pyarrow.compute as pc  # noqa: E402
 
 from videonet_curate import dedup, rebalance, targets  # noqa: E402
+from videonet_curate.embeddings import EMBEDDINGS_FILENAME, embedding_matrix, read_embeddings  # noqa: E402
 from videonet_curate.manifest import (  # noqa: E402
-    EMBEDDINGS_FILENAME,
     MANIFEST_FILENAME,
     STATUS_KEPT,
     STATUSES,
@@ -101,7 +101,7 @@ def _quantiles(values: np.ndarray) -> dict[str, float]:
 
 def nearest_similarities(embeddings: pa.Table, **search_options: Any) -> tuple[np.ndarray, np.ndarray]:
     """(clip_ids, cosine similarity of each clip to its nearest other clip) via the dedup search."""
-    matrix = dedup.embedding_matrix(embeddings)
+    matrix = embedding_matrix(embeddings)
     ids = embeddings.column("clip_id").to_numpy(zero_copy_only=False)
     if len(matrix) < 2:
         return ids, np.full(len(matrix), np.nan, np.float32)
@@ -228,7 +228,7 @@ def write_report(
     nearest = None
     embeddings_path = manifest_path.parent / EMBEDDINGS_FILENAME
     if embeddings_path.exists():
-        _, nearest = nearest_similarities(dedup.read_embeddings(embeddings_path))
+        _, nearest = nearest_similarities(read_embeddings(embeddings_path))
     directory = Path(report_dir) if report_dir else manifest_path.parent / REPORT_DIRNAME
     directory.mkdir(parents=True, exist_ok=True)
     summary = summarize(table, target_weights, metadata, nearest)
