@@ -285,24 +285,25 @@ def _run_with_progress(options: BuildOptions) -> BuildReport:
 
 def _print_summary(report: BuildReport) -> None:
     summary = report.summary
-    table = Table(title=f"videonet-curate build: {summary['clips']} clips in {summary['seconds']} s")
+    table = Table(title=f"videonet-curate build: {summary['rows']} clips in {summary['seconds']} s")
     table.add_column("status")
     table.add_column("clips", justify="right")
-    for status, count in sorted(summary["statuses"].items()):
-        table.add_row(status, str(count))
+    for status, count in sorted(summary["status_counts"].items()):
+        if count:
+            table.add_row(status, str(count))
     console.print(table)
-    if summary["reasons"]:
+    if summary["reason_counts"]:
         reasons = Table(title="why clips were not kept")
         reasons.add_column("reason")
         reasons.add_column("clips", justify="right")
-        for reason, count in sorted(summary["reasons"].items(), key=lambda kv: -kv[1]):
+        for reason, count in sorted(summary["reason_counts"].items(), key=lambda kv: -kv[1]):
             reasons.add_row(reason, str(count))
         console.print(reasons)
-    if summary["kept_classes"]:
+    if summary["top_kept_classes"]:
         classes = Table(title="most frequent ImageNet classes among kept clips")
         classes.add_column("class")
         classes.add_column("clips", justify="right")
-        for name, count in list(summary["kept_classes"].items())[:10]:
+        for name, count in summary["top_kept_classes"].items():
             classes.add_row(name, str(count))
         console.print(classes)
     shards = summary["shards"]
