@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from manifest_rows import manifest_row
 
 from videonet_curate.dedup import DedupInputError, apply_dedup, clip_embedding, find_duplicates
 from videonet_curate.embeddings import embeddings_table
-from videonet_curate.manifest import empty_row, rows_to_table, validate
+from videonet_curate.manifest import rows_to_table, validate
 
 
 def planted(
@@ -81,19 +82,7 @@ def test_nan_score_never_kept_and_bad_input_rejected() -> None:
 def test_apply_dedup_marks_only_kept_rows() -> None:
     statuses = ["kept", "kept", "kept", "failed", "kept"]
     rows = [
-        empty_row(
-            clip_id=f"c{i}",
-            source="local",
-            source_id=f"v{i}",
-            path=f"v{i}.mp4",
-            start_s=0.0,
-            end_s=1.0,
-            status=s,
-            reason=None if s == "kept" else "decode_error",
-            label=1,
-            label_name="goldfish",
-            score=score,
-        )
+        manifest_row(i, source_id=f"v{i}", status=s, label=1, label_name="goldfish", score=score)
         for i, (s, score) in enumerate(zip(statuses, [0.2, 0.9, 0.5, 0.99, 0.3], strict=True))
     ]
     table = rows_to_table(rows)
