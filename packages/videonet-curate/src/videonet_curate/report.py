@@ -142,7 +142,7 @@ def _plot_status(summary: dict[str, Any], path: Path) -> None:
 def _save(fig: plt.Figure, path: Path) -> None:
     fig.tight_layout()
     with atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=100)
+        fig.savefig(tmp, dpi=100, format="png")
     plt.close(fig)
 
 
