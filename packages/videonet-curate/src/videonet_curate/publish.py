@@ -14,8 +14,8 @@ import json
 import logging
 import os
 import re
+import secrets
 import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -122,7 +122,9 @@ def publish(
     if to_dir.exists() and any(to_dir.iterdir()) and not overwrite:
         raise PublishError(f"{to_dir} exists and is not empty: choose a new directory or pass --overwrite")
     to_dir.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{to_dir.name}.", suffix=".publishing", dir=to_dir.parent))
+    # not mkdtemp (always 0700): the published directory, renamed from this one, follows the umask
+    staging = to_dir.parent / f".{to_dir.name}.{secrets.token_hex(6)}.publishing"
+    staging.mkdir(mode=0o777)
     metadata["config"] = portable_config(metadata.get("config") or {})
     try:
         write_portable_manifest(manifest_path, staging / MANIFEST_FILENAME, metadata["config"])

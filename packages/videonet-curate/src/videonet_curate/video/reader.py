@@ -54,9 +54,22 @@ def output_size(
     return max(1, round(width * scale)), max(1, round(height * scale))
 
 
+def upright(image: np.ndarray, rotation: float) -> np.ndarray:
+    """``image`` (H, W, C) turned as its display matrix asks, as players and ffmpeg show it.
+
+    ``rotation`` is :attr:`av.VideoFrame.rotation`: degrees counter-clockwise, from the display-matrix
+    side data phones write instead of rotating the pixels. Rounded to quarter turns (the only ones
+    cameras write); a mirroring in the matrix is not applied.
+    """
+    quarter_turns = round(float(rotation or 0) / 90) % 4
+    return np.ascontiguousarray(np.rot90(image, quarter_turns)) if quarter_turns else image
+
+
 def _to_rgb(frame: av.VideoFrame, size: tuple[int, int]) -> np.ndarray:
     # Scaling inside swscale's colour conversion: a 1080p frame is never converted at full size.
-    return frame.to_ndarray(width=size[0], height=size[1], format="rgb24", interpolation="AREA")
+    # ``size`` bounds the coded picture; a quarter turn swaps its sides, which max_side/short_side allow.
+    rgb = frame.to_ndarray(width=size[0], height=size[1], format="rgb24", interpolation="AREA")
+    return upright(rgb, getattr(frame, "rotation", 0))
 
 
 # (width, height) of a decoded frame -> (width, height) of the RGB array handed out
