@@ -21,11 +21,10 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from videonet_curate.frames import decode_all_frames, read_frames_at
 from videonet_curate.labeling import LabelingConfig, ShardLabeler
 from videonet_curate.pipeline import discover_local
 from videonet_curate.shards import plan_shards
-from videonet_curate.video import sample_timestamps
+from videonet_curate.video import decode_all_frames, read_frames_at, sample_timestamps
 
 
 def main() -> None:

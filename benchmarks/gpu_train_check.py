@@ -76,7 +76,8 @@ def write_synthetic_cache(
     """A frame cache in the real format (tar shards + index), written with the cache module itself."""
     from torchvision.io import encode_jpeg
 
-    from vito_train.data.cache import CachePlan, atomic_write_text, write_global_index, write_shard
+    from videonet_curate.storage import atomic_write_text
+    from vito_train.data.cache import CachePlan, write_global_index, write_shard
 
     width = round(short_side * 4 / 3)
     clip_ids = tuple(f"synthetic{i:04d}" for i in range(clips))

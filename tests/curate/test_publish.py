@@ -133,9 +133,15 @@ def test_published_datasets_carry_no_absolute_paths(tmp_path: Path) -> None:
     out = write_build_output(tmp_path / "out", with_embeddings=False)
     config = {
         "input": "/home/alice/secret-project/videos",
-        "source_options": {"annotations": "/home/alice/k600.csv", "cookies": "/home/alice/.c.txt", "limit": 5},
+        "source_options": {
+            "annotations": "/home/alice/k600.csv",
+            "cookies": "/home/alice/.c.txt",
+            "limit": 5,
+        },
     }
-    write_manifest(read_manifest(out), out / "manifest.parquet", model_id="m", prototype_set="p", config=config)
+    write_manifest(
+        read_manifest(out), out / "manifest.parquet", model_id="m", prototype_set="p", config=config
+    )
     result = publish(out, tmp_path / "dataset")
     published = read_metadata(result.directory / "manifest.parquet")["config"]
     assert published == {
@@ -146,3 +152,17 @@ def test_published_datasets_carry_no_absolute_paths(tmp_path: Path) -> None:
         if path.is_file():
             assert b"/home/alice" not in path.read_bytes(), path
     assert read_metadata(out / "manifest.parquet")["config"] == config  # the build itself is untouched
+
+
+def test_published_files_follow_the_umask(tmp_path: Path) -> None:
+    import os
+
+    out = write_build_output(tmp_path / "out", with_embeddings=False)
+    previous = os.umask(0o002)  # a group-shared project directory
+    try:
+        result = publish(out, tmp_path / "dataset")
+    finally:
+        os.umask(previous)
+    assert result.directory.stat().st_mode & 0o777 == 0o775
+    for path in result.directory.rglob("*"):
+        assert path.stat().st_mode & 0o777 == (0o775 if path.is_dir() else 0o664), path

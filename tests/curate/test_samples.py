@@ -17,10 +17,10 @@ from videonet_curate.samples import (
     SampleFetchError,
     SampleFile,
     fetch_samples,
-    file_sha256,
     file_status,
     install_file,
 )
+from videonet_curate.storage import file_sha256
 
 ALL_FILES = [s for p in SAMPLE_PACKAGES for s in p.files]
 

@@ -1,4 +1,4 @@
-"""video.py on the real sample clips: probing, windows, and seek sampling against a full sequential decode."""
+"""The video subpackage on the real sample clips: probing, windows, and seek sampling against a full decode."""
 
 from __future__ import annotations
 

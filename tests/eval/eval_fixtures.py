@@ -14,30 +14,26 @@ import av
 import numpy as np
 from PIL import Image
 
+from videonet_curate.video import VideoDecodeError, decode_all_frames, probe_video
 from vito_eval.datasets.davis import default_palette, write_index_png
 
 
-def read_video_frames(
-    video: Path, start_s: float, n: int, size: tuple[int, int], step: int = 1
-) -> list[np.ndarray]:
-    """``n`` RGB frames (H, W, 3) resized to ``size`` = (W, H), every ``step``-th frame from ``start_s``."""
-    out: list[np.ndarray] = []
-    with av.open(str(video)) as container:
-        stream = container.streams.video[0]
-        if start_s > 0:
-            container.seek(int(start_s / stream.time_base), stream=stream)  # lands on the keyframe before
-        seen = 0
-        for frame in container.decode(stream):
-            if frame.time is not None and frame.time < start_s - 1e-6:
-                continue
-            if seen % step == 0:
-                out.append(frame.to_ndarray(format="rgb24", width=size[0], height=size[1]))
-                if len(out) == n:
-                    break
-            seen += 1
-    if len(out) < n:
-        raise ValueError(f"{video}: only {len(out)} of {n} frames from {start_s}s")
-    return out
+def read_video_frames(video: Path, start_s: float, n: int, size: tuple[int, int]) -> list[np.ndarray]:
+    """``n`` consecutive RGB frames (H, W, 3) from ``start_s`` (seconds from the first frame), resized to
+    ``size`` = (W, H), read with videonet-curate's PyAV reader (the project's one frame reader)."""
+    info = probe_video(video)
+    span = (n + 1) / info.fps
+    while True:  # headers may overstate the rate (tree.avi says 15 fps, its frames are ~0.4 s apart)
+        try:
+            frames = decode_all_frames(video, start_s, start_s + span)[0]
+        except VideoDecodeError:
+            frames = np.zeros((0, 1, 1, 3), np.uint8)
+        if len(frames) >= n or start_s + span > info.duration_s:
+            break
+        span *= 4
+    if len(frames) < n:
+        raise ValueError(f"{video}: only {len(frames)} of {n} frames from {start_s}s")
+    return [np.asarray(Image.fromarray(f).resize(size, Image.Resampling.BILINEAR)) for f in frames[:n]]
 
 
 def texture(samples_dir: Path, name: str, start_s: float, size: tuple[int, int]) -> np.ndarray:

@@ -1,3 +1,5 @@
+import copy
+
 import pytest
 import torch
 from torch import nn
@@ -28,3 +30,30 @@ def test_update_moves_target_towards_online_and_copies_buffers():
 def test_update_rejects_networks_of_another_structure():
     with pytest.raises(ValueError):
         ema_update_(nn.Linear(2, 2), nn.Sequential(nn.Linear(2, 2), nn.Linear(2, 2)), 0.9)
+
+
+def _reference_ema_update(target: nn.Module, online: nn.Module, decay: float) -> None:
+    """The update as first written (multiply, then add; buffers copied one by one)."""
+    with torch.no_grad():
+        for t, o in zip(target.parameters(), online.parameters(), strict=True):
+            t.mul_(decay).add_(o, alpha=1.0 - decay)
+        for t, o in zip(target.buffers(), online.buffers(), strict=True):
+            t.copy_(o)
+
+
+def test_multi_tensor_update_matches_the_plain_formula_over_steps():
+    torch.manual_seed(0)
+    online = nn.Sequential(nn.Conv2d(3, 8, 3), nn.BatchNorm2d(8), nn.Flatten(), nn.LazyLinear(4))
+    online(torch.randn(2, 3, 6, 6))
+    fast, plain = copy.deepcopy(online), copy.deepcopy(online)
+    for step in range(5):
+        with torch.no_grad():
+            for p in online.parameters():
+                p.add_(torch.randn_like(p))
+        online(torch.randn(4, 3, 6, 6))  # moves the BatchNorm statistics and its counter
+        decay = ema_decay(step, 5, 0.9)
+        ema_update_(fast, online, decay)
+        _reference_ema_update(plain, online, decay)
+    for a, b in zip(fast.state_dict().values(), plain.state_dict().values(), strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-6)
+    assert int(fast[1].num_batches_tracked) == 6

@@ -6,7 +6,6 @@ the end (manifest, embeddings, class histogram, summary) is written here, atomic
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import time
@@ -23,6 +22,7 @@ from videonet_curate.labeling import LabelingConfig
 from videonet_curate.pipeline import ProgressCallback, discover_local, init_ray, run_labelling
 from videonet_curate.report import json_safe
 from videonet_curate.safepath import contained, is_inside
+from videonet_curate.storage import atomic_path, atomic_write_json
 
 log = logging.getLogger(__name__)
 
@@ -303,10 +303,7 @@ def _build_locked(options: BuildOptions, on_progress: ProgressCallback | None, p
     summary["seconds"] = round(time.perf_counter() - started, 2)
     summary["model_id"], summary["prototype_set"] = model_id, prototype_set
     summary_path = out_dir / SUMMARY_FILENAME
-    tmp = summary_path.with_name(summary_path.name + ".tmp")
-    # strict JSON: a NaN (e.g. a balance distance of an empty histogram) is written as null
-    tmp.write_text(json.dumps(json_safe(summary), indent=2, sort_keys=True, allow_nan=False))
-    os.replace(tmp, summary_path)
+    atomic_write_json(summary_path, json_safe(summary), sort_keys=True, allow_nan=False)
     return BuildReport(manifest_path, embeddings_path, summary_path, histogram_path, rows, summary)
 
 
@@ -399,8 +396,7 @@ def write_class_histogram(rows: pa.Table, path: Path, top: int = 30) -> Path:
     ax.set_xlabel("kept clips")
     ax.set_title(f"ImageNet-1k classes of kept clips ({len(kept)} clips, {len(counts)} classes)")
     fig.tight_layout()
-    tmp = path.with_name(f".{path.name}.tmp.png")
-    fig.savefig(tmp, dpi=110)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=110)
     plt.close(fig)
-    os.replace(tmp, path)
     return path

@@ -113,8 +113,7 @@ class ShardLabeler:
     # -- stages ---------------------------------------------------------------------------------------
     def _prepare(self, candidate: Mapping[str, Any]) -> _Pending | dict[str, Any]:
         """Materialise and sample one candidate; a finished (failed) row comes back as a dict."""
-        from videonet_curate.frames import read_frames_at
-        from videonet_curate.video import VideoError, sample_timestamps
+        from videonet_curate.video import VideoError, read_frames_at, sample_timestamps
 
         values = {
             k: v for k, v in candidate.items() if k not in _CANDIDATE_ONLY_KEYS and k in mf.SCHEMA.names

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -19,6 +18,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from videonet_curate import __version__
+from videonet_curate.storage import atomic_path
 
 SCHEMA_VERSION = "1"
 MANIFEST_FILENAME = "manifest.parquet"
@@ -205,16 +205,8 @@ def atomic_write_table(table: pa.Table, path: str | os.PathLike[str], **kwargs: 
     """Write Parquet next to ``path`` under a temporary name, fsync, then rename: never a partial file."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
+    with atomic_path(path) as tmp:
         pq.write_table(table, tmp, **kwargs)
-        with open(tmp, "rb") as handle:
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
     return path
 
 

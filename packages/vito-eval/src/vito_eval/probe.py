@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 
+from videonet_curate.storage import atomic_write_json
 from vito_eval import __version__
 from vito_eval.datasets import ImageDataset, ImageSplit, load_dataset, stratified_subsample, transform_id
 from vito_eval.encoders import FEATURE_KINDS, Encoder, load_encoder
@@ -22,7 +23,7 @@ from vito_eval.feature_cache import DEFAULT_CACHE_DIR
 from vito_eval.features import cached_features
 from vito_eval.knn import knn_scores
 from vito_eval.linear_probe import DEFAULT_L2_GRID, fit_linear_probe
-from vito_eval.report import classification_summary, plot_confusion, slug, write_json_atomic
+from vito_eval.report import classification_summary, plot_confusion, slug
 from vito_eval.runtime import start_throughput
 
 log = logging.getLogger(__name__)
@@ -183,5 +184,5 @@ def run_probe_eval(config: ProbeEvalConfig) -> dict[str, Any]:
         "results": results,
     }
     if config.out is not None:
-        write_json_atomic(config.out, payload)
+        atomic_write_json(config.out, payload)
     return payload

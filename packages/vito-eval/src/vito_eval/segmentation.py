@@ -311,8 +311,8 @@ def _write_outputs(out: Path, ds: SegmentationDataset, result: dict, iou: np.nda
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    from videonet_curate.storage import atomic_write_json
     from vito_eval.datasets.davis import default_palette
-    from vito_eval.report import write_json_atomic
 
     out.mkdir(parents=True, exist_ok=True)
     present = [i for i in range(len(iou)) if not np.isnan(iou[i])]
@@ -334,4 +334,4 @@ def _write_outputs(out: Path, ds: SegmentationDataset, result: dict, iou: np.nda
             pal[pred + (ds.name == "ade20k")],
         ]
         Image.fromarray(np.concatenate(panels, axis=1)).save(out / f"{ds.name}-{img.stem}-image-gt-pred.png")
-    write_json_atomic(out / f"segmentation-{ds.name}.json", result)
+    atomic_write_json(out / f"segmentation-{ds.name}.json", result)

@@ -3,36 +3,20 @@
 from __future__ import annotations
 
 import io
-import os
 import random
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
+from videonet_curate.storage import atomic_write_bytes
+
 LAST = "last.pt"
 
 
 class CheckpointError(RuntimeError):
     """A checkpoint that is missing, unreadable, or of another model."""
-
-
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write under a temporary name in the same directory, fsync, then rename."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def rng_state() -> dict[str, Any]:

@@ -214,6 +214,6 @@ def resolve_config(preset: str | Path | None = None, overrides: list[str] | None
 
 
 def save_config(config: TrainConfig, path: Path) -> None:
-    from vito_train.checkpoint import atomic_write_bytes
+    from videonet_curate.storage import atomic_write_bytes
 
     atomic_write_bytes(path, yaml.safe_dump(config.to_dict(), sort_keys=False).encode())

@@ -18,17 +18,22 @@ def ema_decay(step: int, total_steps: int, base: float) -> float:
 @torch.no_grad()
 def ema_update_(target: nn.Module, online: nn.Module, decay: float) -> None:
     """``theta_target <- tau theta_target + (1 - tau) theta_online`` for all parameters at once;
-    buffers (BatchNorm statistics) are copied from the online network."""
-    target_params = [p for p in target.parameters()]
+    buffers (BatchNorm statistics and counters) are copied from the online network.
+
+    One ``_foreach_lerp_`` (``t + (1 - tau) (o - t)``: one pass over the weights instead of a
+    multiply and an add) and one ``_foreach_copy_`` per buffer dtype: a fixed handful of multi-tensor
+    kernels per step, however many small tensors the heads have.
+    """
+    target_params = list(target.parameters())
     online_params = [p.detach() for p in online.parameters()]
-    if len(target_params) != len(online_params):
+    target_buffers, online_buffers = list(target.buffers()), list(online.buffers())
+    if len(target_params) != len(online_params) or len(target_buffers) != len(online_buffers):
         raise ValueError("target and online networks differ in structure")
-    torch._foreach_mul_(target_params, decay)
-    torch._foreach_add_(target_params, online_params, alpha=1.0 - decay)
-    target_buffers = [b for b in target.buffers() if b.is_floating_point()]
-    online_buffers = [b for b in online.buffers() if b.is_floating_point()]
-    if target_buffers:
-        torch._foreach_copy_(target_buffers, online_buffers)
-    for t, o in zip(target.buffers(), online.buffers(), strict=True):
-        if not t.is_floating_point():
-            t.copy_(o)  # num_batches_tracked: a handful of scalars
+    torch._foreach_lerp_(target_params, online_params, 1.0 - decay)
+    by_dtype: dict[torch.dtype, tuple[list[torch.Tensor], list[torch.Tensor]]] = {}
+    for t, o in zip(target_buffers, online_buffers, strict=True):
+        targets, sources = by_dtype.setdefault(t.dtype, ([], []))
+        targets.append(t)
+        sources.append(o)
+    for targets, sources in by_dtype.values():  # float statistics; num_batches_tracked (int64)
+        torch._foreach_copy_(targets, sources)

@@ -19,7 +19,8 @@ from safetensors import safe_open
 from safetensors.torch import save as save_bytes
 from torch import nn
 
-from vito_train.checkpoint import LAST, CheckpointError, atomic_write_bytes, load_checkpoint
+from videonet_curate.storage import atomic_write_bytes
+from vito_train.checkpoint import LAST, CheckpointError, load_checkpoint
 from vito_train.model import VitoEncoder, build_encoder
 from vito_train.model.backbone import build_resnet
 

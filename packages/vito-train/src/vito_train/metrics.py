@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 from pathlib import Path
 from typing import Any
+
+from videonet_curate.storage import atomic_path, atomic_write_text
 
 log = logging.getLogger(__name__)
 
@@ -33,9 +34,7 @@ class MetricsLog:
     def __init__(self, run_dir: Path, start_step: int, *, tensorboard: bool = True) -> None:
         self.path = Path(run_dir) / METRICS_FILE
         kept = [r for r in read_metrics(run_dir) if r.get("step", 0) <= start_step]
-        tmp = self.path.with_name(f".{self.path.name}.tmp")
-        tmp.write_text("".join(json.dumps(r) + "\n" for r in kept))
-        os.replace(tmp, self.path)
+        atomic_write_text(self.path, "".join(json.dumps(r) + "\n" for r in kept))
         self.handle = self.path.open("a")
         self.writer = None
         if tensorboard:
@@ -91,8 +90,7 @@ def plot_loss_curve(run_dir: Path) -> Path | None:
     ax.legend(handles, labels)
     fig.tight_layout()
     out = Path(run_dir) / LOSS_PNG
-    tmp = out.with_name(f".{out.stem}.tmp.png")
-    fig.savefig(tmp, dpi=100)
+    with atomic_path(out) as tmp:
+        fig.savefig(tmp, dpi=100)
     plt.close(fig)
-    os.replace(tmp, out)
     return out

@@ -41,8 +41,19 @@ def lars_param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
     ]
 
 
-def build_lars(model: nn.Module, *, weight_decay: float, momentum: float, trust_coeff: float) -> Lars:
-    return Lars(lars_param_groups(model, weight_decay), lr=0.0, momentum=momentum, trust_coeff=trust_coeff)
+def build_lars(
+    model: nn.Module, *, weight_decay: float, momentum: float, trust_coeff: float, foreach: bool | None = True
+) -> Lars:
+    """timm's LARS; ``foreach``: its multi-tensor form (one kernel per op over all tensors, the norms
+    stacked into one trust-ratio vector), the same update as the per-tensor loop (test_train_optim);
+    None lets timm choose (multi-tensor on CUDA only)."""
+    return Lars(
+        lars_param_groups(model, weight_decay),
+        lr=0.0,
+        momentum=momentum,
+        trust_coeff=trust_coeff,
+        foreach=foreach,
+    )
 
 
 def set_learning_rate(optimizer, lr: float) -> None:  # noqa: ANN001 - any torch optimizer

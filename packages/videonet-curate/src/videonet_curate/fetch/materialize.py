@@ -26,9 +26,10 @@ from videonet_curate.fetch.options import FetchOptions
 from videonet_curate.fetch.ratelimit import Limiter, limiter_for, polite
 from videonet_curate.fetch.retry import RetryPolicy, run_with_retries
 from videonet_curate.fetch.taxonomy import Failure, FetchFailed
-from videonet_curate.fetch.validate import DecodedClip, check_min_duration, decode_clip, shortfall_note
+from videonet_curate.fetch.validate import check_min_duration, decode_clip, shortfall_note
 from videonet_curate.fetch.ytdlp import download
 from videonet_curate.safepath import contained, glob_literal, is_safe_name, printable
+from videonet_curate.video import VideoScan
 
 log = logging.getLogger(__name__)
 
@@ -101,7 +102,7 @@ def _result(
     candidate: Mapping[str, Any],
     *,
     path: Path | None,
-    clip: DecodedClip | None,
+    clip: VideoScan | None,
     failure: Failure | None,
     attempts: int,
     status: str | None = None,
@@ -170,7 +171,7 @@ def _fetch_once(
     workdir: Path,
     final: Path,
     limiter: Limiter | None,
-) -> DecodedClip:
+) -> VideoScan:
     """One attempt: download (politely), decode, trim/normalise where needed, validate, publish."""
     shutil.rmtree(workdir, ignore_errors=True)
     workdir.mkdir(parents=True)

@@ -13,7 +13,7 @@ from pathlib import Path
 import ffmpeg
 
 from videonet_curate.fetch.taxonomy import Failure, FetchFailed
-from videonet_curate.fetch.validate import DecodedClip
+from videonet_curate.video import VideoScan
 
 log = logging.getLogger(__name__)
 
@@ -26,7 +26,7 @@ class NormalizeSpec:
     preset: str = "veryfast"
 
 
-def needs_normalizing(clip: DecodedClip, spec: NormalizeSpec, *, trim: bool) -> bool:
+def needs_normalizing(clip: VideoScan, spec: NormalizeSpec, *, trim: bool) -> bool:
     """Whether ``clip`` must be re-encoded to honour ``spec`` (or cut, when ``trim``)."""
     too_fast = spec.max_fps is not None and clip.fps > spec.max_fps + 0.01
     too_big = spec.short_side is not None and min(clip.width, clip.height) > spec.short_side

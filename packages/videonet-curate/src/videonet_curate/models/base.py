@@ -9,12 +9,10 @@ subset of classes the other classes get logit ``-inf`` (probability 0).
 
 from __future__ import annotations
 
-import hashlib
 import logging
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -90,15 +88,6 @@ def preprocess_frames(
     batch = batch.float().div_(255.0)
     batch = TF.normalize(batch, mean=list(spec.mean), std=list(spec.std))
     return batch.to(dtype)
-
-
-def file_sha256(path: str | Path, *, chunk_bytes: int = 1 << 22) -> str:
-    """Hex SHA-256 of a file, read in chunks (weights files are large)."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        while chunk := handle.read(chunk_bytes):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def prototype_logits(

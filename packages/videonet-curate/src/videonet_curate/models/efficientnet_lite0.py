@@ -23,7 +23,8 @@ from pathlib import Path
 import timm
 import torch
 
-from videonet_curate.models.base import ImageNetScorer, ModelError, PreprocessSpec, file_sha256
+from videonet_curate.models.base import ImageNetScorer, ModelError, PreprocessSpec
+from videonet_curate.storage import file_sha256
 
 logger = logging.getLogger(__name__)
 

@@ -34,8 +34,8 @@ from videonet_curate.models.base import (
     ModelError,
     PreprocessSpec,
     UnknownModelError,
-    file_sha256,
 )
+from videonet_curate.storage import file_sha256
 
 logger = logging.getLogger(__name__)
 

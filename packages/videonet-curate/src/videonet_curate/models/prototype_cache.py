@@ -13,7 +13,6 @@ import json
 import logging
 import os
 import re
-import tempfile
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
@@ -21,6 +20,8 @@ from typing import Any
 import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
+
+from videonet_curate.storage import atomic_path
 
 logger = logging.getLogger(__name__)
 
@@ -46,15 +47,8 @@ def cache_path(cache_dir: Path, identity: Mapping[str, Any]) -> Path:
 
 def _atomic_save(tensor: torch.Tensor, path: Path, metadata: dict[str, str]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        save_file({_TENSOR: tensor.detach().float().cpu().contiguous()}, tmp, metadata=metadata)
-        os.chmod(tmp, 0o644)  # mkstemp makes it private; the cache is meant to be shared
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_path(path) as tmp:  # honours the umask: the cache is meant to be shared
+        save_file({_TENSOR: tensor.detach().float().cpu().contiguous()}, str(tmp), metadata=metadata)
 
 
 def load_or_build(

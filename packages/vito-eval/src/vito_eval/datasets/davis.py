@@ -4,14 +4,13 @@ and ``ImageSets/2017/<split>.txt``; reading it, and writing palette PNGs as its 
 
 from __future__ import annotations
 
-import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
+from videonet_curate.storage import atomic_path
 from vito_eval.errors import DatasetError
 
 DAVIS_URL = "https://davischallenge.org/davis2017/code.html"
@@ -72,14 +71,8 @@ def write_index_png(path: Path, labels: np.ndarray, palette: list[int] | None) -
     im = Image.fromarray(labels.astype(np.uint8), mode="P")
     if palette is not None:
         im.putpalette(palette)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".png.tmp")
-    os.close(fd)
-    try:
+    with atomic_path(path) as tmp:
         im.save(tmp, format="PNG")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def load_frames(paths: list[Path]) -> np.ndarray:

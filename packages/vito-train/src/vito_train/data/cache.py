@@ -19,7 +19,6 @@ import json
 import logging
 import os
 import tarfile
-import tempfile
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -28,6 +27,9 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
+
+from videonet_curate.manifest import atomic_write_table
+from videonet_curate.storage import atomic_path, atomic_write_text
 
 log = logging.getLogger(__name__)
 
@@ -89,29 +91,6 @@ def shard_paths(root: Path, shard: int) -> tuple[Path, Path, Path]:
     return base.with_suffix(".tar"), base.with_suffix(".parquet"), base.with_suffix(".done")
 
 
-def atomic_write_text(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as handle:
-            handle.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def atomic_write_parquet(table: pa.Table, path: Path) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        pq.write_table(table, tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def write_shard(
     root: Path, shard: int, frames: Iterable[tuple[str, float, bytes]], failures: list[dict[str, str]]
 ) -> dict[str, Any]:
@@ -121,10 +100,8 @@ def write_shard(
     """
     tar_path, index_path, done_path = shard_paths(root, shard)
     tar_path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{tar_path.name}.", suffix=".tmp", dir=tar_path.parent)
-    os.close(fd)
     rows: list[tuple[str, float]] = []
-    try:
+    with atomic_path(tar_path) as tmp:
         with tarfile.open(tmp, "w", format=tarfile.USTAR_FORMAT) as tar:
             counters: dict[str, int] = {}
             for clip_id, t_s, data in frames:
@@ -137,10 +114,6 @@ def write_shard(
         # offsets as the tar module itself reads them back (headers are 512-byte blocks)
         with tarfile.open(tmp, "r") as tar:
             members = tar.getmembers()
-        os.replace(tmp, tar_path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
     table = pa.table(
         {
             "clip_id": [r[0] for r in rows],
@@ -150,7 +123,7 @@ def write_shard(
         },
         schema=INDEX_SCHEMA,
     )
-    atomic_write_parquet(table, index_path)
+    atomic_write_table(table, index_path)
     marker = {
         "shard": shard,
         "frames": len(rows),
@@ -195,7 +168,7 @@ def write_global_index(root: Path, plan: CachePlan) -> pa.Table:
         tables.append(table.append_column("shard", pa.array([shard] * table.num_rows, pa.int32())))
     index = pa.concat_tables(tables) if tables else INDEX_SCHEMA.empty_table()
     index = index.replace_schema_metadata({"format": FORMAT, "plan": plan.to_json()})
-    atomic_write_parquet(index, Path(root) / INDEX_FILE)
+    atomic_write_table(index, Path(root) / INDEX_FILE)
     return index
 
 

@@ -18,11 +18,11 @@ from pathlib import Path
 
 import numpy as np
 
+from videonet_curate.storage import atomic_write_text
 from vito_train.data.cache import (
     PLAN_FILE,
     CacheError,
     CachePlan,
-    atomic_write_text,
     read_done_marker,
     write_global_index,
     write_shard,
@@ -68,8 +68,7 @@ def encode_clip(clip: Clip, fps: float, short_side: int, quality: int) -> list[t
     import torch
     from torchvision.io import encode_jpeg
 
-    from videonet_curate.frames import read_frames_at  # PyAV: only the prepare side needs it
-    from videonet_curate.video import probe_video
+    from videonet_curate.video import probe_video, read_frames_at  # PyAV: only the prepare side needs it
 
     info = probe_video(clip.path)
     max_side = max_side_for(info.width, info.height, short_side)

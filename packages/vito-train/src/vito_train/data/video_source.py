@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from vito_train.data.decode import DecodeError, read_frames_at
+from videonet_curate.video import VideoError
+from vito_train.data.decode import read_frames_at
 from vito_train.data.frame_pairs import FrameReadError
 from vito_train.data.pairs import Clip, sample_pair_times
 
@@ -28,6 +29,6 @@ class VideoFrameSource:
     def read_pair(self, item: int, picks: tuple[float, float]) -> tuple[np.ndarray, np.ndarray]:
         try:
             frame_1, frame_2 = read_frames_at(self.clips[item].path, picks, short_side=self.decode_short_side)
-        except DecodeError as exc:
+        except VideoError as exc:
             raise FrameReadError(str(exc)) from exc
         return frame_1, frame_2

@@ -1,7 +1,7 @@
 """Seek-based frame sampling with PyAV: the frames of a video at given times, decoded as little as possible.
 
-Times are seconds from the first frame of the video stream, as in :mod:`videonet_curate.video`. The frame
-"at" time ``t`` is the first frame whose presentation time is ``>= t``; a time past the last frame gets
+Times are seconds from the first frame of the video stream (see :mod:`videonet_curate.video.container`).
+The frame "at" time ``t`` is the first frame whose presentation time is ``>= t``; a time past the last frame gets
 the last frame. :func:`read_frames_at` seeks when the keyframe index says a jump skips enough video, and
 falls back to one sequential pass where a file cannot seek or its timestamps cannot be trusted.
 """
@@ -12,22 +12,24 @@ import bisect
 import logging
 import math
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import ExitStack, contextmanager
+from functools import partial
 from typing import Any
 
 import av
 import av.error
 import numpy as np
 
-from videonet_curate.video import (
+from videonet_curate.video.container import (
     END_TOLERANCE_S,
-    VideoDecodeError,
-    _frame_rate,
-    _open_video,
-    _rewound,
-    _start_pts,
+    duration_ticks,
+    frame_rate,
+    open_video,
+    rewound,
+    stream_start_pts,
 )
+from videonet_curate.video.errors import VideoDecodeError
 
 log = logging.getLogger(__name__)
 
@@ -38,16 +40,40 @@ FORWARD_DECODE_S = 2.0
 MIN_SEEK_SKIP_S = 1.0
 
 
-def _output_size(width: int, height: int, max_side: int | None) -> tuple[int, int]:
-    if not max_side or max(width, height) <= max_side:
+def output_size(
+    width: int, height: int, *, max_side: int | None = None, short_side: int | None = None
+) -> tuple[int, int]:
+    """``(width, height)`` scaled, keeping the aspect, so the long side is at most ``max_side`` or the
+    short side is ``short_side``; never upscales; None (or 0) keeps the size."""
+    if max_side and short_side:
+        raise ValueError("pass max_side or short_side, not both")
+    side, bound = (max(width, height), max_side) if max_side else (min(width, height), short_side)
+    if not bound or side <= bound:
         return width, height
-    scale = max_side / max(width, height)
+    scale = bound / side
     return max(1, round(width * scale)), max(1, round(height * scale))
+
+
+def upright(image: np.ndarray, rotation: float) -> np.ndarray:
+    """``image`` (H, W, C) turned as its display matrix asks, as players and ffmpeg show it.
+
+    ``rotation`` is :attr:`av.VideoFrame.rotation`: degrees counter-clockwise, from the display-matrix
+    side data phones write instead of rotating the pixels. Rounded to quarter turns (the only ones
+    cameras write); a mirroring in the matrix is not applied.
+    """
+    quarter_turns = round(float(rotation or 0) / 90) % 4
+    return np.ascontiguousarray(np.rot90(image, quarter_turns)) if quarter_turns else image
 
 
 def _to_rgb(frame: av.VideoFrame, size: tuple[int, int]) -> np.ndarray:
     # Scaling inside swscale's colour conversion: a 1080p frame is never converted at full size.
-    return frame.to_ndarray(width=size[0], height=size[1], format="rgb24", interpolation="AREA")
+    # ``size`` bounds the coded picture; a quarter turn swaps its sides, which max_side/short_side allow.
+    rgb = frame.to_ndarray(width=size[0], height=size[1], format="rgb24", interpolation="AREA")
+    return upright(rgb, getattr(frame, "rotation", 0))
+
+
+# (width, height) of a decoded frame -> (width, height) of the RGB array handed out
+SizeRule = Callable[[int, int], tuple[int, int]]
 
 
 class _SeekUnsupported(Exception):
@@ -70,7 +96,7 @@ class _SeekingReader:
         self.min_skip_ticks = MIN_SEEK_SKIP_S / float(stream.time_base)
         self.target = start_pts  # the pts being decoded towards
         # below this pts a later frame surely exists, so a target there never falls back to "the last frame"
-        two_frames = 2 / (_frame_rate(stream) or 25.0) / float(stream.time_base)
+        two_frames = 2 / (frame_rate(stream) or 25.0) / float(stream.time_base)
         self.skip_bound = start_pts + duration_ticks - two_frames
 
     def _decode(self) -> Iterator[av.VideoFrame]:
@@ -158,15 +184,6 @@ class _SeekingReader:
         return last
 
 
-def _duration_ticks(container: Any, stream: Any) -> float:
-    """The stated duration in stream ticks (0 when neither stream nor container states one)."""
-    if stream.duration:
-        return float(stream.duration)
-    if container.duration:
-        return float(container.duration) / av.time_base / float(stream.time_base)
-    return 0.0
-
-
 def _target_pts(stream, start_pts: int, t: float) -> int:
     # ceil: the frame at t is the first at or after t (the epsilon absorbs float noise in t)
     return start_pts + max(0, math.ceil(t / float(stream.time_base) - 1e-6))
@@ -194,15 +211,15 @@ def _decode_from_start(
     extrapolated from the frame rate.
     """
     with ExitStack() as stack:
-        container, stream = stack.enter_context(_open_video(path, threads))
+        container, stream = stack.enter_context(open_video(path, threads))
         reorder = _pts_out_of_order(container, stream)
-        container, stream = _rewound(stack, path, container, stream, threads)
+        container, stream = rewound(stack, path, container, stream, threads)
         sorted_pts: list[int] = []
         if reorder:
             sorted_pts = sorted(p.pts for p in container.demux(stream) if p.pts is not None and p.size)
-            container, stream = _rewound(stack, path, container, stream, threads)
-        ticks_per_frame = 1.0 / ((_frame_rate(stream) or 25.0) * float(stream.time_base))
-        start_pts = _start_pts(container, stream)
+            container, stream = rewound(stack, path, container, stream, threads)
+        ticks_per_frame = 1.0 / ((frame_rate(stream) or 25.0) * float(stream.time_base))
+        start_pts = stream_start_pts(container, stream)
 
         def frames() -> Iterator[tuple[av.VideoFrame, int]]:
             previous = None
@@ -223,18 +240,18 @@ def _decode_from_start(
 
 
 def _read_sequential(
-    path: str | os.PathLike[str], timestamps: Sequence[float], max_side: int | None, threads: int
+    path: str | os.PathLike[str], timestamps: Sequence[float], size_for: SizeRule, threads: int
 ) -> np.ndarray:
     """One decode pass keeping, for each time, the first frame at or after it (the fallback path)."""
     with _decode_from_start(path, threads) as (container, stream, frames):
-        start_pts = _start_pts(container, stream)
+        start_pts = stream_start_pts(container, stream)
         order = sorted(range(len(timestamps)), key=lambda i: timestamps[i])
         targets = [_target_pts(stream, start_pts, timestamps[i]) for i in order]
         out: list[np.ndarray | None] = [None] * len(timestamps)
         size = None
         k, last, last_pts = 0, None, None
         for frame, pts in frames:
-            size = size or _output_size(frame.width, frame.height, max_side)
+            size = size or size_for(frame.width, frame.height)
             image = None
             while k < len(order) and targets[k] <= pts:
                 image = image if image is not None else _to_rgb(frame, size)
@@ -261,6 +278,7 @@ def read_frames_at(
     timestamps: Sequence[float],
     *,
     max_side: int | None = None,
+    short_side: int | None = None,
     threads: int = 0,
     seek: bool = True,
 ) -> np.ndarray:
@@ -268,20 +286,22 @@ def read_frames_at(
 
     Seeks to the keyframe before each time and decodes forward to the first frame at or after it; skips
     the seek when no keyframe lies in between (decoding on is cheaper). Falls back to one sequential pass
-    when the format cannot seek. ``max_side`` downscales during colour conversion, keeping the aspect.
+    when the format cannot seek. ``max_side`` (a bound on the long side) or ``short_side`` (the short
+    side's length) downscales during colour conversion, keeping the aspect (:func:`output_size`).
     ``threads``: decoder threads (0 = FFmpeg picks). ``seek=False`` forces the sequential pass.
     """
     if len(timestamps) == 0:
         raise ValueError("timestamps is empty")
+    size_for = partial(output_size, max_side=max_side, short_side=short_side)
     if not seek:
-        return _read_sequential(path, timestamps, max_side, threads)
-    with _open_video(path, threads) as (container, stream):
-        start_pts = _start_pts(container, stream)
-        size = _output_size(stream.codec_context.width, stream.codec_context.height, max_side)
+        return _read_sequential(path, timestamps, size_for, threads)
+    with open_video(path, threads) as (container, stream):
+        start_pts = stream_start_pts(container, stream)
+        size = size_for(stream.codec_context.width, stream.codec_context.height)
         if _pts_out_of_order(container, stream):
             log.info("%s: frame pts are in decode order; reading sequentially", path)
-            return _read_sequential(path, timestamps, max_side, threads)
-        reader = _SeekingReader(path, container, stream, start_pts, _duration_ticks(container, stream))
+            return _read_sequential(path, timestamps, size_for, threads)
+        reader = _SeekingReader(path, container, stream, start_pts, duration_ticks(container, stream))
         order = sorted(range(len(timestamps)), key=lambda i: timestamps[i])
         out: list[np.ndarray | None] = [None] * len(timestamps)
         try:
@@ -292,14 +312,14 @@ def read_frames_at(
                     out[i] = previous[1]
                     continue
                 if not all(size):  # the codec did not state a size: take the frame's
-                    size = _output_size(frame.width, frame.height, max_side)
+                    size = size_for(frame.width, frame.height)
                 image = _to_rgb(frame, size)
                 previous = (frame, image)
                 out[i] = image
             return np.stack(out)
         except _SeekUnsupported as exc:
             log.info("%s: seeking failed (%s); reading sequentially", path, exc)
-    return _read_sequential(path, timestamps, max_side, threads)
+    return _read_sequential(path, timestamps, size_for, threads)
 
 
 def decode_all_frames(
@@ -311,10 +331,11 @@ def decode_all_frames(
 ) -> tuple[np.ndarray, np.ndarray]:
     """``(frames, times)``: every frame with time in ``[start_s, end_s)``, decoded in one pass from the start.
 
-    The reference (and benchmark baseline) for :func:`read_frames_at`; not used by the pipeline.
+    The reference (and benchmark baseline) for :func:`read_frames_at`; eval reads short clips whole with it.
     """
+    size_for = partial(output_size, max_side=max_side)
     with _decode_from_start(path) as (container, stream, frames):
-        start_pts = _start_pts(container, stream)
+        start_pts = stream_start_pts(container, stream)
         images, times = [], []
         size = None
         for frame, pts in frames:
@@ -323,7 +344,7 @@ def decode_all_frames(
                 break
             if time < start_s:
                 continue
-            size = size or _output_size(frame.width, frame.height, max_side)
+            size = size or size_for(frame.width, frame.height)
             images.append(_to_rgb(frame, size))
             times.append(time)
     if not images:

@@ -1,0 +1,101 @@
+"""Where outputs land: atomic writes and file hashes, the one place every package writes files through.
+
+A file appears complete or not at all: data goes to a temporary name in the same directory, is
+fsynced, then renamed over the final name (``os.replace`` is atomic within a filesystem). The
+temporary file is created with mode 0666 less the process umask, like any ``open()``, so outputs keep
+the permissions users expect; on error it is removed. This module is also the seam a storage layer
+for URIs (s3://, gs://) will build on.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import secrets
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import IO, Any
+
+
+def _temporary_name(path: Path) -> Path:
+    # hidden, next to the target (same filesystem), unique per writer; the suffix stays last because some
+    # writers pick the format by it (matplotlib, PIL) or append their own when it is missing (numpy)
+    return path.with_name(f".{path.name}.{secrets.token_hex(6)}.tmp{path.suffix}")
+
+
+def _fsync(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+@contextmanager
+def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
+    """Yield a temporary path beside ``path`` for a writer that wants a file name (pyarrow, numpy, torch,
+    PIL, matplotlib); when the block ends cleanly it is fsynced and renamed to ``path``.
+
+    The temporary file exists (empty, with the umask's permissions) when the block starts, so writers
+    that open by name keep those permissions. Missing parent directories are created.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = _temporary_name(path)
+    os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
+    try:
+        yield tmp
+        _fsync(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+@contextmanager
+def atomic_open(path: str | os.PathLike[str], mode: str = "wb", **kwargs: Any) -> Iterator[IO[Any]]:
+    """``open(path, mode)`` that writes to a temporary name and renames it to ``path`` on success
+    (missing parent directories are created)."""
+    if not mode.startswith("w"):
+        raise ValueError(f"atomic_open writes a new file; mode {mode!r} is not a write mode")
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = _temporary_name(path)
+    try:
+        with open(tmp, "x" + mode[1:], **kwargs) as handle:  # exclusive create, umask honoured
+            yield handle
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> None:
+    """Write ``data`` to ``path`` atomically."""
+    with atomic_open(path, "wb") as handle:
+        handle.write(data)
+
+
+def atomic_write_text(path: str | os.PathLike[str], text: str) -> None:
+    """Write ``text`` (UTF-8) to ``path`` atomically."""
+    atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def atomic_write_json(
+    path: str | os.PathLike[str], obj: Any, *, indent: int | None = 2, **kwargs: Any
+) -> None:
+    """Write ``obj`` as JSON (a trailing newline) to ``path`` atomically; ``kwargs`` go to ``json.dumps``."""
+    atomic_write_text(path, json.dumps(obj, indent=indent, **kwargs) + "\n")
+
+
+def file_sha256(path: str | os.PathLike[str], *, chunk_bytes: int = 1 << 22) -> str:
+    """Hex SHA-256 of a file's bytes, read in chunks (weights and videos are large)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while chunk := handle.read(chunk_bytes):
+            digest.update(chunk)
+    return digest.hexdigest()
