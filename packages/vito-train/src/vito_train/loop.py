@@ -75,6 +75,7 @@ RESUME_FIXED_KEYS = (
     "decode_short_side",
     "crop_min_scale",
     "max_gap_s",
+    "frame_fps",
     "batch_size",
     "seed",
 )
