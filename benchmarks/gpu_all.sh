@@ -9,6 +9,7 @@
 #   4. .gpu/gpu_anchors.py       shared/bench reference figures (matmul, bare ResNet-50, VITO-shaped step)
 #   5. gpu_embed.py              curation: embedding stage vs bare model forward (efficientnet-lite0, bf16)
 #   6. gpu_train_step.py         training from video (PyAV) vs synthetic input
+#   7. detect_step.py            Mask R-CNN step from a VITO export vs torchvision's own R50-FPN, bf16 batch 16
 # Prepare once here (what the device machine lacks travels in the ignored folder .gpu/):
 #   echo /.gpu/ >> .git/info/exclude; mkdir -p .gpu/site .gpu/whl
 #   cp ../shared/bench/gpu_anchors.py .gpu/
@@ -66,4 +67,5 @@ run 150 $PY benchmarks/gpu_eval.py --json "$OUT/gpu_eval.json"
 [ -f .gpu/gpu_anchors.py ] && run 120 $PY .gpu/gpu_anchors.py
 run 45 $PY benchmarks/gpu_embed.py --batch-size 256 --height 256 --width 456
 [ -d .gpu/videos ] && run 60 $PY benchmarks/gpu_train_step.py --videos .gpu/videos
+run 90 $PY benchmarks/detect_step.py --steps 5
 exit $status

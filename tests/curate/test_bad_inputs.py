@@ -15,7 +15,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 
@@ -392,23 +391,31 @@ def test_sigterm_to_the_process_group_stops_cleanly_and_keeps_finished_shards(
     assert not (out / "manifest.parquet").exists()  # an interrupted build publishes no partial manifest
 
 
-def test_sigint_stops_cleanly_with_130(root: Path, sample_videos: Path) -> None:
+def test_sigint_stops_cleanly_with_130(
+    root: Path, sample_videos: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from videonet_curate.labeling import ShardLabeler
+
     videos, out = _three_videos(root, sample_videos), root / "out"
-    finished = threading.Event()
+    run_shard = ShardLabeler.run_shard
 
-    def interrupt() -> None:
-        try:
-            _wait_for_a_done_shard(out, lambda: not finished.is_set())
-        finally:
-            os.kill(os.getpid(), signal.SIGINT)  # Ctrl-C: delivered to the main thread
+    def run_shard_then_ctrl_c(self: ShardLabeler, shard: object) -> dict:
+        summary = run_shard(self, shard)
+        os.kill(os.getpid(), signal.SIGINT)  # Ctrl-C right after the first shard is committed
+        return summary
 
-    thread = threading.Thread(target=interrupt, daemon=True)
-    thread.start()
-    try:
-        result = runner.invoke(app, [*build("--input", str(videos), "--out", str(out)), *SIGNAL_ARGS])
-    finally:
-        finished.set()
-        thread.join()
+    monkeypatch.setattr(ShardLabeler, "run_shard", run_shard_then_ctrl_c)
+    result = runner.invoke(app, [*build("--input", str(videos), "--out", str(out)), *SIGNAL_ARGS])
     assert result.exit_code == 130, result.output
     assert "interrupted by SIGINT" in result.stderr
-    assert list((out / "shards").glob("*.done")) and not (out / ".lock").exists()
+    assert len(list((out / "shards").glob("*.done"))) == 1 and not (out / ".lock").exists()
+    assert not (out / "manifest.parquet").exists()
+
+
+def test_a_report_link_planted_in_the_build_is_not_followed(root: Path) -> None:
+    out = write_build_output(root / "builds" / "b1")
+    elsewhere = root / "elsewhere"
+    elsewhere.mkdir()
+    os.symlink(elsewhere, out / "report")
+    invoke(root, ["report", str(out)], out=None, code=2, names="outside")
+    assert not any(elsewhere.iterdir())

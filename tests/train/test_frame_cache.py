@@ -18,6 +18,7 @@ from vito_train.data.cache_source import CacheFrameSource
 from vito_train.data.frame_pairs import FramePairDataset, collate_pair_batch
 from vito_train.data.pairs import clip_for_index, load_clips
 from vito_train.data.prepare import frame_grid, prepare_cache
+from vito_train.data.video_source import VideoFrameSource
 
 CLIPS = ["carphone_pristine.mp4", "dog.mp4", "realshort.mp4"]
 FPS, SHORT = 4.0, 64
@@ -128,14 +129,43 @@ def test_cached_pairs_are_deterministic_and_within_the_gap(cache_dir):
     assert torch.equal(a["view_1"], b["view_1"]) and torch.equal(a["view_2"], b["view_2"])
     assert a["view_1"].shape == (3, 32, 32) and a["view_1"].dtype == torch.uint8
     rng_gaps = []
+    source = dataset.source
     for index in range(200):
-        clip = cache.clips[clip_for_index(3, index, len(cache.clips))]
-        from vito_train.data.pairs import sample_generator, sample_pair_times
+        item = clip_for_index(3, index, len(cache.clips))
+        from vito_train.data.pairs import sample_generator
 
-        rng = sample_generator(3, index)
-        t1, t2 = sample_pair_times(rng.random(), rng.random(), clip.start_s, clip.end_s, 0.5)
-        rng_gaps.append(abs(clip.times[clip.nearest_frame(t2)] - clip.times[clip.nearest_frame(t1)]))
+        i1, i2 = source.pick_pair(item, sample_generator(3, index))  # the dataset's own first draw
+        rng_gaps.append(abs(cache.clips[item].times[i2] - cache.clips[item].times[i1]))
     assert max(rng_gaps) <= 0.5 + 1e-9 and min(rng_gaps) == 0.0 and len(set(rng_gaps)) > 1
+
+
+def test_video_mode_and_cache_mode_read_the_same_frame_for_a_clip_and_time(cache_dir, small_manifest):
+    """The one frame-picking rule: for any time, the frame video mode decodes is the cached frame."""
+    cached = CacheFrameSource(FrameCache(cache_dir), max_gap_s=1.0)
+    clips = load_clips(small_manifest)
+    video = VideoFrameSource(clips, max_gap_s=1.0, decode_short_side=SHORT, fps=FPS)
+    item = [c.clip_id for c in clips].index("dog")  # moving camera: neighbouring frames differ
+    assert cached.item_id(item) == "dog"
+    clip = clips[item]
+    grid = frame_grid(clip.start_s, clip.end_s, FPS)
+    times = [
+        clip.start_s,
+        clip.start_s + 0.6 / FPS,
+        clip.start_s + 1.4 / FPS,
+        (clip.start_s + clip.end_s) / 2,
+    ]
+    times += [clip.end_s - 0.2 / FPS, clip.end_s + 1.0]  # past the end: the last grid frame
+    for t in times:
+        index = cached.frame_index(item, t)
+        assert video.frame_time(item, t) == pytest.approx(grid[index])
+        from_cache = cached.read_pair(item, (index, index))[0].astype(np.float32)
+        # the video frames at this grid time and at its neighbours: the cached JPEG matches its own
+        neighbours = sorted({max(index - 1, 0), index, min(index + 1, len(grid) - 1)})
+        frames = video.read_pair(item, (grid[neighbours[0]], grid[neighbours[-1]]))
+        candidates = {neighbours[0]: frames[0], neighbours[-1]: frames[1]}
+        candidates[index] = video.read_pair(item, (grid[index], grid[index]))[0]
+        errors = {i: np.abs(f.astype(np.float32) - from_cache).mean() for i, f in candidates.items()}
+        assert min(errors, key=errors.get) == index and errors[index] < 8, (t, errors)
 
 
 def test_crop_only_samples_carry_photometric_parameters(cache_dir):

@@ -30,7 +30,7 @@ def test_samples_depend_only_on_seed_and_index(sample_manifest):
     clips = load_clips(sample_manifest)
     assert len(clips) == 10
     kw = dict(seed=1, image_size=48, min_scale=0.3)
-    source = VideoFrameSource(clips, max_gap_s=1.0, decode_short_side=64)
+    source = VideoFrameSource(clips, max_gap_s=1.0, decode_short_side=64, fps=8.0)
     a, b = FramePairDataset(source, **kw), FramePairDataset(source, **kw)
     torch.manual_seed(123)  # the global generator must neither matter nor be consumed
     before = torch.get_rng_state()
@@ -64,7 +64,7 @@ def test_undecodable_clip_is_skipped_and_counted(sample_videos, tmp_path):
     ]
     manifest = write_manifest(rows_to_table(rows), tmp_path / "manifest.parquet")
     ds = FramePairDataset(
-        VideoFrameSource(load_clips(manifest), max_gap_s=1.0, decode_short_side=48),
+        VideoFrameSource(load_clips(manifest), max_gap_s=1.0, decode_short_side=48, fps=8.0),
         seed=0,
         image_size=32,
         min_scale=0.3,

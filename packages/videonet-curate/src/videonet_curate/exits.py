@@ -31,6 +31,8 @@ import typer
 from rich.console import Console
 from rich.text import Text
 
+from videonet_curate.safepath import PathEscapeError
+
 EXIT_OK = 0
 EXIT_FAILED_ROWS = 1
 EXIT_BAD_INPUT = 2
@@ -98,6 +100,9 @@ def guarded(command: F) -> F:
             if _received:
                 raise _interrupted_exit(_received[0]) from None
             raise
+        except PathEscapeError as exc:  # a link planted in the output, or a hostile id that got this far
+            error_line(f"{exc}; remove the link or pass another output directory")
+            raise typer.Exit(EXIT_BAD_INPUT) from None
         except (Interrupted, KeyboardInterrupt) as exc:
             signum = _received[0] if _received else getattr(exc, "signum", signal.SIGINT)
             raise _interrupted_exit(signum) from None

@@ -31,6 +31,7 @@ from videonet_curate.manifest import (  # noqa: E402
     read_manifest,
     read_metadata,
 )
+from videonet_curate.safepath import contained
 from videonet_curate.storage import atomic_path, atomic_write_text  # noqa: E402
 from videonet_curate.summary import json_safe, kept_class_counts, summarize  # noqa: E402
 
@@ -185,6 +186,7 @@ def write_report(
     if embeddings_path.exists():
         _, nearest = nearest_similarities(read_embeddings(embeddings_path))
     directory = Path(report_dir) if report_dir else manifest_path.parent / REPORT_DIRNAME
+    contained(directory.parent, directory)  # OUT/report planted as a link elsewhere: write nothing there
     directory.mkdir(parents=True, exist_ok=True)
     summary = summarize(table, target_weights, metadata, nearest)
     summary["target"] = target_name

@@ -306,3 +306,151 @@ def segment(
         f"({result['train_images']} train / {result['val_images']} val images, {head} head)",
         highlight=False,
     )
+
+
+@app.command()
+def detect(
+    encoder: str = typer.Option(
+        ..., "--encoder", "-e", help="An encoder spec with a ResNet trunk, as for `probe`."
+    ),
+    dataset: str = typer.Option(
+        ...,
+        "--dataset",
+        "-d",
+        help="coco:ROOT (instances_{train,val}2017) | lvis:ROOT (lvis_v1_{train,val}).",
+    ),
+    out: Path = typer.Option(
+        ..., "--out", "-o", help="Run folder: checkpoint, metrics.jsonl, tb/, detections, metrics.json/csv."
+    ),
+    schedule: str = typer.Option("1x", help="1x (12 epochs) | 2x (24 epochs) | smoke (CPU, shapes fixture)."),
+    batch_size: int = typer.Option(
+        None, help="Total images per step over all processes (LR scales linearly)."
+    ),
+    epochs: int = typer.Option(None, help="Override the schedule's epochs (LR steps keep their place)."),
+    lr: float = typer.Option(
+        None, help="Override the base LR (default: the schedule's, scaled to the batch)."
+    ),
+    workers: int = typer.Option(2, help="DataLoader worker processes per rank."),
+    device: str = typer.Option("auto", help="auto | cpu | cuda (torchrun sets the GPU per rank)."),
+    checkpoint_every: int = typer.Option(500, help="Iterations between checkpoints."),
+    max_iters: int = typer.Option(
+        None, help="Stop after this many iterations (resume later with the same command)."
+    ),
+    eval_limit: int = typer.Option(None, help="Evaluate only the first N val images."),
+    seed: int = typer.Option(0, help="Seed of initialisation and data order."),
+) -> None:
+    """Fine-tune Mask R-CNN R-FPN (torchvision) from an encoder on COCO or LVIS; box and mask AP."""
+    from vito_eval.detect.config import DetectConfig
+    from vito_eval.detect.train import run_detect
+
+    config = DetectConfig(
+        encoder=encoder,
+        dataset=dataset,
+        out=out,
+        schedule=schedule,
+        batch_size=batch_size,
+        epochs=epochs,
+        lr=lr,
+        workers=workers,
+        device=device,
+        checkpoint_every=checkpoint_every,
+        max_iters=max_iters,
+        eval_limit=eval_limit,
+        seed=seed,
+    )
+    start = time.perf_counter()
+    result = run_command(lambda: run_detect(config, track=_track))
+    if not result:
+        return
+    if "stopped_at" in result:
+        console.print(
+            f"stopped at iteration {result['stopped_at']} of {result['total_iters']}; rerun to resume"
+        )
+        return
+    box, mask = result["bbox"]["summary"], result["segm"]["summary"]
+    extra = ""
+    if "APr" in box:
+        extra = f"  box APr/APc/APf {_fmt(box['APr'])}/{_fmt(box['APc'])}/{_fmt(box['APf'])}"
+    console.print(
+        f"{result['meta']['dataset']}: box AP {_fmt(box['AP'])} (AP50 {_fmt(box['AP50'])})  "
+        f"mask AP {_fmt(mask['AP'])}{extra}  in {time.perf_counter() - start:.0f} s; wrote {out}/metrics.json",
+        highlight=False,
+    )
+
+
+def _fmt(value: float | None) -> str:
+    return "-" if value is None else f"{value:.1f}"
+
+
+@app.command("make-shapes")
+def make_shapes(
+    out: Path = typer.Argument(..., help="Folder to write the dataset into."),
+    layout: str = typer.Option("coco", help="coco | lvis | voc | ade20k"),
+    train_images: int = typer.Option(64, help="Training images."),
+    val_images: int = typer.Option(16, help="Validation images."),
+    image_size: int = typer.Option(128, help="Side of the square images."),
+    seed: int = typer.Option(0, help="Seed of the generator."),
+) -> None:
+    """Write a synthetic shapes dataset (rectangles, ellipses, triangles) in a real dataset's layout."""
+    from vito_eval.shapes import LAYOUTS, ShapesConfig, write_shapes_dataset
+
+    if layout not in LAYOUTS:
+        console.print(f"[bold red]error:[/] --layout {layout!r}: choose one of {', '.join(LAYOUTS)}")
+        raise typer.Exit(2)
+    config = ShapesConfig(
+        layout=layout,
+        train_images=train_images,
+        val_images=val_images,  # type: ignore[arg-type]
+        image_size=image_size,
+        seed=seed,
+    )
+    root = write_shapes_dataset(out, config)
+    console.print(f"wrote {layout} shapes dataset ({train_images} train / {val_images} val) to {root}")
+
+
+@app.command("finetune-seg")
+def finetune_seg(
+    encoder: str = typer.Option(
+        ..., "--encoder", "-e", help="An encoder spec with a ResNet trunk, as for `probe`."
+    ),
+    dataset: str = typer.Option(
+        ..., "--dataset", "-d", help="voc:ROOT (VOC2012, SegmentationClassAug if present) | ade20k:ROOT."
+    ),
+    out: Path = typer.Option(
+        ..., "--out", "-o", help="Folder for metrics.json, per_class_iou.csv, metrics.jsonl."
+    ),
+    schedule: str = typer.Option(
+        None,
+        help="voc-20k | ade20k-80k (mmseg FCN R50-D8 512x512; default by dataset) | smoke (CPU fixture).",
+    ),
+    output_stride: int = typer.Option(8, help="Dilated ResNet output stride: 8 (mmseg D8) or 16."),
+    iterations: int = typer.Option(None, help="Override the schedule's iterations (poly decay follows)."),
+    flip_test: bool = typer.Option(
+        False, "--flip-test", help="Average the prediction with its mirror image."
+    ),
+    workers: int = typer.Option(2, help="DataLoader worker processes."),
+    device: str = typer.Option("auto", help="auto | cpu | cuda."),
+    seed: int = typer.Option(0, help="Seed of initialisation and data order."),
+) -> None:
+    """Fine-tune an encoder end to end with an FCN head (dilated ResNet); mIoU and per-class IoU."""
+    from vito_eval.finetune_seg import FinetuneSegConfig, run_finetune_seg
+
+    config = FinetuneSegConfig(
+        encoder=encoder,
+        dataset=dataset,
+        out=out,
+        schedule=schedule,
+        output_stride=output_stride,
+        iterations=iterations,
+        flip_test=flip_test,
+        device=device,
+        workers=workers,
+        seed=seed,
+    )
+    result = run_command(lambda: run_finetune_seg(config, track=_track))
+    console.print(
+        f"{result['task']}: mIoU {result['miou']:.2f}  pixel accuracy {result['pixel_accuracy']:.2f} "
+        f"({result['train_images']} train / {result['val_images']} val images, {result['schedule']['name']}, "
+        f"{result['train_seconds']:.0f} s training); wrote {out}/metrics.json",
+        highlight=False,
+    )

@@ -41,7 +41,7 @@ def main(
 
 # Keys that only mean something for video: set explicitly with --images, they are an error (a preset's
 # values are overridden: max_gap_s becomes 0).
-VIDEO_ONLY_KEYS = ("max_gap_s", "decode_short_side")
+VIDEO_ONLY_KEYS = ("max_gap_s", "decode_short_side", "frame_fps")
 
 
 def reject_video_only_overrides(overrides: list[str]) -> None:
@@ -155,12 +155,17 @@ def prepare(
 @app.command("export")
 def export_cmd(
     run_dir: Path = typer.Argument(..., help="Run directory (uses last.pt) or a checkpoint .pt."),
-    out: Path = typer.Option(..., "--out", "-o", help="Output .safetensors file."),
+    out: Path = typer.Option(
+        ..., "--out", "-o", help="Output file: .safetensors, or .pkl for --format detectron2."
+    ),
     fmt: str = typer.Option(
-        "torchvision", "--format", "-f", help="torchvision | vito-encoder (adds pooling)."
+        "torchvision",
+        "--format",
+        "-f",
+        help="torchvision | vito-encoder (adds pooling) | detectron2 (MODEL.WEIGHTS pickle).",
     ),
 ) -> None:
-    """Export the online encoder's weights as safetensors."""
+    """Export the online encoder's weights (safetensors, or a Detectron2 pickle)."""
     from vito_train.checkpoint import CheckpointError
     from vito_train.export import export
 

@@ -40,6 +40,7 @@ class TrainConfig:
     image_size: int = 224
     decode_short_side: int = 320  # frames are scaled so their short side is this before cropping
     crop_min_scale: float = 0.3  # VITO: gentler than the image-SSL 0.08 (value is our choice)
+    frame_fps: float = 8.0  # video mode picks frames on this grid, as a frame cache at this fps holds them
     max_gap_s: float = 1.0  # temporal offset between the two views; 0 = both from one frame
     num_workers: int = 8
     decode_retries: int = 3  # other clips tried when one fails to decode
@@ -85,6 +86,8 @@ class TrainConfig:
             problems.append(f"pooling={self.pooling!r} is not one of {POOLINGS}")
         if not 0 < self.crop_min_scale <= 1:
             problems.append(f"crop_min_scale={self.crop_min_scale} must lie in (0, 1]")
+        if not self.frame_fps > 0:
+            problems.append(f"frame_fps={self.frame_fps} must be > 0")
         if self.max_gap_s < 0:
             problems.append(f"max_gap_s={self.max_gap_s} must be >= 0")
         if self.batch_size < 2:

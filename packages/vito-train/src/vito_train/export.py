@@ -6,6 +6,11 @@ Formats:
 - ``vito-encoder``: the same keys plus the trained pooling heads under ``vito_pooling.``, for
   :func:`load_pooled_encoder`.
 Both carry metadata: arch, pooling, step, source, format.
+- ``detectron2``: a pickle ``{"model": {name: ndarray}, "__author__", "matching_heuristics": True}``
+  with Detectron2's ResNet names (``stem.conv1``, ``res2.0.conv1.norm``, ``res2.0.shortcut``, ...),
+  the layout MoCo's ``detection/convert-pretrain-to-detectron2.py`` writes, which Detectron2's
+  checkpointer loads as ``MODEL.WEIGHTS`` (with ``MODEL.PIXEL_MEAN/STD`` and ``INPUT.FORMAT: RGB`` set
+  to ImageNet's RGB statistics, as MoCo's configs do, since the trunk was trained on RGB in 0..1).
 """
 
 from __future__ import annotations
@@ -26,7 +31,7 @@ from vito_train.model.backbone import build_resnet
 
 log = logging.getLogger(__name__)
 
-FORMATS = ("torchvision", "vito-encoder")
+FORMATS = ("torchvision", "vito-encoder", "detectron2")
 BACKBONE_PREFIX = "encoder.backbone.resnet."
 POOLING_PREFIX = "encoder.pooling."
 SAFETENSORS_POOLING_PREFIX = "vito_pooling."
@@ -162,11 +167,45 @@ def load_pooled_encoder(path_or_run: str | Path, arch: str | None = None) -> Poo
     return PooledEncoder(encoder).eval()
 
 
+def detectron2_key(torchvision_key: str) -> str:
+    """A torchvision ResNet key under Detectron2's name (MoCo's convert-pretrain-to-detectron2 rules)."""
+    k = torchvision_key
+    if "layer" not in k:
+        k = "stem." + k
+    for t in (1, 2, 3, 4):
+        k = k.replace(f"layer{t}", f"res{t + 1}")
+    for t in (1, 2, 3):
+        k = k.replace(f"bn{t}", f"conv{t}.norm")
+    return k.replace("downsample.0", "shortcut").replace("downsample.1", "shortcut.norm")
+
+
+def detectron2_payload(backbone: dict[str, torch.Tensor], info: dict[str, Any]) -> dict[str, Any]:
+    """The pickle Detectron2's DetectionCheckpointer reads (``num_batches_tracked`` counters dropped, as
+    Detectron2's own converted ImageNet weights have none)."""
+    model = {
+        detectron2_key(k): v.detach().cpu().numpy()
+        for k, v in backbone.items()
+        if not k.endswith("num_batches_tracked")
+    }
+    return {
+        "model": model,
+        "__author__": f"VITO ({info['arch']}, step {info['step']})",
+        "matching_heuristics": True,
+    }
+
+
 def export(path_or_run: str | Path, out: str | Path, fmt: str = "torchvision") -> dict[str, Any]:
-    """Write the online encoder of a run (or checkpoint) as safetensors; returns its metadata."""
+    """Write the online encoder of a run (or checkpoint) as safetensors (or a Detectron2 pickle);
+    returns its metadata."""
     if fmt not in FORMATS:
         raise ValueError(f"unknown export format {fmt!r}; expected one of {FORMATS}")
     backbone, pooling, info = read_weights(path_or_run)
+    if fmt == "detectron2":
+        import pickle
+
+        atomic_write_bytes(Path(out), pickle.dumps(detectron2_payload(backbone, info), protocol=4))
+        log.info("exported %s (detectron2, step %s) to %s", info["arch"], info["step"], out)
+        return {"format": fmt, "arch": info["arch"], "step": str(info["step"]), "source": info["source"]}
     tensors = {k: v.contiguous() for k, v in backbone.items()}
     if fmt == "vito-encoder":
         tensors.update({SAFETENSORS_POOLING_PREFIX + k: v.contiguous() for k, v in pooling.items()})
@@ -188,6 +227,8 @@ def export(path_or_run: str | Path, out: str | Path, fmt: str = "torchvision") -
 __all__ = [
     "ArchitectureMismatchError",
     "PooledEncoder",
+    "detectron2_key",
+    "detectron2_payload",
     "export",
     "load_backbone",
     "load_pooled_encoder",

@@ -1,5 +1,9 @@
 """The VITO training loop, top-down: config, data, model, optimiser, resume, loop, checkpoint.
 
+``_train`` reads in that order on one screen; what it calls lives in small functions here
+(``configure_torch``, ``resume_if_saved``, ``skip_if_empty``, ``save_if_due``) and in progress.py
+(metrics rows, kNN monitor, bar).
+
 One process per GPU under torchrun (or one process alone). Every piece it calls lives in its own
 module: distributed.py (ranks, gathered loss, stop signals), data/pair_loader.py (video or frame
 cache source, where the photometric augmentation runs, loader-worker failures).
@@ -10,7 +14,6 @@ from __future__ import annotations
 import copy
 import dataclasses
 import logging
-import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -43,7 +46,6 @@ from vito_train.data.pair_loader import (
 from vito_train.distributed import (
     DistEnv,
     StopRequest,
-    all_reduce_mean,
     all_reduce_sum,
     cleanup_distributed,
     convert_sync_bn,
@@ -54,10 +56,10 @@ from vito_train.distributed import (
 )
 from vito_train.ema import ema_decay, ema_update_
 from vito_train.loss import symmetric_multiscale_loss
-from vito_train.metrics import MetricsLog, plot_loss_curve
 from vito_train.model import OnlineNetwork, VitoEncoder, build_online
 from vito_train.monitor import KnnMonitor
 from vito_train.optim import build_lars, learning_rate, set_learning_rate
+from vito_train.progress import TrainProgress
 
 log = logging.getLogger(__name__)
 
@@ -73,6 +75,7 @@ RESUME_FIXED_KEYS = (
     "decode_short_side",
     "crop_min_scale",
     "max_gap_s",
+    "frame_fps",
     "batch_size",
     "seed",
 )
@@ -331,6 +334,49 @@ def train(
         cleanup_distributed()
 
 
+def configure_torch(config: TrainConfig) -> None:
+    """Threads, determinism and TF32 for this process."""
+    if config.torch_threads > 0:
+        # on a shared or small CPU, OpenMP threads spin against the loader workers and other jobs
+        torch.set_num_threads(config.torch_threads)
+    if config.deterministic:
+        torch.use_deterministic_algorithms(True, warn_only=True)
+        torch.backends.cudnn.benchmark = False
+    else:
+        torch.backends.cudnn.benchmark = True
+    torch.backends.cuda.matmul.allow_tf32 = True
+    torch.backends.cudnn.allow_tf32 = True
+
+
+def resume_if_saved(state: TrainState, run_dir: Path) -> None:
+    """Continue from ``run_dir/last.pt`` when there is one (any world size: the data position is
+    in global samples)."""
+    if (run_dir / LAST).exists():
+        restore(state, load_checkpoint(run_dir / LAST))
+        log.info("resumed %s at step %d", run_dir, state.step)
+
+
+def skip_if_empty(state: TrainState, batch: dict[str, Any], env: DistEnv) -> list[int] | None:
+    """Every rank's sample count this step, or None (step skipped, position kept) when a rank has
+    no decodable clip or lost its loader worker: then every rank skips together."""
+    state.failed_clips += len(batch["failed"])
+    counts = exchange_counts(0 if batch["view_1"] is None else batch["view_1"].shape[0], env)
+    if min(counts) > 0:
+        return counts
+    log.warning("step %d: no decodable clip in a rank's batch (counts %s); skipped", state.step + 1, counts)
+    state.step += 1
+    return None
+
+
+def save_if_due(state: TrainState, run_dir: Path, env: DistEnv, end_step: int) -> None:
+    """``last.pt`` every ``ckpt_last_every`` steps and at the end; a numbered copy every ``ckpt_every``."""
+    config = state.config
+    numbered = config.ckpt_every > 0 and state.step % config.ckpt_every == 0
+    due = numbered or state.step % config.ckpt_last_every == 0 or state.step == end_step
+    if env.is_main and due:
+        save(state, run_dir, numbered=numbered)
+
+
 def _train(
     config: TrainConfig,
     manifest: Path | None,
@@ -345,17 +391,7 @@ def _train(
 ) -> dict[str, Any]:
     if env.is_main:
         run_dir.mkdir(parents=True, exist_ok=True)
-    if config.torch_threads > 0:
-        # on a shared or small CPU, OpenMP threads spin against the loader workers and other jobs
-        torch.set_num_threads(config.torch_threads)
-    if config.deterministic:
-        torch.use_deterministic_algorithms(True, warn_only=True)
-        torch.backends.cudnn.benchmark = False
-    else:
-        torch.backends.cudnn.benchmark = True
-    torch.backends.cuda.matmul.allow_tf32 = True
-    torch.backends.cudnn.allow_tf32 = True
-
+    configure_torch(config)
     # data first: a bad manifest or cache should fail before minutes of model setup
     check_data_source(manifest=manifest, cache=cache, images=images)
     knn_monitor = None
@@ -363,10 +399,8 @@ def _train(
         knn_monitor = KnnMonitor.load(
             monitor, config.image_size, config.monitor_bank, config.monitor_queries, seed=config.seed
         )
-    state = build_state(config, device, env)
-    if (run_dir / LAST).exists():  # any world size: the data position is in global samples
-        restore(state, load_checkpoint(run_dir / LAST))
-        log.info("resumed %s at step %d", run_dir, state.step)
+    state = build_state(config, device, env)  # online and target networks, LARS, scaler
+    resume_if_saved(state, run_dir)
     if env.is_main:
         save_config(config, run_dir / "config.yaml")
     start_step = state.step
@@ -383,82 +417,26 @@ def _train(
     batches = build_loader(
         config, manifest, start_step, end_step, device, cache=cache, images=images, env=env
     )
-    metrics = MetricsLog(run_dir, start_step) if env.is_main else None
-    stop = StopRequest(env)
-    stopped = False
-    bar = None
-    if progress and env.is_main:
-        from tqdm import tqdm
-
-        bar = tqdm(total=end_step, initial=start_step, unit="step", dynamic_ncols=True)
+    report = TrainProgress(config, run_dir, env, start_step, end_step, bar=progress, knn_monitor=knn_monitor)
+    stop, stopped, started = StopRequest(env), False, time.perf_counter()
     state.online.train()
     state.target.train()
-    started, window_start, window_pairs, last_loss = time.perf_counter(), time.perf_counter(), 0, math.nan
-
-    def measure_knn() -> None:
-        nonlocal window_start
-        if knn_monitor is None or metrics is None:
-            return
-        row = knn_monitor.measure(state.online.encoder.backbone, device)
-        window_start += row["monitor_s"]  # throughput counts training time only
-        metrics.log({"step": state.step, **row})
-        if bar is not None:
-            bar.set_postfix(knn20=f"{row['knn20_top1']:.1f}", refresh=False)
-
     try:
         if start_step == 0:
-            measure_knn()  # the random initialisation's figure, the curve's first point
+            report.measure_knn(state, device)  # the random initialisation's figure, the curve's first point
         for batch in batches:
-            state.failed_clips += len(batch["failed"])
-            counts = exchange_counts(0 if batch["view_1"] is None else batch["view_1"].shape[0], env)
-            if min(counts) == 0:  # a rank has no decodable clip (or lost a worker): all skip, keep position
-                log.warning(
-                    "step %d: no decodable clip in a rank's batch (counts %s); skipped",
-                    state.step + 1,
-                    counts,
-                )
-                state.step += 1
+            counts = skip_if_empty(state, batch, env)
+            if counts is None:
                 continue
             loss = train_step(state, batch["view_1"], batch["view_2"], batch.get("photometric"), counts)
-            window_pairs += sum(counts)
-            numbered = config.ckpt_every > 0 and state.step % config.ckpt_every == 0
-            if state.step % config.log_every == 0 or state.step == end_step:
-                last_loss = all_reduce_mean(loss.item(), weight=counts[env.rank], env=env)  # global mean
-                failed_clips = all_reduce_sum(state.failed_clips, env)
-                dropped = all_reduce_sum(batch["dropped"], env)
-                now = time.perf_counter()
-                pairs_per_s = window_pairs / max(now - window_start, 1e-9)
-                window_start, window_pairs = now, 0
-                if metrics is not None:
-                    metrics.log(
-                        {
-                            "step": state.step,
-                            "loss": last_loss,
-                            "lr": state.optimizer.param_groups[0]["lr"],
-                            "ema_decay": ema_decay(state.step - 1, config.max_steps, config.ema_base),
-                            "pairs_per_s": pairs_per_s,
-                            "failed_clips": failed_clips,
-                            "dropped_samples": dropped,
-                            "loader_worker_deaths": batches.worker_deaths,
-                            "skipped_steps": batches.skipped_steps,
-                            "bad_cache_shards": batches.bad_cache_shards,
-                        }
-                    )
-                if bar is not None:
-                    bar.set_postfix(loss=f"{last_loss:.3f}", pairs_s=f"{pairs_per_s:.1f}")
-            if state.step % config.monitor_every == 0 or state.step == end_step:
-                measure_knn()
-            if bar is not None:
-                bar.update(1)
+            report.after_step(state, batch, loss, counts, batches)
             if stop.should_stop(state.step):  # SIGTERM from a scheduler: checkpoint, then leave
                 log.warning("stop requested: saving step %d to %s", state.step, run_dir / LAST)
                 stopped = True
                 if env.is_main:
                     save(state, run_dir, numbered=False)
                 break
-            due = numbered or state.step % config.ckpt_last_every == 0 or state.step == end_step
-            if env.is_main and due:
-                save(state, run_dir, numbered=numbered)
+            save_if_due(state, run_dir, env, end_step)
     except KeyboardInterrupt:
         log.warning("interrupted: saving step %d to %s", state.step, run_dir / LAST)
         if env.is_main:
@@ -466,17 +444,13 @@ def _train(
         raise
     finally:
         stop.restore()
-        if metrics is not None:
-            metrics.close()
-            plot_loss_curve(run_dir)
-        if bar is not None:
-            bar.close()
+        report.close()
     elapsed = time.perf_counter() - started
     return {
         "start_step": start_step,
         "end_step": state.step,
         "steps": state.step - start_step,
-        "final_loss": last_loss,
+        "final_loss": report.last_loss,
         "seconds": elapsed,
         "failed_clips": state.failed_clips,
         "loader_worker_deaths": batches.worker_deaths,

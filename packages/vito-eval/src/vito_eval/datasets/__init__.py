@@ -3,6 +3,8 @@
 - Classification datasets for probes, ``load_dataset("KIND:PATH")``: ``imagefolder:DIR``, ``csv:FILE``,
   ``mnist:DIR``, ``fashion-mnist:DIR``, ``mnist-csv:FILE``.
 - Segmentation datasets, ``load_segmentation_dataset("KIND:ROOT")``: ``voc:ROOT``, ``ade20k:ROOT``.
+- Instance detection, ``datasets.coco.load_detection_dataset("KIND:ROOT")``: ``coco:ROOT`` (COCO 2017),
+  ``lvis:ROOT`` (LVIS v1 over the COCO images).
 - DAVIS-2017 (`datasets.davis`) and UCF-101 (`datasets.ucf101`) are read by their task modules.
 """
 

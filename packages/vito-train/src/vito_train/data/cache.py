@@ -188,15 +188,6 @@ class CachedClip:
     def end_s(self) -> float:
         return float(self.times[-1])
 
-    def nearest_frame(self, t: float) -> int:
-        """Index of the cached frame closest in time to ``t``."""
-        i = int(np.searchsorted(self.times, t))
-        if i == 0:
-            return 0
-        if i >= len(self.times):
-            return len(self.times) - 1
-        return i if self.times[i] - t < t - self.times[i - 1] else i - 1
-
 
 class FrameCache:
     """Read side of a cache: clips with their frame times, and ``read_jpeg`` by pread.

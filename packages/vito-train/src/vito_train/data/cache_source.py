@@ -1,7 +1,8 @@
 """Frames from a frame cache (``vito-train prepare``): two cached JPEGs per pair, no PyAV (cache mode).
 
-A pair's times are drawn as in video mode, over the clip's cached span, and each snaps to the
-nearest cached frame (so the temporal offset is quantised to 1 / fps of the cache).
+A pair's times are drawn as in video mode, over the clip's cached span, and each picks its cached
+frame by videonet_curate's one rule (``pick_frame`` on the cache's fps grid), so the temporal offset is
+quantised to 1 / fps and video mode at the same fps reads the same frames.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ import numpy as np
 import torch
 from torchvision.io import decode_jpeg
 
+from videonet_curate.video import pick_frame
 from vito_train.data.cache import FrameCache
 from vito_train.data.frame_pairs import FrameReadError
 from vito_train.data.pairs import sample_pair_times
@@ -30,7 +32,13 @@ class CacheFrameSource:
     def pick_pair(self, item: int, rng: np.random.Generator) -> tuple[int, int]:
         clip = self.clips[item]
         t1, t2 = sample_pair_times(rng.random(), rng.random(), clip.start_s, clip.end_s, self.max_gap_s)
-        return clip.nearest_frame(t1), clip.nearest_frame(t2)
+        return self.frame_index(item, t1), self.frame_index(item, t2)
+
+    def frame_index(self, item: int, t: float) -> int:
+        """The cached frame time ``t`` picks (``pick_frame`` on the cache's grid)."""
+        clip = self.clips[item]
+        pick = pick_frame(clip.start_s, clip.end_s, self.cache.plan.fps, t)
+        return min(pick.index, len(clip.times) - 1)
 
     def _decode(self, item: int, frame: int) -> np.ndarray:
         data = self.cache.read_jpeg(self.clips[item], frame)

@@ -67,7 +67,10 @@ def open_frame_source(
     from vito_train.data.video_source import VideoFrameSource  # PyAV only in video mode
 
     return VideoFrameSource(
-        load_clips(manifest), max_gap_s=config.max_gap_s, decode_short_side=config.decode_short_side
+        load_clips(manifest),
+        max_gap_s=config.max_gap_s,
+        decode_short_side=config.decode_short_side,
+        fps=config.frame_fps,
     )
 
 

@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from videonet_curate.storage import atomic_write_text
+from videonet_curate.video import frame_grid  # the grid pick_frame picks from, in both modes
 from vito_train.data.cache import (
     PLAN_FILE,
     CacheError,
@@ -45,12 +46,6 @@ class PrepareSummary:
     clips: int = 0
     clip_failures: list[dict[str, str]] = field(default_factory=list)
     complete: bool = False
-
-
-def frame_grid(start_s: float, end_s: float, fps: float) -> list[float]:
-    """Frame times ``start_s + k / fps`` for k = 0, 1, ... while they stay within ``[start_s, end_s]``."""
-    n = int(np.floor((end_s - start_s) * fps + 1e-9)) + 1
-    return [start_s + k / fps for k in range(max(n, 1))]
 
 
 def max_side_for(width: int, height: int, short_side: int) -> int | None:
