@@ -45,9 +45,7 @@ def main() -> None:
     candidates, failures = discover_local(args.samples, args.clip_seconds, use_ray=False)
     probe_s = time.perf_counter() - started
 
-    config = LabelingConfig(
-        model=args.model, frames_per_clip=args.frames, threads=args.threads, min_score=0.0
-    )
+    config = LabelingConfig(model=args.model, frames_per_clip=args.frames, threads=args.threads)
     with tempfile.TemporaryDirectory() as out:
         labeler = ShardLabeler(config, out)
         (shard,) = plan_shards(candidates, len(candidates), "bench")

@@ -3,18 +3,12 @@
 from __future__ import annotations
 
 import numpy as np
-import pyarrow as pa
 import pytest
+from manifest_rows import manifest_row
 
-from videonet_curate.dedup import (
-    DedupInputError,
-    apply_dedup,
-    clip_embedding,
-    embedding_matrix,
-    embeddings_table,
-    find_duplicates,
-)
-from videonet_curate.manifest import empty_row, rows_to_table, validate
+from videonet_curate.dedup import DedupInputError, apply_dedup, clip_embedding, find_duplicates
+from videonet_curate.embeddings import embeddings_table
+from videonet_curate.manifest import rows_to_table, validate
 
 
 def planted(
@@ -85,33 +79,10 @@ def test_nan_score_never_kept_and_bad_input_rejected() -> None:
         find_duplicates(np.array([[np.nan, 0.0], [1.0, 0.0]]), np.zeros(2), 0.9)
 
 
-def test_embedding_matrix_reads_fixed_and_variable_lists() -> None:
-    table = embeddings_table(["a", "b"], np.arange(6).reshape(2, 3))
-    assert pa.types.is_fixed_size_list(table.schema.field("embedding").type)
-    assert embedding_matrix(table).tolist() == [[0, 1, 2], [3, 4, 5]]
-    ragged = pa.table(
-        {"clip_id": ["a", "b"], "embedding": pa.array([[1.0, 2.0], [3.0]], pa.list_(pa.float32()))}
-    )
-    with pytest.raises(DedupInputError, match="different lengths"):
-        embedding_matrix(ragged)
-
-
 def test_apply_dedup_marks_only_kept_rows() -> None:
     statuses = ["kept", "kept", "kept", "failed", "kept"]
     rows = [
-        empty_row(
-            clip_id=f"c{i}",
-            source="local",
-            source_id=f"v{i}",
-            path=f"v{i}.mp4",
-            start_s=0.0,
-            end_s=1.0,
-            status=s,
-            reason=None if s == "kept" else "decode_error",
-            label=1,
-            label_name="goldfish",
-            score=score,
-        )
+        manifest_row(i, source_id=f"v{i}", status=s, label=1, label_name="goldfish", score=score)
         for i, (s, score) in enumerate(zip(statuses, [0.2, 0.9, 0.5, 0.99, 0.3], strict=True))
     ]
     table = rows_to_table(rows)

@@ -7,8 +7,9 @@ import math
 import numpy as np
 import pyarrow.compute as pc
 import pytest
+from manifest_rows import manifest_row
 
-from videonet_curate.manifest import empty_row, rows_to_table, validate
+from videonet_curate.manifest import rows_to_table, validate
 from videonet_curate.rebalance import (
     RebalanceError,
     apply_rebalance,
@@ -128,13 +129,8 @@ def test_labels_outside_the_target_are_an_error() -> None:
 
 def _table(labels: list[int | None], statuses: list[str]):
     rows = [
-        empty_row(
-            clip_id=f"c{i}",
-            source="local",
-            source_id=f"v{i}",
-            path=f"v{i}.mp4",
-            start_s=0.0,
-            end_s=10.0,
+        manifest_row(
+            i,
             status=status,
             reason=None if status == "kept" else "network",
             label=label,

@@ -9,7 +9,7 @@ import numpy as np
 from typer.testing import CliRunner
 
 from videonet_curate.cli import app
-from videonet_curate.dedup import embeddings_table
+from videonet_curate.embeddings import embeddings_table
 from videonet_curate.manifest import atomic_write_table, empty_row, rows_to_table, write_manifest
 from videonet_curate.report import PLOTS, write_report
 

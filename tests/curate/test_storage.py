@@ -41,7 +41,8 @@ def test_atomic_writes_replace_the_file_with_the_umask_permissions(tmp_path: Pat
 def test_atomic_path_serves_writers_that_want_a_file_name(tmp_path: Path, umask_022) -> None:
     target = tmp_path / "table.parquet"
     with atomic_path(target) as tmp:
-        assert tmp.parent == tmp_path and tmp.suffix == ".parquet" and tmp.name.startswith(".")
+        # hidden and ending in .tmp: no glob for the final kind (*.parquet, *.done) sees a half-written file
+        assert tmp.parent == tmp_path and tmp.name.startswith(".") and tmp.suffix == ".tmp"
         pq.write_table(pa.table({"x": [1, 2, 3]}), tmp)
         assert not target.exists()  # invisible until the block ends
     assert pq.read_table(target).column("x").to_pylist() == [1, 2, 3]

@@ -107,7 +107,7 @@ def test_outputs_metadata_and_embeddings(built):
     labelled = {r["clip_id"] for r in table.to_pylist() if r["label"] is not None}
     assert set(emb.column("clip_id").to_pylist()) == labelled
     summary = json.loads((out / "summary.json").read_text())
-    assert summary["clips"] == table.num_rows
+    assert summary["rows"] == table.num_rows and sum(summary["status_counts"].values()) == table.num_rows
     assert (out / "class_histogram.png").stat().st_size > 1000
     for row in mf.kept_rows(table).to_pylist():
         assert mf.resolve_clip_path(out / "manifest.parquet", row["path"]).exists()

@@ -15,14 +15,15 @@ from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
-import pyarrow.compute as pc
 
 from videonet_curate import manifest as mf
+from videonet_curate.curation import CurationOptions, apply_curation
+from videonet_curate.embeddings import EMBEDDINGS_FILENAME, write_embeddings
 from videonet_curate.labeling import LabelingConfig
 from videonet_curate.pipeline import ProgressCallback, discover_local, init_ray, run_labelling
-from videonet_curate.report import json_safe
 from videonet_curate.safepath import contained, is_inside
-from videonet_curate.storage import atomic_path, atomic_write_json
+from videonet_curate.storage import atomic_write_json
+from videonet_curate.summary import json_safe, kept_class_counts, summarize
 
 log = logging.getLogger(__name__)
 
@@ -32,16 +33,6 @@ HISTOGRAM_FILENAME = "class_histogram.png"
 
 class BuildInputError(ValueError):
     """Bad arguments detected before any work starts (exit code 2)."""
-
-
-@dataclass
-class CurationOptions:
-    """Global steps after labelling; None disables a step."""
-
-    dup_threshold: float | None = 0.95  # cosine similarity of clip embeddings; None: no de-duplication
-    target: str = "imagenet"  # "imagenet", "uniform" or a CSV path; balance is always measured against it
-    budget: int | None = None
-    per_class_max: int | None = None
 
 
 @dataclass
@@ -74,7 +65,7 @@ class BuildReport:
 
     @property
     def has_failures(self) -> bool:
-        statuses = self.summary["statuses"]
+        statuses = self.summary["status_counts"]
         return statuses.get(mf.STATUS_FAILED, 0) + statuses.get(mf.STATUS_MISSING, 0) > 0
 
 
@@ -278,7 +269,8 @@ def _build_locked(options: BuildOptions, on_progress: ProgressCallback | None, p
         from videonet_curate.fetch.build_sources import carry_embeddings
 
         embeddings = carry_embeddings(out_dir, embeddings, labelled.rows)  # rows kept from the old manifest
-    rows, curation_stats = apply_curation(labelled.rows, embeddings, options.curation)
+    target = load_target_or_fail(options.curation.target)
+    rows, curation_stats = apply_curation(labelled.rows, embeddings, options.curation, target)
 
     config = {
         "source": options.source,
@@ -290,42 +282,26 @@ def _build_locked(options: BuildOptions, on_progress: ProgressCallback | None, p
         "source_options": dict(options.source_options),
     }
     model_id, prototype_set = labelled.model_id, labelled.prototype_set
-    for name in (mf.MANIFEST_FILENAME, mf.EMBEDDINGS_FILENAME, HISTOGRAM_FILENAME, SUMMARY_FILENAME):
+    for name in (mf.MANIFEST_FILENAME, EMBEDDINGS_FILENAME, HISTOGRAM_FILENAME, SUMMARY_FILENAME):
         contained(out_dir, out_dir / name)  # a symlink planted in OUT must not redirect our writes
     manifest_path = mf.write_manifest(
         rows, out_dir / mf.MANIFEST_FILENAME, model_id=model_id, prototype_set=prototype_set, config=config
     )
-    embeddings_path = mf.atomic_write_table(embeddings, out_dir / mf.EMBEDDINGS_FILENAME)
-    histogram_path = write_class_histogram(rows, out_dir / HISTOGRAM_FILENAME)
-    summary = summarize(
-        rows, labelled.shards_total, labelled.shards_skipped, labelled.timings, source_stats, curation_stats
+    embeddings_path = write_embeddings(embeddings, out_dir / EMBEDDINGS_FILENAME)
+    histogram_path = write_class_histogram(rows, target, out_dir / HISTOGRAM_FILENAME)
+    summary = summarize(rows, target, mf.read_metadata(manifest_path))
+    summary.update(
+        target=options.curation.target,
+        dup_threshold=options.curation.dup_threshold,
+        shards={"total": labelled.shards_total, "skipped_as_done": labelled.shards_skipped},
+        stage_seconds={k: round(v, 3) for k, v in labelled.timings.items()},
+        source=dict(source_stats),
+        curation=curation_stats,
+        seconds=round(time.perf_counter() - started, 2),
     )
-    summary["seconds"] = round(time.perf_counter() - started, 2)
-    summary["model_id"], summary["prototype_set"] = model_id, prototype_set
     summary_path = out_dir / SUMMARY_FILENAME
     atomic_write_json(summary_path, json_safe(summary), sort_keys=True, allow_nan=False)
     return BuildReport(manifest_path, embeddings_path, summary_path, histogram_path, rows, summary)
-
-
-def apply_curation(
-    rows: pa.Table, embeddings: pa.Table, options: CurationOptions
-) -> tuple[pa.Table, dict[str, Any]]:
-    """De-duplicate the kept rows, then rebalance them toward the target (dropping rows only when a
-    budget or per-class maximum is given); the distance to the target is reported either way."""
-    from videonet_curate.dedup import apply_dedup
-    from videonet_curate.rebalance import apply_rebalance
-
-    stats: dict[str, Any] = {"target": options.target}
-    if options.dup_threshold is not None:
-        before = _count_status(rows, mf.STATUS_DUPLICATE)
-        rows = apply_dedup(rows, embeddings, options.dup_threshold)
-        stats["dup_threshold"] = options.dup_threshold
-        stats["duplicates"] = _count_status(rows, mf.STATUS_DUPLICATE) - before
-    rows, result = apply_rebalance(
-        rows, load_target_or_fail(options.target), budget=options.budget, per_class_max=options.per_class_max
-    )
-    stats["balance"] = result.summary()
-    return rows, stats
 
 
 def load_target_or_fail(target: str) -> Any:
@@ -338,65 +314,12 @@ def load_target_or_fail(target: str) -> Any:
         raise BuildInputError(str(exc)) from exc
 
 
-def _count_status(rows: pa.Table, status: str) -> int:
-    return int(pc.sum(pc.equal(rows.column("status"), status)).as_py() or 0)
-
-
 # -- outputs -------------------------------------------------------------------------------------------
-def summarize(
-    rows: pa.Table,
-    shards_total: int,
-    shards_skipped: int,
-    timings: Mapping[str, float],
-    source_stats: Mapping[str, Any],
-    curation_stats: Mapping[str, Any],
-) -> dict[str, Any]:
-    """Counts a user checks first: statuses, failure reasons, the most frequent kept classes."""
-    statuses: dict[str, int] = {}
-    reasons: dict[str, int] = {}
-    classes: dict[str, int] = {}
-    for row in rows.select(["status", "reason", "label_name"]).to_pylist():
-        statuses[row["status"]] = statuses.get(row["status"], 0) + 1
-        if row["reason"]:
-            reasons[row["reason"]] = reasons.get(row["reason"], 0) + 1
-        if row["status"] == mf.STATUS_KEPT:
-            classes[row["label_name"]] = classes.get(row["label_name"], 0) + 1
-    return {
-        "clips": rows.num_rows,
-        "statuses": statuses,
-        "reasons": reasons,
-        "kept_classes": dict(sorted(classes.items(), key=lambda kv: (-kv[1], kv[0]))),
-        "shards": {"total": shards_total, "skipped_as_done": shards_skipped},
-        "stage_seconds": {k: round(v, 3) for k, v in timings.items()},
-        "source": dict(source_stats),
-        "curation": dict(curation_stats),
-    }
 
 
-def write_class_histogram(rows: pa.Table, path: Path, top: int = 30) -> Path:
-    """Bar chart of kept clips per ImageNet class (the most frequent ``top`` classes)."""
-    import matplotlib
+def write_class_histogram(rows: pa.Table, target: Any, path: Path) -> Path:
+    """The class histogram of the kept clips against the target (the report draws the same one)."""
+    from videonet_curate.report import plot_class_histogram
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    kept = mf.kept_rows(rows).column("label_name").to_pylist()
-    counts: dict[str, int] = {}
-    for name in kept:
-        counts[name] = counts.get(name, 0) + 1
-    items = sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))[:top]
-    fig, ax = plt.subplots(figsize=(10, max(3.0, 0.3 * len(items) + 1.5)))
-    if items:
-        names, values = zip(*items)
-        ax.barh(range(len(items)), values, color="#4c72b0")
-        ax.set_yticks(range(len(items)), names)
-        ax.invert_yaxis()
-    else:
-        ax.text(0.5, 0.5, "no kept clips", ha="center", va="center", transform=ax.transAxes)
-    ax.set_xlabel("kept clips")
-    ax.set_title(f"ImageNet-1k classes of kept clips ({len(kept)} clips, {len(counts)} classes)")
-    fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=110)
-    plt.close(fig)
+    plot_class_histogram(kept_class_counts(rows, len(target)), target, path)
     return path

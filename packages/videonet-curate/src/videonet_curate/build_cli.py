@@ -11,7 +11,8 @@ import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from videonet_curate.build import BuildInputError, BuildOptions, BuildReport, CurationOptions, build
+from videonet_curate.build import BuildInputError, BuildOptions, BuildReport, build
+from videonet_curate.curation import CurationOptions
 from videonet_curate.exits import EXIT_BAD_INPUT, EXIT_FAILED_ROWS, EXIT_OK, console, error_line, guarded
 from videonet_curate.labeling import LabelingConfig
 
@@ -172,7 +173,6 @@ def build_command(
             model=model,
             templates=templates,
             frames_per_clip=frames_per_clip,
-            min_score=min_score,
             batch_frames=batch_frames,
             decode_max_side=decode_max_side,
             device=resolved_device,
@@ -180,6 +180,7 @@ def build_command(
             threads=threads,
         ),
         curation=CurationOptions(
+            min_score=min_score,
             dup_threshold=None if no_dedup else dup_threshold,
             target=target,
             budget=budget,
@@ -284,24 +285,25 @@ def _run_with_progress(options: BuildOptions) -> BuildReport:
 
 def _print_summary(report: BuildReport) -> None:
     summary = report.summary
-    table = Table(title=f"videonet-curate build: {summary['clips']} clips in {summary['seconds']} s")
+    table = Table(title=f"videonet-curate build: {summary['rows']} clips in {summary['seconds']} s")
     table.add_column("status")
     table.add_column("clips", justify="right")
-    for status, count in sorted(summary["statuses"].items()):
-        table.add_row(status, str(count))
+    for status, count in sorted(summary["status_counts"].items()):
+        if count:
+            table.add_row(status, str(count))
     console.print(table)
-    if summary["reasons"]:
+    if summary["reason_counts"]:
         reasons = Table(title="why clips were not kept")
         reasons.add_column("reason")
         reasons.add_column("clips", justify="right")
-        for reason, count in sorted(summary["reasons"].items(), key=lambda kv: -kv[1]):
+        for reason, count in sorted(summary["reason_counts"].items(), key=lambda kv: -kv[1]):
             reasons.add_row(reason, str(count))
         console.print(reasons)
-    if summary["kept_classes"]:
+    if summary["top_kept_classes"]:
         classes = Table(title="most frequent ImageNet classes among kept clips")
         classes.add_column("class")
         classes.add_column("clips", justify="right")
-        for name, count in list(summary["kept_classes"].items())[:10]:
+        for name, count in summary["top_kept_classes"].items():
             classes.add_row(name, str(count))
         console.print(classes)
     shards = summary["shards"]

@@ -25,7 +25,6 @@ and 1M clips fit in memory (4 GiB for 512-d: the embeddings plus one normalised 
 from __future__ import annotations
 
 import logging
-import os
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 
@@ -33,11 +32,11 @@ import faiss
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 
-from videonet_curate.manifest import STATUS_DUPLICATE, STATUS_KEPT
+from videonet_curate.embeddings import embedding_matrix
+from videonet_curate.manifest import STATUS_DUPLICATE, STATUS_KEPT, mark_rows
 
 log = logging.getLogger(__name__)
 
@@ -88,47 +87,6 @@ def clip_embedding(frame_embeddings: np.ndarray) -> np.ndarray:
     """The clip embedding: mean over frames (axis -2) of the frame embeddings, L2-normalised."""
     mean = np.asarray(frame_embeddings, dtype=np.float32).mean(axis=-2)
     return l2_normalize(mean.reshape(-1, mean.shape[-1])).reshape(mean.shape)
-
-
-def embeddings_table(clip_ids: list[str] | np.ndarray, matrix: np.ndarray) -> pa.Table:
-    """The ``embeddings.parquet`` layout: ``clip_id`` string, ``embedding`` fixed_size_list<float32>[D]."""
-    matrix = np.ascontiguousarray(matrix, dtype=np.float32)
-    values = pa.FixedSizeListArray.from_arrays(pa.array(matrix.reshape(-1)), matrix.shape[1])
-    return pa.table({"clip_id": pa.array(clip_ids, pa.string()), "embedding": values})
-
-
-def embedding_matrix(table: pa.Table) -> np.ndarray:
-    """The ``embedding`` column as an (N, D) float32 array, without a loop over rows.
-
-    Accepts ``fixed_size_list<float32>[D]`` (the published layout) and ``list<float32>`` whose rows all
-    have the same length (what the build's shards write).
-    """
-    column = table.column("embedding").combine_chunks()
-    if column.null_count:
-        raise DedupInputError(f"{column.null_count} clips have a null embedding; re-embed them")
-    if pa.types.is_fixed_size_list(column.type):
-        dim = column.type.list_size
-    elif pa.types.is_list(column.type) or pa.types.is_large_list(column.type):
-        lengths = np.diff(column.offsets.to_numpy())
-        if len(lengths) and (lengths != lengths[0]).any():
-            raise DedupInputError(
-                f"embeddings have different lengths ({lengths.min()}..{lengths.max()}): mixed models?"
-            )
-        dim = int(lengths[0]) if len(lengths) else 0
-    else:
-        raise DedupInputError(
-            f"embedding column has type {column.type}; expected a list of float32 "
-            "(write it with videonet_curate.dedup.embeddings_table)"
-        )
-    flat = column.flatten().to_numpy(zero_copy_only=False).astype(np.float32, copy=False)
-    return flat.reshape(len(column), dim) if dim else np.empty((len(column), 0), np.float32)
-
-
-def read_embeddings(path: str | os.PathLike[str]) -> pa.Table:
-    """Read ``embeddings.parquet`` (only its two columns), checking the layout."""
-    table = pq.read_table(path, columns=["clip_id", "embedding"])
-    embedding_matrix(table.slice(0, 0))  # type check without copying
-    return table
 
 
 def _gpu_resources() -> object | None:
@@ -406,22 +364,13 @@ def apply_dedup(
     slot[rows[dup_local]] = np.arange(len(dup_local))
     slot_index = pa.array(slot, mask=slot < 0)
     mask = pc.is_valid(slot_index)
-    return _replace_columns(
+    return mark_rows(
         table,
-        {
-            "status": pc.if_else(mask, STATUS_DUPLICATE, table.column("status")),
-            "reason": pc.if_else(mask, "duplicate", table.column("reason")),
-            "dup_of": pc.if_else(mask, pc.take(keeper_ids, slot_index), table.column("dup_of")),
-            "detail": pc.if_else(mask, pc.take(details, slot_index), table.column("detail")),
-        },
+        mask,
+        STATUS_DUPLICATE,
+        detail=pc.take(details, slot_index),
+        dup_of=pc.take(keeper_ids, slot_index),
     )
-
-
-def _replace_columns(table: pa.Table, columns: Mapping[str, pa.Array | pa.ChunkedArray]) -> pa.Table:
-    for name, values in columns.items():
-        i = table.schema.get_field_index(name)
-        table = table.set_column(i, table.schema.field(i), values.cast(table.schema.field(i).type))
-    return table
 
 
 def _embedding_lookup(source: Mapping[str, np.ndarray] | pa.Table) -> tuple[pa.Array, np.ndarray]:

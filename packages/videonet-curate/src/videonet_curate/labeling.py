@@ -18,7 +18,8 @@ from typing import Any
 import numpy as np
 
 from videonet_curate import manifest as mf
-from videonet_curate.dedup import clip_embedding, embeddings_table
+from videonet_curate.dedup import clip_embedding
+from videonet_curate.embeddings import embeddings_table
 from videonet_curate.shards import Shard, write_shard
 
 log = logging.getLogger(__name__)
@@ -29,12 +30,12 @@ _CANDIDATE_ONLY_KEYS = ("locator", "url")
 
 @dataclass(frozen=True)
 class LabelingConfig:
-    """What decides a shard's output (all of it goes into the run fingerprint)."""
+    """How shards are labelled; what decides their output goes into the run fingerprint
+    (:func:`videonet_curate.pipeline.fingerprint_settings`)."""
 
     model: str = "efficientnet-lite0"
     templates: str = "openai"
     frames_per_clip: int = 8
-    min_score: float = 0.1
     batch_frames: int = 64
     # Frames are scaled on decode so their short side stays >= 256 for aspect ratios up to 16:9: the
     # models resize to 224-256 anyway, and converting full-size frames dominated the GPU embed stage.
@@ -85,7 +86,8 @@ class ShardLabeler:
 
     # -- public ---------------------------------------------------------------------------------------
     def run_shard(self, shard: Shard) -> dict[str, Any]:
-        """Label every candidate of ``shard``, write its outputs, return counts and stage timings."""
+        """Label every candidate of ``shard``, write its outputs, return counts and its own stage seconds."""
+        before = dict(self.timings)
         rows: list[dict[str, Any]] = []
         embeddings: dict[str, np.ndarray] = {}
         pending: list[_Pending] = []
@@ -108,7 +110,8 @@ class ShardLabeler:
         statuses: dict[str, int] = {}
         for row in rows:
             statuses[row["status"]] = statuses.get(row["status"], 0) + 1
-        return {"shard": shard.name, "clips": len(rows), "statuses": statuses, "timings": dict(self.timings)}
+        timings = {stage: seconds - before[stage] for stage, seconds in self.timings.items()}
+        return {"shard": shard.name, "clips": len(rows), "statuses": statuses, "timings": timings}
 
     # -- stages ---------------------------------------------------------------------------------------
     def _prepare(self, candidate: Mapping[str, Any]) -> _Pending | dict[str, Any]:
@@ -205,17 +208,9 @@ class ShardLabeler:
                 top5_labels=[int(x) for x in score.top5_labels],
                 top5_scores=[float(x) for x in score.top5_scores],
             )
-            note = row.get("detail")  # e.g. a clip kept although shorter than its segment
-            if score.score < self.config.min_score:
-                low = (
-                    f"best class {score.label_name!r} scored {score.score:.3f} < --min-score "
-                    f"{self.config.min_score}"
-                )
-                row.update(
-                    status=mf.STATUS_LOW_SCORE, reason="low_score", detail=f"{low}; {note}" if note else low
-                )
-            else:
-                row.update(status=mf.STATUS_KEPT, reason=None, detail=note)
+            # labelled: the score cut, dedup and rebalancing are table steps on the driver (curation.py);
+            # ``detail`` keeps any note, e.g. a clip kept although shorter than its segment
+            row.update(status=mf.STATUS_KEPT, reason=None)
             rows.append(row)
             embeddings[row["clip_id"]] = clip_embedding(clip_emb)
         self.timings["score"] += time.perf_counter() - started

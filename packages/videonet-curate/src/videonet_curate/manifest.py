@@ -13,6 +13,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
@@ -22,7 +23,6 @@ from videonet_curate.storage import atomic_path
 
 SCHEMA_VERSION = "1"
 MANIFEST_FILENAME = "manifest.parquet"
-EMBEDDINGS_FILENAME = "embeddings.parquet"
 
 # What became of a candidate. Only "kept" rows are used for training.
 STATUS_KEPT = "kept"
@@ -57,6 +57,8 @@ REASONS: dict[str, str] = {
     "internal": "a bug in this tool: please report it with the detail text",
 }
 TRANSIENT_REASONS = frozenset({"blocked", "network"})
+# Statuses the table steps on the driver give (score cut, dedup, rebalance); a re-cut starts from "kept".
+CURATION_STATUSES = (STATUS_LOW_SCORE, STATUS_DUPLICATE, STATUS_REBALANCED_OUT)
 
 SCHEMA = pa.schema(
     [
@@ -265,3 +267,33 @@ def resolve_clip_path(manifest_path: str | os.PathLike[str], relative: str) -> P
         base = base.parent
     candidate = Path(relative)
     return candidate if candidate.is_absolute() else (base / candidate).resolve()
+
+
+_REASON_OF_STATUS = object()  # mark_rows' default: the reason code named like the status
+
+
+def mark_rows(
+    table: pa.Table,
+    mask: pa.Array | pa.ChunkedArray | np.ndarray,
+    status: str,
+    *,
+    reason: Any = _REASON_OF_STATUS,
+    detail: str | pa.Array | pa.ChunkedArray | None = None,
+    **columns: Any,
+) -> pa.Table:
+    """Give the rows where ``mask`` holds ``status``, ``reason`` (by default the code named like the
+    status), ``detail`` and any other ``columns``; each value is a scalar or a column as long as the table.
+    Other rows keep their values. The one way the table steps (score cut, dedup, rebalance) mark rows."""
+    if reason is _REASON_OF_STATUS:
+        reason = status
+    mask = pc.fill_null(pa.array(mask) if isinstance(mask, np.ndarray) else mask, False)
+    if not pc.any(mask).as_py():
+        return table
+    for name, value in {"status": status, "reason": reason, "detail": detail, **columns}.items():
+        i = table.schema.get_field_index(name)
+        field = SCHEMA.field(name) if name in SCHEMA.names else table.schema.field(i)
+        if not isinstance(value, (pa.Array, pa.ChunkedArray)):
+            value = pa.scalar(value, field.type)
+        column = pc.if_else(mask, value.cast(field.type), table.column(i).cast(field.type))
+        table = table.set_column(i, field, column)
+    return table

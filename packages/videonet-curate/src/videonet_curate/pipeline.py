@@ -19,6 +19,7 @@ from typing import Any
 import pyarrow as pa
 
 from videonet_curate import manifest as mf
+from videonet_curate.embeddings import empty_embeddings
 from videonet_curate.labeling import LabelingConfig, ShardLabeler
 from videonet_curate.shards import (
     Shard,
@@ -202,28 +203,28 @@ def merge_outputs(
         row_tables.append(mf.conform(rows))
         emb_tables.append(emb)
     rows = pa.concat_tables(row_tables).sort_by("clip_id")
-    if emb_tables:
-        embeddings = pa.concat_tables(emb_tables).sort_by("clip_id")
-    else:
-        embeddings = pa.schema(
-            [("clip_id", pa.string()), ("embedding", pa.list_(pa.float32()))]
-        ).empty_table()
+    embeddings = pa.concat_tables(emb_tables).sort_by("clip_id") if emb_tables else empty_embeddings()
     return rows, embeddings
 
 
 def summarize_timings(summaries: Iterable[Mapping[str, Any]]) -> dict[str, float]:
-    """Per-worker stage timings are cumulative: keep the latest value per shard's worker, then add up."""
+    """Seconds per stage summed over shards (each shard summary holds its own), so over every worker."""
     totals: dict[str, float] = {}
     for summary in summaries:
         for stage, seconds in summary.get("timings", {}).items():
-            totals[stage] = max(totals.get(stage, 0.0), float(seconds))
+            totals[stage] = totals.get(stage, 0.0) + float(seconds)
     return totals
 
 
-def config_dict(config: LabelingConfig, **extra: Any) -> dict[str, Any]:
+# LabelingConfig fields that do not change a shard's rows: where and how fast it runs, how frames are batched
+_RUNTIME_FIELDS = ("device", "threads", "batch_frames")
+
+
+def fingerprint_settings(config: LabelingConfig, **extra: Any) -> dict[str, Any]:
+    """What decides a shard's output: the labelling settings (not the runtime ones) and ``extra``."""
     data = asdict(config)
-    data.pop("device", None)
-    data.pop("threads", None)
+    for name in _RUNTIME_FIELDS:
+        data.pop(name, None)
     data["fetch_options"] = dict(config.fetch_options)
     data.update(extra)
     return data
@@ -244,7 +245,7 @@ def run_labelling(
     gpus_per_worker: float = 0.0,
 ) -> LabellingResult:
     """Plan, label (skipping finished shards) and merge."""
-    run_fp = fingerprint(config_dict(config, **run_settings))
+    run_fp = fingerprint(fingerprint_settings(config, **run_settings))
     shards = plan_shards(candidates, shard_size, run_fp)
     skipped = sum(is_done(out_dir, s) for s in shards)
     summaries = label_shards(

@@ -23,9 +23,9 @@ from typing import Any
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from videonet_curate import __version__, dedup, report
+from videonet_curate import __version__, report
+from videonet_curate.embeddings import EMBEDDINGS_FILENAME, read_embeddings
 from videonet_curate.manifest import (
-    EMBEDDINGS_FILENAME,
     MANIFEST_FILENAME,
     SCHEMA,
     STATUS_KEPT,
@@ -391,7 +391,7 @@ def verify_published(directory: str | os.PathLike[str]) -> None:
 
 def _verify_embeddings(path: Path, clip_ids: set[str]) -> None:
     try:
-        embeddings = dedup.read_embeddings(path)
+        embeddings = read_embeddings(path)
     except (OSError, ValueError, KeyError) as exc:
         raise PublishedDatasetError(path, f"not a readable embeddings table: {exc}") from None
     unknown = set(embeddings.column("clip_id").to_pylist()) - clip_ids

@@ -17,7 +17,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from videonet_curate.manifest import STATUS_KEPT, STATUS_REBALANCED_OUT
+from videonet_curate.manifest import STATUS_KEPT, STATUS_REBALANCED_OUT, mark_rows
 
 log = logging.getLogger(__name__)
 
@@ -238,13 +238,6 @@ def apply_rebalance(
         result.tv_before,
         result.tv_after,
     )
-    if dropped.any():
-        mask = pa.array(dropped)
-        # short: it is repeated on every dropped row (millions at scale)
-        detail = f"over its class quota (budget {budget}, per-class max {per_class_max})"
-        updates = (("status", STATUS_REBALANCED_OUT), ("reason", "rebalanced_out"), ("detail", detail))
-        for name, value in updates:
-            i = table.schema.get_field_index(name)
-            column = pc.if_else(mask, pa.scalar(value, pa.string()), table.column(name).cast(pa.string()))
-            table = table.set_column(i, table.schema.field(i), column)
-    return table, result
+    # short: it is repeated on every dropped row (millions at scale)
+    detail = f"over its class quota (budget {budget}, per-class max {per_class_max})"
+    return mark_rows(table, dropped, STATUS_REBALANCED_OUT, detail=detail), result

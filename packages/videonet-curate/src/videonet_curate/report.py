@@ -22,19 +22,18 @@ matplotlib.use("Agg")  # files only; never a display
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pyarrow as pa  # noqa: E402
-import pyarrow.compute as pc  # noqa: E402
 
-from videonet_curate import dedup, rebalance, targets  # noqa: E402
+from videonet_curate import dedup, targets  # noqa: E402
+from videonet_curate.embeddings import EMBEDDINGS_FILENAME, embedding_matrix, read_embeddings  # noqa: E402
 from videonet_curate.manifest import (  # noqa: E402
-    EMBEDDINGS_FILENAME,
     MANIFEST_FILENAME,
-    STATUS_KEPT,
     STATUSES,
     read_manifest,
     read_metadata,
 )
 from videonet_curate.safepath import contained
-from videonet_curate.storage import atomic_path, atomic_write_text, json_safe  # noqa: E402
+from videonet_curate.storage import atomic_path, atomic_write_text  # noqa: E402
+from videonet_curate.summary import json_safe, kept_class_counts, summarize  # noqa: E402
 
 log = logging.getLogger(__name__)
 
@@ -55,54 +54,9 @@ class ReportPaths:
     plots: dict[str, Path]
 
 
-def summarize(
-    table: pa.Table,
-    target: np.ndarray,
-    metadata: dict[str, Any] | None = None,
-    nearest_sim: np.ndarray | None = None,
-) -> dict[str, Any]:
-    """Counts per status and reason, class coverage, score quantiles and distances to the target."""
-    status = table.column("status").to_numpy(zero_copy_only=False)
-    kept = table.filter(pc.equal(table.column("status"), STATUS_KEPT))
-    labels = kept.column("label").drop_null().to_numpy(zero_copy_only=False).astype(np.int64)
-    counts = (
-        np.bincount(labels, minlength=len(target))[: len(target)] if len(labels) else (np.zeros(len(target)))
-    )
-    scores = kept.column("score").drop_null().to_numpy(zero_copy_only=False)
-    reasons = pc.value_counts(table.column("reason").drop_null()).to_pylist()
-    summary: dict[str, Any] = {
-        "rows": table.num_rows,
-        "status_counts": {s: int((status == s).sum()) for s in STATUSES},
-        "reason_counts": {r["values"]: int(r["counts"]) for r in reasons},
-        "sources": sorted(set(table.column("source").to_pylist())),
-        "kept": int(kept.num_rows),
-        "kept_classes": int((counts > 0).sum()),
-        "kept_hours": float(pc.sum(pc.subtract(kept.column("end_s"), kept.column("start_s"))).as_py() or 0.0)
-        / 3600,
-        "kept_score_quantiles": _quantiles(scores),
-        "tv_to_target": rebalance.total_variation(counts, target),
-        "kl_to_target": rebalance.kl_divergence(counts, target),
-        "kl_epsilon": rebalance.KL_EPSILON,
-        "model_id": (metadata or {}).get("model_id", ""),
-        "prototype_set": (metadata or {}).get("prototype_set", ""),
-        "schema_version": (metadata or {}).get("schema_version", ""),
-        "tool_version": (metadata or {}).get("tool_version", ""),
-    }
-    if nearest_sim is not None and np.isfinite(nearest_sim).any():
-        summary["nearest_similarity_quantiles"] = _quantiles(nearest_sim[np.isfinite(nearest_sim)])
-    return summary
-
-
-def _quantiles(values: np.ndarray) -> dict[str, float]:
-    if len(values) == 0:
-        return {}
-    qs = np.quantile(np.asarray(values, dtype=np.float64), [0.0, 0.1, 0.5, 0.9, 1.0])
-    return dict(zip(("min", "p10", "median", "p90", "max"), map(float, qs), strict=True))
-
-
 def nearest_similarities(embeddings: pa.Table, **search_options: Any) -> tuple[np.ndarray, np.ndarray]:
     """(clip_ids, cosine similarity of each clip to its nearest other clip) via the dedup search."""
-    matrix = dedup.embedding_matrix(embeddings)
+    matrix = embedding_matrix(embeddings)
     ids = embeddings.column("clip_id").to_numpy(zero_copy_only=False)
     if len(matrix) < 2:
         return ids, np.full(len(matrix), np.nan, np.float32)
@@ -111,7 +65,8 @@ def nearest_similarities(embeddings: pa.Table, **search_options: Any) -> tuple[n
     return ids, result.nearest_sim
 
 
-def _plot_class_histogram(counts: np.ndarray, target: np.ndarray, path: Path) -> None:
+def plot_class_histogram(counts: np.ndarray, target: np.ndarray, path: Path) -> None:
+    """Kept clips per class against the target (scaled to the kept total): the one class histogram."""
     fig, ax = plt.subplots(figsize=(10, 3.5))
     classes = np.arange(len(counts))
     # one filled step patch instead of 1,000 bar rectangles: same picture, a fraction of the drawing time
@@ -188,7 +143,7 @@ def _plot_status(summary: dict[str, Any], path: Path) -> None:
 def _save(fig: plt.Figure, path: Path) -> None:
     fig.tight_layout()
     with atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=100)
+        fig.savefig(tmp, dpi=100, format="png")
     plt.close(fig)
 
 
@@ -229,7 +184,7 @@ def write_report(
     nearest = None
     embeddings_path = manifest_path.parent / EMBEDDINGS_FILENAME
     if embeddings_path.exists():
-        _, nearest = nearest_similarities(dedup.read_embeddings(embeddings_path))
+        _, nearest = nearest_similarities(read_embeddings(embeddings_path))
     directory = Path(report_dir) if report_dir else manifest_path.parent / REPORT_DIRNAME
     contained(directory.parent, directory)  # OUT/report planted as a link elsewhere: write nothing there
     directory.mkdir(parents=True, exist_ok=True)
@@ -237,11 +192,8 @@ def write_report(
     summary["target"] = target_name
     summary["dup_threshold"] = dup_threshold
     plots = {name: directory / filename for name, filename in PLOTS.items()}
-    kept_labels = table.filter(pc.equal(table.column("status"), STATUS_KEPT)).column("label").drop_null()
-    counts = np.bincount(
-        kept_labels.to_numpy(zero_copy_only=False).astype(np.int64), minlength=len(target_weights)
-    )[: len(target_weights)]
-    _plot_class_histogram(counts, target_weights, plots["class_histogram"])
+    counts = kept_class_counts(table, len(target_weights))
+    plot_class_histogram(counts, target_weights, plots["class_histogram"])
     _plot_scores(table, plots["score_distribution"])
     _plot_nearest(nearest, dup_threshold, plots["nearest_similarity"])
     _plot_status(summary, plots["status_breakdown"])

@@ -23,9 +23,10 @@ import numpy as np
 
 
 def _temporary_name(path: Path) -> Path:
-    # hidden, next to the target (same filesystem), unique per writer; the suffix stays last because some
-    # writers pick the format by it (matplotlib, PIL) or append their own when it is missing (numpy)
-    return path.with_name(f".{path.name}.{secrets.token_hex(6)}.tmp{path.suffix}")
+    # hidden, next to the target (same filesystem), unique per writer, ending in .tmp so that no glob for
+    # the final kind (*.done, *.parquet) ever matches it; writers that pick a format by the file name
+    # (matplotlib, PIL) are told the format
+    return path.with_name(f".{path.name}.{secrets.token_hex(6)}.tmp")
 
 
 def _fsync(path: Path) -> None:

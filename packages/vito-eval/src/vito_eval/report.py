@@ -83,7 +83,7 @@ def plot_confusion(matrix: np.ndarray, class_names: Sequence[str], title: str, p
     ax.set_title(title, fontsize=10)
     fig.tight_layout()
     with atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=120)
+        fig.savefig(tmp, dpi=120, format="png")
     plt.close(fig)
 
 

@@ -91,6 +91,6 @@ def plot_loss_curve(run_dir: Path) -> Path | None:
     fig.tight_layout()
     out = Path(run_dir) / LOSS_PNG
     with atomic_path(out) as tmp:
-        fig.savefig(tmp, dpi=100)
+        fig.savefig(tmp, dpi=100, format="png")
     plt.close(fig)
     return out

@@ -17,9 +17,9 @@ from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
-import pyarrow.parquet as pq
 
 from videonet_curate import manifest as mf
+from videonet_curate.embeddings import EMBEDDINGS_FILENAME, read_embeddings
 from videonet_curate.fetch.materialize import materialize
 from videonet_curate.fetch.options import FetchConfigError, FetchOptions, parse_ytdlp_options
 from videonet_curate.fetch.plan import plan_fetch
@@ -244,10 +244,10 @@ def retry_candidates(
 
 def carry_embeddings(out_dir: Path, new: pa.Table, rows: pa.Table) -> pa.Table:
     """--retry-failed: the new embeddings plus the old ones of rows carried over from the manifest."""
-    path = out_dir / mf.EMBEDDINGS_FILENAME
+    path = out_dir / EMBEDDINGS_FILENAME
     if not path.exists():
         return new
-    old = pq.read_table(path)
+    old = read_embeddings(path)
     fresh = set(new.column("clip_id").to_pylist())
     wanted = set(rows.column("clip_id").to_pylist()) - fresh
     keep = [i for i, cid in enumerate(old.column("clip_id").to_pylist()) if cid in wanted]
