@@ -57,4 +57,4 @@ def one_torch_thread():
 
 
 # the loopback S3 server (moto) and a bucket per test: see s3_server.py
-from s3_server import s3_bucket, s3_endpoint  # noqa: E402, F401
+from s3_server import s3_bucket, s3_endpoint, s3_module_bucket  # noqa: E402, F401

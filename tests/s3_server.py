@@ -81,10 +81,8 @@ def s3_endpoint() -> Iterator[str]:
                 os.environ[key] = value
 
 
-@pytest.fixture
-def s3_bucket(s3_endpoint: str) -> Iterator[S3Bucket]:
-    """A new, empty bucket for this test (deleted with its keys afterwards)."""
-    bucket = S3Bucket(f"test-{secrets.token_hex(6)}", s3_endpoint)
+def _new_bucket(endpoint: str) -> Iterator[S3Bucket]:
+    bucket = S3Bucket(f"test-{secrets.token_hex(6)}", endpoint)
     client = bucket.client()
     client.create_bucket(Bucket=bucket.name)
     try:
@@ -96,3 +94,15 @@ def s3_bucket(s3_endpoint: str) -> Iterator[S3Bucket]:
         import fsspec
 
         fsspec.filesystem("s3").clear_instance_cache()  # no listing cache carried into the next test
+
+
+@pytest.fixture
+def s3_bucket(s3_endpoint: str) -> Iterator[S3Bucket]:
+    """A new, empty bucket for this test (deleted with its keys afterwards)."""
+    yield from _new_bucket(s3_endpoint)
+
+
+@pytest.fixture(scope="module")
+def s3_module_bucket(s3_endpoint: str) -> Iterator[S3Bucket]:
+    """A bucket shared by the tests of one module (for an expensive object several tests read)."""
+    yield from _new_bucket(s3_endpoint)

@@ -58,9 +58,10 @@ def local_cache(small_manifest, tmp_path_factory) -> Path:
     return out
 
 
-@pytest.fixture
-def s3_cache(s3_bucket, small_manifest) -> str:
+@pytest.fixture(scope="module")
+def s3_cache(s3_module_bucket, small_manifest) -> str:
     """`vito-train prepare --out s3://...` through the CLI, as a user runs it."""
+    s3_bucket = s3_module_bucket
     uri = s3_bucket.uri("cache")
     args = ["prepare", "--manifest", str(small_manifest), "--out", uri, "--fps", str(FPS)]
     args += ["--short-side", str(SHORT), "--clips-per-shard", "2", "--workers", "1", *s3_bucket.option_args]
@@ -69,7 +70,8 @@ def s3_cache(s3_bucket, small_manifest) -> str:
     return uri
 
 
-def test_prepare_to_s3_writes_the_same_cache_as_local_disk(s3_cache, s3_bucket, local_cache) -> None:
+def test_prepare_to_s3_writes_the_same_cache_as_local_disk(s3_cache, s3_module_bucket, local_cache) -> None:
+    s3_bucket = s3_module_bucket
     local_files = sorted(p.relative_to(local_cache).as_posix() for p in local_cache.rglob("*") if p.is_file())
     assert [k.removeprefix("cache/") for k in s3_bucket.keys("cache/")] == local_files  # no stray keys
     remote = FrameCache(s3_cache, s3_bucket.options())
@@ -110,14 +112,15 @@ def test_sample_keys_survive_dots_in_clip_ids() -> None:
     assert sample_key("a.b%c") == "a%2Eb%25c" and "." not in sample_key("x.y.z")
 
 
-def test_run_from_an_s3_cache_resumes_exactly(s3_cache, s3_bucket, tmp_path) -> None:
+def test_run_from_an_s3_cache_resumes_exactly(s3_cache, s3_module_bucket, tmp_path) -> None:
+    s3_bucket = s3_module_bucket
     options = s3_bucket.options()
     whole = resolve_config("cpu-smoke", TINY + ["num_workers=0"])
     train(whole, None, tmp_path / "whole", cache=s3_cache, storage=options)
     runner = CliRunner()
     split = tmp_path / "split"
     base = ["run", "--cache", s3_cache, "--out", str(split), "--preset", "cpu-smoke", "--no-progress"]
-    base += [a for o in TINY + ["num_workers=2"] for a in ("--set", o)] + s3_bucket.option_args
+    base += [a for o in TINY + ["num_workers=1"] for a in ("--set", o)] + s3_bucket.option_args
     first = runner.invoke(app, [*base, "--set", "stop_after=2"])  # loader workers read byte ranges
     assert first.exit_code == 0, first.output
     assert load_checkpoint(split / "last.pt")["step"] == 2
