@@ -141,7 +141,7 @@ def test_bad_image_input_is_a_clear_error_or_a_counted_skip(tmp_path: Path) -> N
     # the same folder through a frame cache: the broken image is a counted skip of prepare
     cache = tmp_path / "cache"
     result = invoke("prepare", "--images", f"imagefolder:{folder}", "--out", str(cache), "--workers", "1")
-    assert result.exit_code == 0, result.output
+    assert result.exit_code == 1, result.output  # the contract's "done, some work skipped"
     summary = json.loads((cache / "summary.json").read_text())
     assert summary["clips"] == 8 and len(summary["clip_failures"]) == 1
     assert "broken.jpg" in summary["clip_failures"][0]["reason"]

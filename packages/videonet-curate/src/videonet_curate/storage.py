@@ -11,12 +11,15 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import secrets
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Any
+
+import numpy as np
 
 
 def _temporary_name(path: Path) -> Path:
@@ -86,11 +89,27 @@ def atomic_write_text(path: str | os.PathLike[str], text: str) -> None:
     atomic_write_bytes(path, text.encode("utf-8"))
 
 
+def json_safe(value: Any) -> Any:
+    """NaN and infinities as null (strict JSON has neither; ``json.dumps`` would write a bare NaN that
+    strict parsers reject), numpy scalars as Python numbers, recursively through dicts, lists, tuples."""
+    if isinstance(value, float | np.floating):
+        return float(value) if math.isfinite(value) else None
+    if isinstance(value, np.integer):
+        return int(value)
+    if isinstance(value, dict):
+        return {k: json_safe(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [json_safe(v) for v in value]
+    return value
+
+
 def atomic_write_json(
     path: str | os.PathLike[str], obj: Any, *, indent: int | None = 2, **kwargs: Any
 ) -> None:
-    """Write ``obj`` as JSON (a trailing newline) to ``path`` atomically; ``kwargs`` go to ``json.dumps``."""
-    atomic_write_text(path, json.dumps(obj, indent=indent, **kwargs) + "\n")
+    """Write ``obj`` as strict JSON (NaN as null, a trailing newline) to ``path`` atomically; ``kwargs``
+    go to ``json.dumps``."""
+    kwargs.setdefault("allow_nan", False)
+    atomic_write_text(path, json.dumps(json_safe(obj), indent=indent, **kwargs) + "\n")
 
 
 def file_sha256(path: str | os.PathLike[str], *, chunk_bytes: int = 1 << 22) -> str:

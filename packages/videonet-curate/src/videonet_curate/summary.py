@@ -18,6 +18,7 @@ import pyarrow.compute as pc
 
 from videonet_curate import rebalance
 from videonet_curate.manifest import STATUS_KEPT, STATUSES
+from videonet_curate.storage import json_safe  # noqa: F401 - its home is the JSON writer; re-exported
 
 TOP_CLASSES = 10
 
@@ -77,16 +78,3 @@ def quantiles(values: np.ndarray) -> dict[str, float]:
         return {}
     qs = np.quantile(np.asarray(values, dtype=np.float64), [0.0, 0.1, 0.5, 0.9, 1.0])
     return dict(zip(("min", "p10", "median", "p90", "max"), map(float, qs), strict=True))
-
-
-def json_safe(value: Any) -> Any:
-    """NaN and infinities (e.g. distances of an empty histogram) as null: strict JSON has neither."""
-    if isinstance(value, (float, np.floating)):
-        return float(value) if np.isfinite(value) else None
-    if isinstance(value, np.integer):
-        return int(value)
-    if isinstance(value, dict):
-        return {k: json_safe(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [json_safe(v) for v in value]
-    return value

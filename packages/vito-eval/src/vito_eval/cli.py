@@ -1,8 +1,10 @@
 """The ``vito-eval`` command line.
 
 Each command is a thin typer wrapper: it builds its module's config dataclass and calls the module's
-``run_*`` function through `run_command`, which prints input errors (`EvalInputError`) without a
-traceback and exits with status 2. Adding a command is a function here that does the same.
+``run_*`` function through `run_command`, which applies the exit-code contract (README, "Exit
+codes"): input errors (`EvalInputError`, an unwritable ``--out``) are one line and exit 2, anything
+else is one line and exit 3 (the trace with ``--verbose``). Adding a command is a function here that
+does the same.
 """
 
 from __future__ import annotations
@@ -15,10 +17,11 @@ from typing import Any, TypeVar
 
 import typer
 from rich.console import Console
-from rich.markup import escape
 
 from vito_eval import __version__
 from vito_eval.errors import EvalInputError
+from vito_train.exits import EXIT_PARTIAL, run_with_exit_codes, verbose_requested
+from vito_train.outputs import OutputError, check_output_dir, check_output_file
 
 app = typer.Typer(
     help="Evaluate frozen image encoders (linear probe, kNN, transfer tasks).",
@@ -29,13 +32,23 @@ console = Console(stderr=True)
 T = TypeVar("T")
 
 
-def run_command(body: Callable[[], T]) -> T:
-    """Run a command body; a typed input error becomes a one-line message and exit status 2."""
-    try:
+def run_command(
+    ctx: typer.Context, body: Callable[[], T], out: Path | None = None, out_is_dir: bool = True
+) -> T:
+    """Run a command body under the exit-code contract, after checking that ``out`` is writable."""
+
+    def checked() -> T:
+        if out is not None:
+            (check_output_dir if out_is_dir else check_output_file)(out, "--out")
         return body()
-    except EvalInputError as exc:
-        console.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
-        raise typer.Exit(2) from None
+
+    return run_with_exit_codes(
+        checked,
+        input_errors=(EvalInputError, OutputError),
+        console=console,
+        program="vito-eval",
+        verbose=verbose_requested(ctx),
+    )
 
 
 def _version(value: bool) -> None:
@@ -59,6 +72,7 @@ def main(
 
 @app.command()
 def probe(
+    ctx: typer.Context,
     encoder: list[str] = typer.Option(
         ...,
         "--encoder",
@@ -121,7 +135,7 @@ def probe(
         precision=precision,
     )
     start = time.perf_counter()
-    payload: dict[str, Any] = run_command(lambda: run_probe_eval(config))
+    payload: dict[str, Any] = run_command(ctx, lambda: run_probe_eval(config), out, out_is_dir=False)
     ds = payload["dataset"]
     title = f"{ds['spec']}: {ds['train_size']} train / {ds['test_size']} test, {ds['image_size']}px"
     table_console = Console()
@@ -140,6 +154,7 @@ def _track(iterable, description: str):
 
 @app.command()
 def davis(
+    ctx: typer.Context,
     encoder: str = typer.Option(
         ...,
         "--encoder",
@@ -192,17 +207,20 @@ def davis(
         device=device,
         precision=precision,
     )
-    result = run_command(lambda: run_davis_eval(config, track=_track))
+    result = run_command(ctx, lambda: run_davis_eval(config, track=_track), out)
     m = result["metrics"]
     console.print(
         f"J&F {m['jf_mean']:.4f}  J {m['j_mean']:.4f}  F {m['f_mean']:.4f}  ({m['n_objects']} objects, "
         f"{len(result['failed'])} failed sequences); wrote {out}/summary.json",
         highlight=False,
     )
+    if result["failed"]:  # done, but not on every sequence: the contract's "skipped work"
+        raise typer.Exit(EXIT_PARTIAL)
 
 
 @app.command()
 def ucf101(
+    ctx: typer.Context,
     encoder: str = typer.Option(..., "--encoder", "-e", help="An encoder spec, as for `probe`."),
     root: Path = typer.Option(
         ..., "--root", help="The UCF-101 video folder (<Class>/v_<Class>_gXX_cYY.avi)."
@@ -245,17 +263,22 @@ def ucf101(
         limit_per_class=limit_per_class,
         cache_dir=None if no_cache else (cache_dir or DEFAULT_CACHE_DIR),
     )
-    result = run_command(lambda: run_ucf101(config, track=_track))
+    result = run_command(
+        ctx, lambda: run_ucf101(config, track=_track), out, out_is_dir=out is None or out.suffix != ".json"
+    )
     top5 = "-" if result["top5"] is None else f"{result['top5']:.4f}"
     console.print(
         f"UCF-101 split {split}: top-1 {result['top1']:.4f}  top-5 {top5}  ({result['train_clips']} train / "
         f"{result['test_clips']} test clips, {len(result['failed'])} failed)",
         highlight=False,
     )
+    if result["failed"]:
+        raise typer.Exit(EXIT_PARTIAL)
 
 
 @app.command()
 def segment(
+    ctx: typer.Context,
     encoder: str = typer.Option(..., "--encoder", "-e", help="An encoder spec, as for `probe`."),
     dataset: str = typer.Option(
         ..., "--dataset", "-d", help="voc:ROOT (VOC2012) | ade20k:ROOT (ADEChallengeData2016)."
@@ -300,7 +323,7 @@ def segment(
         device=device,
         precision=precision,
     )
-    result = run_command(lambda: run_segmentation(config, track=_track))
+    result = run_command(ctx, lambda: run_segmentation(config, track=_track), out)
     console.print(
         f"{result['task']}: mIoU {result['miou']:.4f}  pixel accuracy {result['pixel_accuracy']:.4f} "
         f"({result['train_images']} train / {result['val_images']} val images, {head} head)",
@@ -310,6 +333,7 @@ def segment(
 
 @app.command()
 def detect(
+    ctx: typer.Context,
     encoder: str = typer.Option(
         ..., "--encoder", "-e", help="An encoder spec with a ResNet trunk, as for `probe`."
     ),
@@ -359,7 +383,7 @@ def detect(
         seed=seed,
     )
     start = time.perf_counter()
-    result = run_command(lambda: run_detect(config, track=_track))
+    result = run_command(ctx, lambda: run_detect(config, track=_track), out)
     if not result:
         return
     if "stopped_at" in result:
@@ -410,6 +434,7 @@ def make_shapes(
 
 @app.command("finetune-seg")
 def finetune_seg(
+    ctx: typer.Context,
     encoder: str = typer.Option(
         ..., "--encoder", "-e", help="An encoder spec with a ResNet trunk, as for `probe`."
     ),
@@ -447,7 +472,7 @@ def finetune_seg(
         workers=workers,
         seed=seed,
     )
-    result = run_command(lambda: run_finetune_seg(config, track=_track))
+    result = run_command(ctx, lambda: run_finetune_seg(config, track=_track), out)
     console.print(
         f"{result['task']}: mIoU {result['miou']:.2f}  pixel accuracy {result['pixel_accuracy']:.2f} "
         f"({result['train_images']} train / {result['val_images']} val images, {result['schedule']['name']}, "

@@ -216,15 +216,19 @@ def read_state_dict(path: Path) -> dict[str, Tensor]:
     """Tensors of a .safetensors or torch checkpoint; unwraps {"state_dict"|"model": ...} and "module."."""
     if not path.is_file():
         raise EncoderError(f"weights file {path} does not exist")
+    from vito_train.checkpoint import CheckpointError, read_torch_file
+
     try:
         if path.suffix == ".safetensors":
             from safetensors.torch import load_file
 
             state = load_file(str(path))
         else:
-            state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # torch/safetensors raise many types for a corrupt or foreign file
-        raise EncoderError(f"cannot read weights file {path}: {exc}") from exc
+            state = read_torch_file(path)  # weights only: a pickle that would run code is refused
+    except CheckpointError as exc:
+        raise EncoderError(str(exc)) from None
+    except Exception as exc:  # safetensors raises many types for a corrupt or foreign file
+        raise EncoderError(f"cannot read weights file {path}: {' '.join(str(exc).split())}") from None
     for wrapper in ("state_dict", "model"):
         if isinstance(state, dict) and isinstance(state.get(wrapper), dict):
             state = state[wrapper]
@@ -368,7 +372,7 @@ def load_vito(name: str, path: Path, features: FeatureKind = "gap") -> Encoder:
         backbone, info = export.load_backbone(path)
         attention_pool = export.load_pooled_encoder(path) if features == "attn" else None
     except (CheckpointError, ValueError) as exc:  # unreadable, of another architecture, no pooling heads
-        raise EncoderError(f"{name}: {exc}") from exc
+        raise EncoderError(f"{name}: {_plain_state_dict_hint(path) or exc}") from exc
     hashed = (backbone,) if attention_pool is None else (backbone, attention_pool)
     return Encoder(
         name,
@@ -383,6 +387,27 @@ def load_vito(name: str, path: Path, features: FeatureKind = "gap") -> Encoder:
         attention_pool=attention_pool,
         info=dict(info),
     )
+
+
+def _plain_state_dict_hint(path: Path) -> str | None:
+    """For a file that is a plain torchvision ResNet state dict rather than a VITO run: the exact
+    --encoder to pass instead (None when it is not one)."""
+    if not path.is_file() or path.suffix == ".safetensors":
+        return None
+    try:
+        state = read_state_dict(path)
+    except EncoderError:
+        return None
+    for arch in ("resnet18", "resnet34", "resnet50", "resnet101", "resnet152"):
+        with torch.device("meta"):
+            own = torchvision.models.get_model(arch, weights=None).state_dict()
+        body = {k: v.shape for k, v in own.items() if not k.startswith("fc.")}
+        if all(k in state and state[k].shape == shape for k, shape in body.items()):
+            return (
+                f"{path} is a plain torchvision {arch} state dict, not a VITO run or export: "
+                f"pass --encoder torchvision:{arch}:{path}"
+            )
+    return f"{path} is a plain state dict, not a VITO run or export: pass --encoder torchvision:ARCH:{path}"
 
 
 def load_encoder(

@@ -11,6 +11,8 @@ from rich.console import Console
 from rich.table import Table
 
 from vito_train import __version__
+from vito_train.exits import EXIT_PARTIAL, run_with_exit_codes, verbose_requested
+from vito_train.outputs import OutputError, check_output_dir, check_output_file
 
 app = typer.Typer(
     help="VITO pretraining of image encoders on curated video.", no_args_is_help=True, add_completion=False
@@ -59,6 +61,7 @@ def reject_video_only_overrides(overrides: list[str]) -> None:
 
 @app.command()
 def run(
+    ctx: typer.Context,
     manifest: Path | None = typer.Option(
         None, "--manifest", "-m", help="manifest.parquet (or its directory): decode frames from the videos."
     ),
@@ -97,12 +100,14 @@ def run(
     from vito_train.distributed import DistributedConfigError
     from vito_train.loop import NonFiniteLossError, train
 
-    try:
+    def body() -> dict:
         if images is not None:
             reject_video_only_overrides(overrides)
         config = resolve_config(preset, overrides)
-        summary = train(config, manifest, out, progress=progress, cache=cache, images=images, monitor=monitor)
-    except (
+        check_output_dir(out, "--out")
+        return train(config, manifest, out, progress=progress, cache=cache, images=images, monitor=monitor)
+
+    input_errors = (
         ConfigError,
         TrainingDataError,
         CheckpointError,
@@ -110,21 +115,38 @@ def run(
         CacheError,
         DistributedConfigError,
         ImageSetError,
-    ) as exc:
-        console.print(f"[red]error:[/red] {exc}")
-        raise typer.Exit(2) from exc
-    if os.environ.get("RANK", "0") != "0":  # under torchrun, rank 0 reports
-        return
-    table = Table(title=f"vito-train run {out}")
-    table.add_column("what")
-    table.add_column("value", justify="right")
-    for key, value in summary.items():
-        table.add_row(key, f"{value:.4g}" if isinstance(value, float) else str(value))
-    console.print(table)
+        OutputError,
+    )
+    summary = run_with_exit_codes(
+        body, input_errors=input_errors, console=console, program="vito-train", verbose=verbose_requested(ctx)
+    )
+    if os.environ.get("RANK", "0") == "0":  # under torchrun, rank 0 reports
+        table = Table(title=f"vito-train run {out}")
+        table.add_column("what")
+        table.add_column("value", justify="right")
+        for key, value in summary.items():
+            table.add_row(key, f"{value:.4g}" if isinstance(value, float) else str(value))
+        console.print(table)
+    if summary.get("stopped_by_signal"):
+        console.print(
+            f"stopped by signal {summary['stopped_by_signal']} at step {summary['end_step']}; "
+            f"{out}/last.pt is written: rerun the same command to resume",
+            soft_wrap=True,
+        )
+        raise typer.Exit(128 + int(summary["stopped_by_signal"]))
+    if summary.get("skipped_steps") or summary.get("dropped_samples"):
+        console.print(
+            f"finished, but {summary.get('skipped_steps', 0)} steps were skipped and "
+            f"{summary.get('dropped_samples', 0)} samples dropped (clips that did not decode or loader "
+            f"workers that died; see {out}/metrics.jsonl)",
+            soft_wrap=True,
+        )
+        raise typer.Exit(EXIT_PARTIAL)
 
 
 @app.command()
 def prepare(
+    ctx: typer.Context,
     manifest: Path | None = typer.Option(
         None, "--manifest", "-m", help="manifest.parquet (or its directory): cache the kept clips' frames."
     ),
@@ -147,13 +169,24 @@ def prepare(
     """Decode each kept clip (or image) once into a frame cache (JPEG tar shards, index) for `run --cache`."""
     from vito_train.data.prepare import prepare_command
 
-    code = prepare_command(manifest, out, fps, short_side, quality, clips_per_shard, workers, images)
+    def body() -> int:
+        check_output_dir(out, "--out")
+        return prepare_command(manifest, out, fps, short_side, quality, clips_per_shard, workers, images)
+
+    code = run_with_exit_codes(
+        body,
+        input_errors=(OutputError,),
+        console=console,
+        program="vito-train",
+        verbose=verbose_requested(ctx),
+    )
     if code:
         raise typer.Exit(code)
 
 
 @app.command("export")
 def export_cmd(
+    ctx: typer.Context,
     run_dir: Path = typer.Argument(..., help="Run directory (uses last.pt) or a checkpoint .pt."),
     out: Path = typer.Option(
         ..., "--out", "-o", help="Output file: .safetensors, or .pkl for --format detectron2."
@@ -167,13 +200,22 @@ def export_cmd(
 ) -> None:
     """Export the online encoder's weights (safetensors, or a Detectron2 pickle)."""
     from vito_train.checkpoint import CheckpointError
-    from vito_train.export import export
+    from vito_train.export import FORMATS, export
 
-    try:
-        meta = export(run_dir, out, fmt)
-    except (CheckpointError, ValueError) as exc:
-        console.print(f"[red]error:[/red] {exc}")
-        raise typer.Exit(2) from exc
+    if fmt not in FORMATS:
+        raise typer.BadParameter(f"{fmt!r} is not one of {', '.join(FORMATS)}", param_hint="--format")
+
+    def body() -> dict:
+        check_output_file(out, "--out")
+        return export(run_dir, out, fmt)
+
+    meta = run_with_exit_codes(
+        body,
+        input_errors=(CheckpointError, OutputError),
+        console=console,
+        program="vito-train",
+        verbose=verbose_requested(ctx),
+    )
     console.print(f"wrote {out}: {meta['arch']} step {meta['step']} ({fmt})")
 
 

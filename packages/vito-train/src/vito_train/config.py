@@ -44,6 +44,7 @@ class TrainConfig:
     max_gap_s: float = 1.0  # temporal offset between the two views; 0 = both from one frame
     num_workers: int = 8
     decode_retries: int = 3  # other clips tried when one fails to decode
+    max_undecodable_steps: int = 20  # consecutive steps without a decodable clip before exit 2
     photometric_augment: str = "auto"  # where colour/blur/solarize run: device (batched) | workers | auto
     # objective
     temperature: float = 0.1  # InfoNCE temperature (MoCLR/DetCon use 0.1)
@@ -79,7 +80,9 @@ class TrainConfig:
     notes: dict[str, str] = field(default_factory=dict)
 
     def validate(self) -> TrainConfig:
-        problems = []
+        problems = _type_problems(self)
+        if problems:  # the range checks below assume the right types
+            raise ConfigError("invalid training config: " + "; ".join(problems))
         if self.arch not in ARCHS:
             problems.append(f"arch={self.arch!r} is not one of {ARCHS}")
         if self.pooling not in POOLINGS:
@@ -98,6 +101,29 @@ class TrainConfig:
             problems.append("temperature must be > 0")
         if self.max_steps < 1 or self.warmup_steps < 0:
             problems.append("max_steps must be >= 1 and warmup_steps >= 0")
+        # written as `not x > 0` so that nan fails too
+        if not self.base_lr > 0 or self.base_lr == float("inf"):
+            problems.append(f"base_lr={self.base_lr} must be a positive finite number")
+        for key in ("weight_decay", "grad_clip", "lars_trust_coeff"):
+            if not 0 <= getattr(self, key) < float("inf"):
+                problems.append(f"{key}={getattr(self, key)} must be >= 0 and finite")
+        if not 0 <= self.momentum < 1:
+            problems.append(f"momentum={self.momentum} must lie in [0, 1)")
+        if not 0 <= self.final_lr_ratio <= 1:
+            problems.append(f"final_lr_ratio={self.final_lr_ratio} must lie in [0, 1]")
+        for key in (
+            "log_every",
+            "ckpt_last_every",
+            "image_size",
+            "decode_short_side",
+            "projector_dim",
+            "max_undecodable_steps",
+        ):
+            if getattr(self, key) < 1:
+                problems.append(f"{key}={getattr(self, key)} must be >= 1")
+        for key in ("ckpt_every", "num_workers", "decode_retries", "stop_after", "torch_threads"):
+            if getattr(self, key) < 0:
+                problems.append(f"{key}={getattr(self, key)} must be >= 0")
         if self.monitor_every < 1 or self.monitor_bank < 1 or self.monitor_queries < 1:
             problems.append("monitor_every, monitor_bank and monitor_queries must be >= 1")
         if self.photometric_augment not in ("auto", "device", "workers"):
@@ -116,16 +142,55 @@ class TrainConfig:
         return dataclasses.asdict(self)
 
 
+def _type_problems(config: TrainConfig) -> list[str]:
+    """Keys whose value has the wrong type (a YAML file can hold anything)."""
+    problems = []
+    for f in dataclasses.fields(config):
+        value, default = getattr(config, f.name), getattr(TrainConfig(), f.name)
+        if isinstance(default, bool):
+            ok = isinstance(value, bool)
+        elif isinstance(default, int):
+            ok = isinstance(value, int) and not isinstance(value, bool)
+        elif isinstance(default, float):
+            ok = isinstance(value, int | float) and not isinstance(value, bool)
+        else:
+            ok = isinstance(value, type(default))
+        if not ok:
+            problems.append(f"{f.name}={value!r} should be of type {type(default).__name__}")
+    return problems
+
+
 def preset_names() -> list[str]:
     files = resources.files("vito_train") / "presets"
     return sorted(p.name.removesuffix(".yaml") for p in files.iterdir() if p.name.endswith(".yaml"))
 
 
 def _load_yaml(text: str, origin: str) -> dict[str, Any]:
-    data = yaml.safe_load(text) or {}
+    try:
+        data = yaml.safe_load(text) or {}
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(exc, "problem", None) or type(exc).__name__
+        raise ConfigError(f"{origin} is not valid YAML{where}: {problem}; fix the file") from None
     if not isinstance(data, dict):
         raise ConfigError(f"{origin} must hold a mapping of config keys, got {type(data).__name__}")
     return data
+
+
+def _number_from_text(value: str) -> Any:
+    """``"1e-3"`` -> 0.001, ``"1e3"`` -> 1000: YAML 1.1 reads exponents without a dot as strings."""
+    try:
+        number = float(value)
+    except ValueError:
+        return value
+    return int(number) if number.is_integer() and abs(number) < 2**53 else number
+
+
+def _numbers_from_text(values: dict[str, Any]) -> dict[str, Any]:
+    defaults = TrainConfig().to_dict()
+    numeric = {k for k, v in defaults.items() if isinstance(v, int | float) and not isinstance(v, bool)}
+    return {k: _number_from_text(v) if k in numeric and isinstance(v, str) else v for k, v in values.items()}
 
 
 def _read_preset(name_or_file: str | Path) -> dict[str, Any]:
@@ -133,7 +198,14 @@ def _read_preset(name_or_file: str | Path) -> dict[str, Any]:
     if path.suffix in (".yaml", ".yml") or path.exists():
         if not path.is_file():
             raise ConfigError(f"preset file {path} does not exist")
-        return _load_yaml(path.read_text(), str(path))
+        try:
+            return _load_yaml(path.read_bytes().decode("utf-8"), f"preset file {path}")
+        except UnicodeDecodeError as exc:
+            raise ConfigError(
+                f"preset file {path} is not UTF-8 text ({exc.reason}); save it as UTF-8"
+            ) from None
+        except OSError as exc:
+            raise ConfigError(f"cannot read preset file {path}: {exc.strerror}") from None
     resource = resources.files("vito_train") / "presets" / f"{name_or_file}.yaml"
     if not resource.is_file():
         raise ConfigError(
@@ -167,7 +239,12 @@ def preset_cell(name_or_file: str | Path) -> str:
 
 
 def _coerce(key: str, raw: str, current: Any) -> Any:
-    value = yaml.safe_load(raw)
+    try:
+        value = yaml.safe_load(raw)
+    except yaml.YAMLError:
+        value = raw
+    if isinstance(value, str) and isinstance(current, int | float) and not isinstance(current, bool):
+        value = _number_from_text(value)  # 1e-3: YAML 1.1 wants a dot, users do not
     if isinstance(current, bool):
         if not isinstance(value, bool):
             raise ConfigError(f"--set {key}={raw}: expected true or false")
@@ -198,7 +275,7 @@ def apply_overrides(values: dict[str, Any], overrides: list[str]) -> dict[str, A
         key = key.strip()
         if key not in defaults:
             raise ConfigError(f"--set {key}: not a config key; known keys: {sorted(defaults)}")
-        merged[key] = _coerce(key, raw.strip(), merged.get(key, defaults[key]))
+        merged[key] = _coerce(key, raw.strip(), defaults[key])
     return merged
 
 
@@ -207,13 +284,25 @@ def from_dict(values: dict[str, Any]) -> TrainConfig:
     unknown = sorted(set(values) - known)
     if unknown:
         raise ConfigError(f"unknown config keys {unknown}; known keys: {sorted(known)}")
-    return TrainConfig(**values).validate()
+    return TrainConfig(**_numbers_from_text(values)).validate()
 
 
 def resolve_config(preset: str | Path | None = None, overrides: list[str] | None = None) -> TrainConfig:
     """Defaults <- preset (name or file) <- ``key=value`` overrides, validated."""
     values = load_preset(preset) if preset else {}
-    return from_dict(apply_overrides(values, overrides or []))
+    merged = apply_overrides(values, overrides or [])
+    try:
+        return from_dict(merged)
+    except ConfigError as exc:  # name where the values came from
+        origin = " with ".join(
+            part
+            for part in (
+                f"preset {preset}" if preset else "",
+                " ".join(f"--set {o}" for o in overrides or []),
+            )
+            if part
+        )
+        raise ConfigError(f"{origin}: {exc}" if origin else str(exc)) from None
 
 
 def save_config(config: TrainConfig, path: Path) -> None:

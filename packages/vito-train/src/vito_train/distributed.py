@@ -238,24 +238,40 @@ def barrier() -> None:
         dist.barrier()
 
 
+def ignore_stop_signals(_worker_id: int = 0) -> None:
+    """DataLoader ``worker_init_fn``: loader workers ignore SIGTERM and SIGINT.
+
+    ``timeout``, Slurm, systemd and Ctrl-C signal the whole process group; workers that died of it
+    would take the batch in flight with them before the main process could checkpoint. The main
+    process handles the signal (`StopRequest`) and shuts its workers down as usual.
+    """
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
 class StopRequest:
     """SIGTERM (what schedulers send before killing a job) and SIGINT set a flag; the loop asks
     ``should_stop`` after each step, saves a checkpoint and leaves. Under several ranks the flag is
     all-reduced (every ``check_every`` steps, to keep the hot loop free of syncs) so that every rank
-    stops after the same step and the collectives stay matched."""
+    stops after the same step and the collectives stay matched. A second SIGINT raises
+    KeyboardInterrupt at once, for a user who will not wait for the step."""
 
     def __init__(
         self, env: DistEnv | None = None, check_every: int = 10, signals: tuple[int, ...] = (signal.SIGTERM,)
     ) -> None:
         self.env, self.requested, self.check_every = env, False, max(1, check_every)
+        self.signum = 0  # the first signal received
         self._previous = {}
         for sig in signals:
             self._previous[sig] = signal.getsignal(sig)
             signal.signal(sig, self._handle)
 
     def _handle(self, signum: int, _frame: object) -> None:
+        if self.requested and signum == signal.SIGINT:
+            raise KeyboardInterrupt
         log.warning("received signal %d: will checkpoint and stop after this step", signum)
         self.requested = True
+        self.signum = self.signum or signum
 
     def should_stop(self, step: int) -> bool:
         if not _distributed():

@@ -14,6 +14,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import logging
+import signal
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -43,6 +44,7 @@ from vito_train.data.pair_loader import (
     open_frame_source,
     use_batched_augment,
 )
+from vito_train.data.undecodable import UndecodableWindow
 from vito_train.distributed import (
     DistEnv,
     StopRequest,
@@ -389,11 +391,12 @@ def _train(
     images: str | None = None,
     monitor: str | None = None,
 ) -> dict[str, Any]:
+    # data first: a bad manifest or cache should fail before minutes of model setup (and before
+    # the run directory exists: exit 2 writes nothing)
+    check_data_source(manifest=manifest, cache=cache, images=images)
     if env.is_main:
         run_dir.mkdir(parents=True, exist_ok=True)
     configure_torch(config)
-    # data first: a bad manifest or cache should fail before minutes of model setup
-    check_data_source(manifest=manifest, cache=cache, images=images)
     knn_monitor = None
     if monitor is not None and env.is_main:
         knn_monitor = KnnMonitor.load(
@@ -418,34 +421,44 @@ def _train(
         config, manifest, start_step, end_step, device, cache=cache, images=images, env=env
     )
     report = TrainProgress(config, run_dir, env, start_step, end_step, bar=progress, knn_monitor=knn_monitor)
-    stop, stopped, started = StopRequest(env), False, time.perf_counter()
+    stop, started = StopRequest(env, signals=(signal.SIGTERM, signal.SIGINT)), time.perf_counter()
+    stopped = 0  # the signal that stopped the run
+    undecodable = UndecodableWindow(config.max_undecodable_steps)
+    skipped_steps = dropped_samples = 0  # steps without an update (incl. dead workers'), samples lost
     state.online.train()
     state.target.train()
     try:
         if start_step == 0:
             report.measure_knn(state, device)  # the random initialisation's figure, the curve's first point
         for batch in batches:
+            dropped_samples += batch["dropped"]
             counts = skip_if_empty(state, batch, env)
-            if counts is None:
-                continue
-            loss = train_step(state, batch["view_1"], batch["view_2"], batch.get("photometric"), counts)
-            report.after_step(state, batch, loss, counts, batches)
-            if stop.should_stop(state.step):  # SIGTERM from a scheduler: checkpoint, then leave
+            if counts is None:  # skipped: still checkpointed below; a window of them stops the run
+                skipped_steps += 1
+                if undecodable.record(batch["failed"], skipped=True):
+                    if env.is_main:  # the position is saved, so a fixed manifest resumes from here
+                        save(state, run_dir, numbered=False)
+                    raise undecodable.error(state.step, manifest or cache or images)
+            else:
+                undecodable.record(batch["failed"], skipped=False)
+                loss = train_step(state, batch["view_1"], batch["view_2"], batch.get("photometric"), counts)
+                report.after_step(state, batch, loss, counts, batches)
+            if stop.should_stop(state.step):  # SIGTERM from a scheduler, Ctrl-C: checkpoint, then leave
                 log.warning("stop requested: saving step %d to %s", state.step, run_dir / LAST)
-                stopped = True
+                stopped = stop.signum or signal.SIGTERM
                 if env.is_main:
                     save(state, run_dir, numbered=False)
                 break
             save_if_due(state, run_dir, env, end_step)
-    except KeyboardInterrupt:
-        log.warning("interrupted: saving step %d to %s", state.step, run_dir / LAST)
-        if env.is_main:
-            save(state, run_dir, numbered=False)
+    except KeyboardInterrupt:  # a second Ctrl-C: the step in flight may be half applied, so no save
+        log.warning("interrupted twice: leaving without saving; %s holds the last checkpoint", run_dir / LAST)
         raise
     finally:
         stop.restore()
         report.close()
     elapsed = time.perf_counter() - started
+    if skipped_steps and skipped_steps == state.step - start_step and not stopped:
+        raise undecodable.error(state.step, manifest or cache or images)  # not one step trained
     return {
         "start_step": start_step,
         "end_step": state.step,
@@ -454,7 +467,8 @@ def _train(
         "seconds": elapsed,
         "failed_clips": state.failed_clips,
         "loader_worker_deaths": batches.worker_deaths,
-        "skipped_steps": batches.skipped_steps,
+        "skipped_steps": skipped_steps,
+        "dropped_samples": dropped_samples,
         "bad_cache_shards": batches.bad_cache_shards,
         "stopped_by_signal": stopped,
         "pairs_per_s": (state.step - start_step) * config.batch_size / max(elapsed, 1e-9),

@@ -7,7 +7,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from videonet_curate.storage import atomic_path, atomic_write_text
+from videonet_curate.storage import atomic_path, atomic_write_text, json_safe
 
 log = logging.getLogger(__name__)
 
@@ -34,7 +34,7 @@ class MetricsLog:
     def __init__(self, run_dir: Path, start_step: int, *, tensorboard: bool = True) -> None:
         self.path = Path(run_dir) / METRICS_FILE
         kept = [r for r in read_metrics(run_dir) if r.get("step", 0) <= start_step]
-        atomic_write_text(self.path, "".join(json.dumps(r) + "\n" for r in kept))
+        atomic_write_text(self.path, "".join(json.dumps(json_safe(r), allow_nan=False) + "\n" for r in kept))
         self.handle = self.path.open("a")
         self.writer = None
         if tensorboard:
@@ -43,7 +43,7 @@ class MetricsLog:
             self.writer = SummaryWriter(str(Path(run_dir) / "tb"), purge_step=start_step + 1)
 
     def log(self, row: dict[str, Any]) -> None:
-        self.handle.write(json.dumps(row) + "\n")
+        self.handle.write(json.dumps(json_safe(row), allow_nan=False) + "\n")  # NaN -> null
         self.handle.flush()
         if self.writer is not None:
             for key, value in row.items():

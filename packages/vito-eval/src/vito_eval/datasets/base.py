@@ -161,6 +161,11 @@ def check_classes(spec: str, train: ImageSplit, test: ImageSplit, class_names: S
     for split_name, split in (("train", train), ("test", test)):
         if len(split) == 0:
             raise DatasetError(f"{spec}: the {split_name} split is empty")
+    if len(class_names) < 2:
+        raise DatasetError(
+            f"{spec}: only one class ({list(class_names)}); a probe needs at least two, "
+            "or every prediction is trivially right"
+        )
     counts = np.bincount(train.labels, minlength=len(class_names))
     empty = [class_names[i] for i in np.flatnonzero(counts == 0)]
     if empty:

@@ -61,8 +61,11 @@ def load_image_folder(spec: str, root: Path) -> ImageDataset:
 def load_csv(spec: str, path: Path) -> ImageDataset:
     if not path.is_file():
         raise DatasetError(f"{spec}: {path} is not a file")
-    with open(path, newline="") as f:
-        rows = list(csv.DictReader(f))
+    try:  # utf-8-sig: spreadsheet programs start the file with a byte-order mark
+        with open(path, newline="", encoding="utf-8-sig") as f:
+            rows = list(csv.DictReader(f))
+    except UnicodeDecodeError as exc:
+        raise DatasetError(f"{spec}: {path} is not UTF-8 text ({exc.reason}); save it as UTF-8 CSV") from None
     if not rows or not {"path", "label"} <= set(rows[0]):
         raise DatasetError(f"{spec}: {path} needs a header with columns path,label (and optionally split)")
     class_names = sorted({r["label"] for r in rows})

@@ -23,7 +23,7 @@ from vito_train.data.cache import FrameCache
 from vito_train.data.cache_source import CacheFrameSource
 from vito_train.data.frame_pairs import FramePairDataset, FrameSource, collate_pair_batch
 from vito_train.data.image_sets import load_image_set
-from vito_train.distributed import RankBatchSampler
+from vito_train.distributed import RankBatchSampler, ignore_stop_signals
 
 log = logging.getLogger(__name__)
 
@@ -200,6 +200,7 @@ def build_rank_batches(
             pin_memory=pin_memory,
             prefetch_factor=(1 if isolated else prefetch) if workers > 0 else None,
             persistent_workers=False,
+            worker_init_fn=ignore_stop_signals if workers > 0 else None,
         )
 
     per_rank = RankBatchSampler(config.batch_size, 0, 0, rank, world_size).per_rank

@@ -342,4 +342,4 @@ def prepare_command(
         console.print(f"  {'image' if images else 'clip'} {failure['clip_id']}: {failure['reason']}")
     for shard, reason in list(summary.shards_failed.items())[:10]:
         console.print(f"  shard {shard}: {reason} (rerun prepare to retry)")
-    return 0 if summary.complete else 1
+    return 0 if summary.complete and not summary.clip_failures else 1  # 1: rerun, or clips failed
