@@ -14,37 +14,12 @@ import pytest
 import torch
 import torchvision
 from PIL import Image
+from bad_input_checks import EvilPickle, error_line, snapshot
 from typer.testing import CliRunner
 
 from vito_eval.cli import app
 
 runner = CliRunner()
-
-
-class EvilPickle:
-    """Unpickling it would create a file: proof that code ran."""
-
-    def __init__(self, marker: Path) -> None:
-        self.marker = marker
-
-    def __reduce__(self):
-        return (Path.touch, (self.marker,))
-
-
-def snapshot(root: Path, skip: Path) -> dict[str, tuple[int, int]]:
-    return {
-        str(p): (p.stat().st_size, p.stat().st_mtime_ns)
-        for p in root.rglob("*")
-        if p.is_file() and skip not in p.parents and p != skip
-    }
-
-
-def error_line(output: str, needle: str) -> str:
-    assert "Traceback" not in output, output
-    lines = [line for line in output.splitlines() if "error" in line.lower()]
-    assert len(lines) == 1, output
-    assert needle in lines[0], (needle, output)
-    return lines[0]
 
 
 def image_folder(root: Path, classes: tuple[str, ...] = ("red", "green"), per_class: int = 4) -> Path:

@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 import torch
 import torchvision
+from bad_input_checks import EvilPickle, error_line, snapshot
 from typer.testing import CliRunner
 
 from vito_train.cli import app
@@ -38,33 +39,6 @@ TINY = [
     "torch_threads=1",
     "arch=resnet18",
 ]
-
-
-class EvilPickle:
-    """Unpickling it would create a file: proof that code ran."""
-
-    def __init__(self, marker: Path) -> None:
-        self.marker = marker
-
-    def __reduce__(self):
-        return (Path.touch, (self.marker,))
-
-
-def snapshot(root: Path, skip: Path) -> dict[str, tuple[int, int]]:
-    return {
-        str(p): (p.stat().st_size, p.stat().st_mtime_ns)
-        for p in root.rglob("*")
-        if p.is_file() and skip not in p.parents and p != skip
-    }
-
-
-def error_line(output: str, needle: str) -> str:
-    """The one line of ``output`` naming ``needle``; fails on tracebacks or multi-line errors."""
-    assert "Traceback" not in output, output
-    lines = [line for line in output.splitlines() if "error" in line.lower()]
-    assert len(lines) == 1, output
-    assert needle in lines[0], (needle, output)
-    return lines[0]
 
 
 @pytest.fixture
