@@ -88,7 +88,11 @@ def _local_then_upload(uri: str, options: StorageOptions | None) -> Iterator[Pat
 
 @contextmanager
 def atomic_open(
-    path: str | os.PathLike[str], mode: str = "wb", options: StorageOptions | None = None, **kwargs: Any
+    path: str | os.PathLike[str],
+    mode: str = "wb",
+    *,
+    options: StorageOptions | None = None,
+    **kwargs: Any,
 ) -> Iterator[IO[Any]]:
     """``open(path, mode)`` that writes to a temporary name and renames it to ``path`` on success
     (missing parent directories are created; a URI is uploaded when the block ends)."""
