@@ -11,7 +11,9 @@ pairs from each, alternating local / S3 rounds so the machine's load hits both a
   s3+prefetch      byte-range GETs, all frames of a batch fetched concurrently (``__getitems__``)
   s3-no-prefetch   byte-range GETs one frame at a time (what a per-sample dataset would do)
 
-Ratios s3 / local are printed per round and as the median; the goal is >= 0.9 with prefetching.
+Ratios s3 / local are printed per round and as the median; the goal is >= 0.9 with prefetching. On a small
+machine the S3 server's own CPU time competes with the loader for the same cores (a real store is another
+machine), so the CPU seconds the server process used during the s3+prefetch measurement are printed too.
 Build time to S3 against local disk is not measured here (`build --out s3://` is not implemented yet).
 
     python benchmarks/storage.py [--pairs 640] [--rounds 3] [--workers 2] [--batch 32]
@@ -34,6 +36,7 @@ for package in ("videonet-curate", "vito-train"):
     sys.path.insert(0, str(ROOT / "packages" / package / "src"))
 sys.path.insert(0, str(ROOT / "tests" / "train"))
 
+import psutil  # noqa: E402
 import torch  # noqa: E402
 from torch.utils.data import DataLoader  # noqa: E402
 
@@ -151,10 +154,20 @@ def main() -> None:
                 "s3-no-prefetch": dataset(NoPrefetchSource(remote_cache, max_gap_s=MAX_GAP_S)),
             }
             rates: dict[str, list[float]] = {k: [] for k in kinds}
+            server_cpu = psutil.Process(server.pid)
             for round_ in range(args.rounds):
                 first_step = round_ * (args.pairs // args.batch)  # fresh samples each round, same for all
                 for kind, data in kinds.items():
+                    cpu_before, wall_before = sum(server_cpu.cpu_times()[:2]), time.perf_counter()
                     rates[kind].append(pairs_per_s(data, args.pairs, args.batch, args.workers, first_step))
+                    if kind == "s3+prefetch":
+                        used = sum(server_cpu.cpu_times()[:2]) - cpu_before
+                        wall = time.perf_counter() - wall_before
+                        cores = os.cpu_count() or 1
+                        print(
+                            f"  s3+prefetch: the S3 server process used {used:.1f} CPU-s in {wall:.1f} s "
+                            f"({used / (wall * cores):.0%} of this machine's {cores} cores)"
+                        )
                 print(
                     f"round {round_ + 1}: "
                     + ", ".join(f"{k} {v[-1]:.1f} pairs/s" for k, v in rates.items())
