@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -84,6 +85,22 @@ def check_output_dir(out_dir: Path) -> None:
         raise BuildInputError(f"--out {out_dir}: {existing} is not writable; pass a writable --out")
 
 
+def check_local_paths(options: BuildOptions) -> None:
+    """build reads and writes local paths only (on a cluster: a directory every node mounts at the same
+    path); a URI would otherwise become a local directory named ``s3:``."""
+    from videonet_curate.uri import looks_like_uri
+
+    mirror = options.source_options.fetch.mirror_dir
+    for flag, value in (("--out", options.out_dir), ("--input", options.input_path), ("--mirror", mirror)):
+        if value is not None and looks_like_uri(value):
+            written = re.sub(r"^([A-Za-z][A-Za-z0-9+.-]+):/(?!/)", r"\1://", os.fspath(value))
+            raise BuildInputError(
+                f"{flag} {written}: build takes local paths only (object storage is not supported by build "
+                "yet); build into a local or shared directory, then `videonet-curate publish OUT --to "
+                "s3://...` (vito-train reads a cache on s3:// directly)"
+            )
+
+
 def check_ray_address(address: str | None, timeout_s: float = 3.0) -> None:
     """A --address that nothing answers at fails in seconds (``ray.init`` would wait for minutes)."""
     if not address or address in ("auto", "local"):
@@ -144,6 +161,7 @@ def build(options: BuildOptions, on_progress: ProgressCallback | None = None) ->
     from videonet_curate.outlock import OutputLocked, build_lock
 
     out_dir = options.out_dir
+    check_local_paths(options)
     check_output_dir(out_dir)
     source = check_source_arguments(options)
     load_target_or_fail(options.curation.target)
