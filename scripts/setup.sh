@@ -36,7 +36,8 @@ if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
   # boto3 (moto's) must match the botocore that aiobotocore (s3fs's) pins: without the bound pip walks
   # back through boto3 releases for minutes (a fresh resolve: >7 min without it, 3.5 min with it)
   "${PIP[@]}" -e packages/videonet-curate -e packages/vito-train -e packages/vito-eval \
-      pytest pytest-timeout "moto[server]>=5.0" "boto3<1.43.118" "webdataset>=0.2.90" 2> >(grep -v "is ignored" >&2)
+      pytest pytest-timeout pytest-xdist "moto[server]>=5.0" "boto3<1.43.118" "webdataset>=0.2.90" \
+      2> >(grep -v "is ignored" >&2)
   echo "$want" > "$stamp"
 else
   log ".venv is up to date"
