@@ -120,7 +120,7 @@ def video_mode(args: argparse.Namespace, dataset: str) -> dict:
     cmd = [str(BIN / "vito-train"), "run", "--cache", str(cache), "--out", str(run_dir), "--monitor", dataset]
     seconds = run(cmd + train_args(args.steps), args.out / "video-run.log")
     figures = probe(run_dir, dataset, args.out / "video-probe.json", args)
-    kept = json.loads((curated / "summary.json").read_text()).get("statuses", {}).get("kept")
+    kept = json.loads((curated / "summary.json").read_text()).get("kept")  # clips curation kept
     return {**figures, **run_facts(run_dir, *seconds), "monitor": monitor_curve(run_dir), "kept_clips": kept}
 
 
