@@ -22,6 +22,7 @@ from videonet_curate.embeddings import EMBEDDINGS_FILENAME, write_embeddings
 from videonet_curate.labeling import LabelingConfig
 from videonet_curate.pipeline import ProgressCallback, discover_local, init_ray, run_labelling
 from videonet_curate.safepath import contained, is_inside
+from videonet_curate.stages import StageOptions
 from videonet_curate.storage import atomic_write_json
 from videonet_curate.summary import json_safe, kept_class_counts, summarize
 
@@ -52,6 +53,7 @@ class BuildOptions:
     use_ray: bool = True
     gpus_per_worker: float = 0.0
     source_options: Mapping[str, Any] = field(default_factory=dict)
+    stages: StageOptions | None = None  # None: the staged defaults, with ``workers`` model actors
 
 
 @dataclass
@@ -263,6 +265,7 @@ def _build_locked(options: BuildOptions, on_progress: ProgressCallback | None, p
         materialize=materialize,
         on_progress=on_progress,
         gpus_per_worker=options.gpus_per_worker,
+        stages=options.stages,
     )
     embeddings = labelled.embeddings
     if options.source_options.get("retry_failed"):
