@@ -26,6 +26,7 @@ log = logging.getLogger(__name__)
 FETCHES_PER_ACTOR = 8  # concurrent downloads (threads) in one fetch actor
 FETCH_ACTOR_CPUS = 0.25  # downloads wait on the network; ffmpeg trims now and then
 MAX_DEATHS_PER_CALL = 3  # a call whose actor died this often is given up (its clips are failed rows)
+MAX_REPLACEMENTS = 20  # per actor slot: more deaths than this is a broken worker, not bad luck
 _MIB = 2**20
 DIED = object()  # what ActorStage.finish gives for a call whose actor died
 
@@ -208,6 +209,11 @@ class ActorStage:
                     ray.kill(self.actors[call.slot])
                 except Exception:  # noqa: BLE001 - already gone
                     pass
+                if self.replaced >= MAX_REPLACEMENTS * len(self.actors):
+                    raise RuntimeError(
+                        f"the {self.spec.name} actors died {self.replaced + 1} times (see the Ray worker "
+                        "logs above for why); giving up"
+                    )
                 self.actors[call.slot] = self._make()
                 self.generation[call.slot] += 1
                 self.replaced += 1
