@@ -87,7 +87,10 @@ def _fake_workers(model_delay_s: float) -> StageWorkers:
 
         def score(self, rows, *frames):
             time.sleep(model_delay_s)
-            rows = [{**row, "status": "kept", "frames_sampled": len(f)} for row, f in zip(rows, frames)]
+            rows = [
+                {**row, "status": "kept", "frames_sampled": len(f)}
+                for row, f in zip(rows, frames, strict=True)
+            ]
             embeddings = [np.full(4, float(len(f)), np.float32) for f in frames]
             return ScoredBatch(rows, embeddings, {"embed": model_delay_s, "score": 0.0})
 

@@ -205,6 +205,7 @@ class ShardLabeler:
     def run_shard(self, shard: Shard) -> dict[str, Any]:
         """Label every candidate of ``shard``, write its outputs, return counts and its own stage seconds."""
         before = dict(self.timings)
+        self._window: list[float] = []
         rows: list[dict[str, Any]] = []
         embeddings: dict[str, np.ndarray] = {}
         pending: list[DecodedClip] = []
@@ -224,7 +225,10 @@ class ShardLabeler:
         self._flush(pending, rows, embeddings)
         write_labelled_shard(self.out_dir, shard, rows, embeddings, self.model.info, self.model.embedding_dim)
         timings = {stage: seconds - before[stage] for stage, seconds in self.timings.items()}
-        return shard_summary(shard.name, rows, timings)
+        summary = shard_summary(shard.name, rows, timings)
+        if self._window:  # wall clock of this shard's first and last model batch (benchmarks)
+            summary["model_window"] = (min(self._window), max(self._window))
+        return summary
 
     def _flush(
         self, pending: list[DecodedClip], rows: list[dict[str, Any]], embeddings: dict[str, np.ndarray]
@@ -234,6 +238,7 @@ class ShardLabeler:
         scored = self.model.score([(p.row, p.frames) for p in pending])
         for stage in ("embed", "score"):
             self.timings[stage] += scored.seconds[stage]
+        self._window += [scored.started_at, scored.ended_at]
         for row, embedding in zip(scored.rows, scored.embeddings, strict=True):
             rows.append(row)
             embeddings[row["clip_id"]] = embedding

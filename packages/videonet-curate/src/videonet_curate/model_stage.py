@@ -30,6 +30,8 @@ class ScoredBatch:
     rows: list[dict[str, Any]]
     embeddings: list[np.ndarray]
     seconds: dict[str, float] = field(default_factory=dict)
+    started_at: float = 0.0  # wall clock (time.time) of the batch's start and end: the model's busy spans
+    ended_at: float = 0.0
 
 
 def chunk_bounds(total: int, chunk: int) -> list[tuple[int, int]]:
@@ -79,8 +81,9 @@ class ClipModel:
 
         if not clips:
             return ScoredBatch([], [], {"embed": 0.0, "score": 0.0})
+        started_at = time.time()
         started = time.perf_counter()
-        frames = np.concatenate([f for _, f in clips]) if len(clips) > 1 else np.asarray(clips[0][1])
+        frames = np.concatenate([f for _, f in clips])  # a writable copy (Ray hands read-only views)
         emb, probs = self._embed_overlapped(frames) if self.on_gpu else self._embed_plain(frames)
         embed_s = time.perf_counter() - started
 
@@ -104,7 +107,8 @@ class ClipModel:
             rows.append(row)
             embeddings.append(clip_embedding(emb[offset : offset + n]))
             offset += n
-        return ScoredBatch(rows, embeddings, {"embed": embed_s, "score": time.perf_counter() - started})
+        seconds = {"embed": embed_s, "score": time.perf_counter() - started}
+        return ScoredBatch(rows, embeddings, seconds, started_at, time.time())
 
     # -- the forward ----------------------------------------------------------------------------------
     def _embed_plain(self, frames: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

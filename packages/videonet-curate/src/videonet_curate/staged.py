@@ -82,6 +82,8 @@ class StagedStats:
     peak_queued: dict[str, int] = field(default_factory=lambda: dict.fromkeys(STAGES, 0))
     peak_in_system: int = 0
     replaced: dict[str, int] = field(default_factory=dict)
+    model_busy_s: float = 0.0  # summed wall seconds of the model calls (all model actors)
+    model_window: tuple[float, float] | None = None  # wall clock of the first model call's start, last's end
     plan: dict[str, StageSpec] = field(default_factory=dict)
     stages: dict[str, ActorStage] = field(default_factory=dict)  # live during the run (tests kill actors)
 
@@ -340,6 +342,9 @@ class _Loop:
             return
         total = sum(n for *_, n in batch) or 1
         self.stats.done["model"] += len(batch)
+        self.stats.model_busy_s += scored.ended_at - scored.started_at
+        first, last = self.stats.model_window or (scored.started_at, scored.ended_at)
+        self.stats.model_window = (min(first, scored.started_at), max(last, scored.ended_at))
         for (index, _, _, n), row, embedding in zip(batch, scored.rows, scored.embeddings, strict=True):
             for name in ("embed", "score"):
                 self.book.time(index, name, scored.seconds[name] * n / total)

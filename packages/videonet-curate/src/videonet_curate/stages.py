@@ -181,7 +181,7 @@ class ActorStage:
     def submit(
         self, method: str, *args: Any, tag: Any = None, num_returns: int = 1, deaths: int = 0
     ) -> tuple[Any, ...]:
-        """Call ``method(*args)`` on the least loaded actor; returns its object refs (the first is waited on)."""
+        """Call ``method(*args)`` on the least loaded actor; returns its refs (the first is waited on)."""
         slot = min(range(len(self.actors)), key=self.load.__getitem__)
         bound = getattr(self.actors[slot], method)
         refs = (
@@ -195,7 +195,8 @@ class ActorStage:
     def finish(self, ref: Any) -> tuple[_Call, Any]:
         """Take a ready call off the books: (the call, its value), or (the call, :data:`DIED`) when its
         actor died, after which the slot holds a fresh actor and the caller may :meth:`resubmit` the call.
-        An exception the method raised propagates (a bug, not a bad clip: the stage functions record those)."""
+        An exception the method raised propagates (a bug, not a bad clip: the stage functions record
+        those)."""
         import ray
 
         call = self.calls.pop(ref)
@@ -213,7 +214,7 @@ class ActorStage:
                     raise RuntimeError(
                         f"the {self.spec.name} actors died {self.replaced + 1} times (see the Ray worker "
                         "logs above for why); giving up"
-                    )
+                    ) from None
                 self.actors[call.slot] = self._make()
                 self.generation[call.slot] += 1
                 self.replaced += 1
