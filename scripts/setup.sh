@@ -34,7 +34,7 @@ if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
   "${PIP[@]}" torch==2.14.1 torchvision==0.29.1 2> >(grep -v "is ignored" >&2)
   log "installing the three packages (editable) and test tools"
   "${PIP[@]}" -e packages/videonet-curate -e packages/vito-train -e packages/vito-eval \
-      pytest pytest-timeout 2> >(grep -v "is ignored" >&2)
+      pytest pytest-timeout "moto[server]>=5.0" "webdataset>=0.2.90" 2> >(grep -v "is ignored" >&2)
   echo "$want" > "$stamp"
 else
   log ".venv is up to date"

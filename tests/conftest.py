@@ -54,3 +54,7 @@ def one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+# the loopback S3 server (moto) and a bucket per test: see s3_server.py
+from s3_server import s3_bucket, s3_endpoint, s3_module_bucket  # noqa: E402, F401

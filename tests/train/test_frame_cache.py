@@ -57,8 +57,9 @@ def test_prepare_writes_tar_shards_whose_index_points_at_the_jpegs(cache_dir, sm
         tar_path = shard_paths(cache_dir, cached.shard)[0]
         with tarfile.open(tar_path) as tar:  # a plain tar: standard tools read it
             members = tar.getmembers()
-            assert [m.name for m in members][0] == f"{clip.clip_id}/000000.jpg"
-            assert tar.extractfile(members[-1]).read() == cache.read_jpeg(cached, len(cached.times) - 1)
+            assert [m.name for m in members][0] == f"{clip.clip_id}.000000.jpg"
+            assert members[-1].name == f"{clip.clip_id}.json"  # a WebDataset sample: frames, then metadata
+            assert tar.extractfile(members[-2]).read() == cache.read_jpeg(cached, len(cached.times) - 1)
         image = decode_jpeg(torch.frombuffer(bytearray(cache.read_jpeg(cached, 0)), dtype=torch.uint8))
         assert min(image.shape[1:]) == SHORT
 

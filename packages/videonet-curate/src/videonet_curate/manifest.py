@@ -20,6 +20,7 @@ import pyarrow.parquet as pq
 
 from videonet_curate import __version__
 from videonet_curate.storage import atomic_path
+from videonet_curate.uri import StorageOptions, is_uri
 
 SCHEMA_VERSION = "1"
 MANIFEST_FILENAME = "manifest.parquet"
@@ -203,8 +204,15 @@ def read_metadata(path: str | os.PathLike[str]) -> dict[str, Any]:
     return short
 
 
-def atomic_write_table(table: pa.Table, path: str | os.PathLike[str], **kwargs: Any) -> Path:
-    """Write Parquet next to ``path`` under a temporary name, fsync, then rename: never a partial file."""
+def atomic_write_table(
+    table: pa.Table, path: str | os.PathLike[str], *, options: StorageOptions | None = None, **kwargs: Any
+) -> Path | str:
+    """Write Parquet next to ``path`` under a temporary name, fsync, then rename: never a partial file
+    (a URI: written locally, then uploaded in one PUT). Returns the path (the URI for a URI)."""
+    if is_uri(path):
+        with atomic_path(path, options) as tmp:
+            pq.write_table(table, tmp, **kwargs)
+        return str(path)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     with atomic_path(path) as tmp:

@@ -13,6 +13,12 @@ from videonet_curate.manifest import ManifestError
 from videonet_curate.publish import PublishedDatasetError, PublishError, publish, verify_published
 from videonet_curate.report import write_report
 from videonet_curate.targets import TargetError
+from videonet_curate.uri import StorageError, StorageOptionError, StorageOptions, is_uri
+
+STORAGE_OPTION_HELP = (
+    "key=value for object storage, repeatable: endpoint_url=http://HOST:PORT, region=..., anon=true, "
+    "profile=...; credentials come from the AWS_* environment or ~/.aws, never from here."
+)
 
 EXIT_VERIFY_FAILED = EXIT_FAILED_ROWS  # the dataset was checked completely; some file failed
 
@@ -50,42 +56,57 @@ def report_command(
 
 @guarded
 def publish_command(
-    out: Path = typer.Argument(..., help="A build output directory holding manifest.parquet."),
-    to: Path = typer.Option(..., "--to", help="The directory to publish into (must be new or empty)."),
+    out: str = typer.Argument(
+        ..., help="A build output directory (or URI, e.g. s3://bucket/run) holding manifest.parquet."
+    ),
+    to: str = typer.Option(
+        ..., "--to", help="The directory or URI (s3://bucket/dataset) to publish into (new or empty)."
+    ),
     with_embeddings: bool = typer.Option(False, "--with-embeddings", help="Also publish embeddings.parquet."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace a non-empty --to directory."),
     title: str = typer.Option("VideoNet clips", "--title", help="The dataset card's title."),
+    storage_option: list[str] = typer.Option([], "--storage-option", help=STORAGE_OPTION_HELP),
     verbose: bool = typer.Option(False, "--verbose", "-v", help="Log more."),
 ) -> None:
     """Publish the manifest with a dataset card (README.md), plots and checksums.sha256."""
     _logging(verbose)
     try:
+        options = StorageOptions.parse(storage_option)
         with console.status(f"publishing to {to}"):
-            result = publish(out, to, with_embeddings=with_embeddings, overwrite=overwrite, title=title)
-    except (ManifestError, PublishError, TargetError) as exc:
+            result = publish(
+                out, to, with_embeddings=with_embeddings, overwrite=overwrite, title=title, options=options
+            )
+    except (ManifestError, PublishError, TargetError, StorageOptionError, StorageError) as exc:
         error_line(str(exc))
         raise typer.Exit(EXIT_BAD_INPUT) from None
     table = Table(title=f"published {result.directory}")
     table.add_column("file")
     table.add_column("bytes", justify="right")
     for name in result.files:
-        table.add_row(name, f"{(result.directory / name).stat().st_size:,}")
+        table.add_row(name, f"{result.sizes[name]:,}")
     console.print(table)
     console.print(f"{result.kept} kept clips of {result.rows} rows; verified.")
 
 
 @guarded
 def verify_command(
-    directory: Path = typer.Argument(..., help="A directory written by `videonet-curate publish`."),
+    directory: str = typer.Argument(
+        ..., help="A directory (or URI, e.g. s3://bucket/dataset) written by `videonet-curate publish`."
+    ),
+    storage_option: list[str] = typer.Option([], "--storage-option", help=STORAGE_OPTION_HELP),
     verbose: bool = typer.Option(False, "--verbose", "-v", help="Log more; print traces of internal errors."),
 ) -> None:
     """Check checksums and schema of a published dataset; exit 1 naming the file on any mismatch."""
     _logging(verbose)
-    if not directory.is_dir():
+    if not is_uri(directory) and not Path(directory).is_dir():
         error_line(f"{directory} is not a directory; pass a directory written by `videonet-curate publish`")
         raise typer.Exit(EXIT_BAD_INPUT)
     try:
-        verify_published(directory)
+        options = StorageOptions.parse(storage_option)
+        verify_published(directory, options)
+    except (StorageOptionError, StorageError) as exc:
+        error_line(str(exc))
+        raise typer.Exit(EXIT_BAD_INPUT) from None
     except PublishedDatasetError as exc:
         error_line(f"{exc.path}: {exc.problem}", prefix="verification failed")
         raise typer.Exit(EXIT_VERIFY_FAILED) from None

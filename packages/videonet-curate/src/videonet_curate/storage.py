@@ -3,8 +3,12 @@
 A file appears complete or not at all: data goes to a temporary name in the same directory, is
 fsynced, then renamed over the final name (``os.replace`` is atomic within a filesystem). The
 temporary file is created with mode 0666 less the process umask, like any ``open()``, so outputs keep
-the permissions users expect; on error it is removed. This module is also the seam a storage layer
-for URIs (s3://, gs://) will build on.
+the permissions users expect; on error it is removed.
+
+Every function here also takes a URI (``s3://bucket/key``, ``gs://...``, anything fsspec resolves);
+see ``uri.py`` for how a URI becomes a filesystem. Object stores have no rename, so there the data is
+written to a local temporary file first and uploaded to the final key in one PUT (or one multipart
+upload, which S3 makes visible only when it completes): a key appears complete or not at all.
 """
 
 from __future__ import annotations
@@ -20,6 +24,8 @@ from pathlib import Path
 from typing import IO, Any
 
 import numpy as np
+
+from videonet_curate.uri import StorageOptions, is_uri, resolve, storage_errors
 
 
 def _temporary_name(path: Path) -> Path:
@@ -38,13 +44,18 @@ def _fsync(path: Path) -> None:
 
 
 @contextmanager
-def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
+def atomic_path(path: str | os.PathLike[str], options: StorageOptions | None = None) -> Iterator[Path]:
     """Yield a temporary path beside ``path`` for a writer that wants a file name (pyarrow, numpy, torch,
     PIL, matplotlib); when the block ends cleanly it is fsynced and renamed to ``path``.
 
     The temporary file exists (empty, with the umask's permissions) when the block starts, so writers
-    that open by name keep those permissions. Missing parent directories are created.
+    that open by name keep those permissions. Missing parent directories are created. For a URI the
+    temporary file is local and is uploaded to the final key when the block ends cleanly.
     """
+    if is_uri(path):
+        with _local_then_upload(str(path), options) as tmp:
+            yield tmp
+        return
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = _temporary_name(path)
@@ -59,11 +70,38 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
 
 
 @contextmanager
-def atomic_open(path: str | os.PathLike[str], mode: str = "wb", **kwargs: Any) -> Iterator[IO[Any]]:
+def _local_then_upload(uri: str, options: StorageOptions | None) -> Iterator[Path]:
+    """A local temporary file, uploaded to ``uri`` in one PUT when the block ends cleanly."""
+    import tempfile
+
+    fs, key = resolve(uri, options)
+    handle, name = tempfile.mkstemp(prefix=".videonet-", suffix=".tmp")
+    os.close(handle)
+    tmp = Path(name)
+    try:
+        yield tmp
+        with storage_errors(uri, options, writing=True):
+            fs.put_file(str(tmp), key)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+@contextmanager
+def atomic_open(
+    path: str | os.PathLike[str],
+    mode: str = "wb",
+    *,
+    options: StorageOptions | None = None,
+    **kwargs: Any,
+) -> Iterator[IO[Any]]:
     """``open(path, mode)`` that writes to a temporary name and renames it to ``path`` on success
-    (missing parent directories are created)."""
+    (missing parent directories are created; a URI is uploaded when the block ends)."""
     if not mode.startswith("w"):
         raise ValueError(f"atomic_open writes a new file; mode {mode!r} is not a write mode")
+    if is_uri(path):
+        with _local_then_upload(str(path), options) as tmp, open(tmp, mode, **kwargs) as handle:
+            yield handle
+        return
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = _temporary_name(path)
@@ -78,15 +116,22 @@ def atomic_open(path: str | os.PathLike[str], mode: str = "wb", **kwargs: Any) -
         raise
 
 
-def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> None:
-    """Write ``data`` to ``path`` atomically."""
+def atomic_write_bytes(
+    path: str | os.PathLike[str], data: bytes, options: StorageOptions | None = None
+) -> None:
+    """Write ``data`` to ``path`` atomically (a URI: one PUT of the whole object)."""
+    if is_uri(path):
+        fs, key = resolve(str(path), options)
+        with storage_errors(str(path), options, writing=True):
+            fs.pipe_file(key, bytes(data))
+        return
     with atomic_open(path, "wb") as handle:
         handle.write(data)
 
 
-def atomic_write_text(path: str | os.PathLike[str], text: str) -> None:
+def atomic_write_text(path: str | os.PathLike[str], text: str, options: StorageOptions | None = None) -> None:
     """Write ``text`` (UTF-8) to ``path`` atomically."""
-    atomic_write_bytes(path, text.encode("utf-8"))
+    atomic_write_bytes(path, text.encode("utf-8"), options)
 
 
 def json_safe(value: Any) -> Any:
@@ -104,17 +149,30 @@ def json_safe(value: Any) -> Any:
 
 
 def atomic_write_json(
-    path: str | os.PathLike[str], obj: Any, *, indent: int | None = 2, **kwargs: Any
+    path: str | os.PathLike[str],
+    obj: Any,
+    *,
+    indent: int | None = 2,
+    options: StorageOptions | None = None,
+    **kwargs: Any,
 ) -> None:
     """Write ``obj`` as strict JSON (NaN as null, a trailing newline) to ``path`` atomically; ``kwargs``
     go to ``json.dumps``."""
     kwargs.setdefault("allow_nan", False)
-    atomic_write_text(path, json.dumps(json_safe(obj), indent=indent, **kwargs) + "\n")
+    atomic_write_text(path, json.dumps(json_safe(obj), indent=indent, **kwargs) + "\n", options)
 
 
-def file_sha256(path: str | os.PathLike[str], *, chunk_bytes: int = 1 << 22) -> str:
-    """Hex SHA-256 of a file's bytes, read in chunks (weights and videos are large)."""
+def file_sha256(
+    path: str | os.PathLike[str], *, chunk_bytes: int = 1 << 22, options: StorageOptions | None = None
+) -> str:
+    """Hex SHA-256 of a file's (or object's) bytes, read in chunks (weights and videos are large)."""
     digest = hashlib.sha256()
+    if is_uri(path):
+        fs, key = resolve(str(path), options)
+        with storage_errors(str(path), options), fs.open(key, "rb", block_size=chunk_bytes) as handle:
+            while chunk := handle.read(chunk_bytes):
+                digest.update(chunk)
+        return digest.hexdigest()
     with open(path, "rb") as handle:
         while chunk := handle.read(chunk_bytes):
             digest.update(chunk)

@@ -34,6 +34,7 @@ from torchvision.models._utils import IntermediateLayerGetter
 from torchvision.models.segmentation.fcn import FCN, FCNHead
 from torchvision.transforms import v2
 
+from videonet_curate.storage import atomic_write_text
 from vito_eval.datasets import load_segmentation_dataset
 from vito_eval.datasets.segmentation import SegmentationDataset
 from vito_eval.encoders import Encoder, load_encoder
@@ -339,13 +340,7 @@ def run_finetune_seg(config: FinetuneSegConfig, track: Track | None = None) -> d
         "train_seconds": round(train_seconds, 1),
         "device": str(device),
     }
-    _atomic(out / "metrics.json", json.dumps(result, indent=2))
+    atomic_write_text(out / "metrics.json", json.dumps(result, indent=2))
     rows = "".join(f"{c},{'' if v is None else f'{v:.4f}'}\n" for c, v in per_class.items())
-    _atomic(out / "per_class_iou.csv", "class,iou\n" + rows)
+    atomic_write_text(out / "per_class_iou.csv", "class,iou\n" + rows)
     return result
-
-
-def _atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    tmp.replace(path)

@@ -19,15 +19,15 @@ Layouts written (the same ones the real datasets use, so the same readers load t
 
 from __future__ import annotations
 
-import json
 import math
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
 import numpy as np
 from PIL import Image, ImageDraw
+
+from videonet_curate.storage import atomic_write_json
 
 Layout = Literal["coco", "lvis", "voc", "ade20k"]
 LAYOUTS: tuple[str, ...] = ("coco", "lvis", "voc", "ade20k")
@@ -156,13 +156,6 @@ def _hw(inst: ShapeInstance) -> tuple[int, int]:
     return int(max(inst.polygon[1::2])) + 2, int(max(inst.polygon[::2])) + 2
 
 
-def _atomic_json(path: Path, payload: dict) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(json.dumps(payload))
-    os.replace(tmp, path)
-
-
 def _frequency_bands(image_counts: list[int]) -> list[str]:
     """r/c/f by rank of training-image count (LVIS's 10/100 thresholds scaled to a tiny fixture)."""
     order = np.argsort(image_counts)
@@ -233,10 +226,10 @@ def _write_detection(root: Path, config: ShapesConfig, samples: dict) -> Path:
         if config.layout == "lvis":
             for ann in annotations:
                 ann.pop("iscrowd")  # LVIS has no crowd annotations
-            _atomic_json(root / "annotations" / f"lvis_v1_{split}.json", payload)
+            atomic_write_json(root / "annotations" / f"lvis_v1_{split}.json", payload, indent=None)
         else:
             payload["licenses"] = []
-            _atomic_json(root / "annotations" / f"instances_{split}2017.json", payload)
+            atomic_write_json(root / "annotations" / f"instances_{split}2017.json", payload, indent=None)
     return root
 
 

@@ -10,6 +10,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from videonet_curate.uri import StorageError, StorageOptionError, StorageOptions, is_uri
 from vito_train import __version__
 from vito_train.exits import EXIT_PARTIAL, run_with_exit_codes, verbose_requested
 from vito_train.outputs import OutputError, check_output_dir, check_output_file
@@ -18,6 +19,10 @@ app = typer.Typer(
     help="VITO pretraining of image encoders on curated video.", no_args_is_help=True, add_completion=False
 )
 console = Console(stderr=True)
+STORAGE_OPTION_HELP = (
+    "key=value for object storage, repeatable: endpoint_url=http://HOST:PORT, region=..., anon=true, "
+    "profile=...; credentials come from the AWS_* environment or ~/.aws, never from here."
+)
 
 
 def _version(value: bool) -> None:
@@ -65,8 +70,12 @@ def run(
     manifest: Path | None = typer.Option(
         None, "--manifest", "-m", help="manifest.parquet (or its directory): decode frames from the videos."
     ),
-    cache: Path | None = typer.Option(
-        None, "--cache", "-c", help="Frame cache from `vito-train prepare` (instead of --manifest; faster)."
+    cache: str | None = typer.Option(
+        None,
+        "--cache",
+        "-c",
+        help="Frame cache from `vito-train prepare` (instead of --manifest; faster): a directory or a URI "
+        "(s3://bucket/cache), read by byte ranges, never copied whole.",
     ),
     images: str | None = typer.Option(
         None,
@@ -86,6 +95,7 @@ def run(
         "kNN-20 top-1 every monitor_every steps.",
     ),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar."),
+    storage_option: list[str] = typer.Option([], "--storage-option", help=STORAGE_OPTION_HELP),
 ) -> None:
     """Train a VITO encoder on the kept clips of a manifest, a frame cache or an image set (resumes
     from OUT/last.pt).
@@ -104,8 +114,18 @@ def run(
         if images is not None:
             reject_video_only_overrides(overrides)
         config = resolve_config(preset, overrides)
+        storage = StorageOptions.parse(storage_option)
         check_output_dir(out, "--out")
-        return train(config, manifest, out, progress=progress, cache=cache, images=images, monitor=monitor)
+        return train(
+            config,
+            manifest,
+            out,
+            progress=progress,
+            cache=cache,
+            images=images,
+            monitor=monitor,
+            storage=storage,
+        )
 
     input_errors = (
         ConfigError,
@@ -116,6 +136,8 @@ def run(
         DistributedConfigError,
         ImageSetError,
         OutputError,
+        StorageOptionError,
+        StorageError,
     )
     summary = run_with_exit_codes(
         body, input_errors=input_errors, console=console, program="vito-train", verbose=verbose_requested(ctx)
@@ -155,7 +177,12 @@ def prepare(
         "--images",
         help="Cache an image set instead (a frame per image): imagefolder:DIR, fashion-mnist:DIR, mnist:DIR.",
     ),
-    out: Path = typer.Option(..., "--out", "-o", help="Cache directory (an unfinished one is resumed)."),
+    out: str = typer.Option(
+        ...,
+        "--out",
+        "-o",
+        help="Cache directory or URI (s3://bucket/cache); an unfinished one is resumed.",
+    ),
     fps: float = typer.Option(8.0, "--fps", help="Frames kept per second of each clip."),
     short_side: int = typer.Option(
         256, "--short-side", help="Frames are scaled so their short side is this."
@@ -165,17 +192,22 @@ def prepare(
         64, "--clips-per-shard", help="Clips per tar shard (the unit of work)."
     ),
     workers: int = typer.Option(0, "--workers", "-j", help="Decoding processes (0 = all cores)."),
+    storage_option: list[str] = typer.Option([], "--storage-option", help=STORAGE_OPTION_HELP),
 ) -> None:
     """Decode each kept clip (or image) once into a frame cache (JPEG tar shards, index) for `run --cache`."""
     from vito_train.data.prepare import prepare_command
 
     def body() -> int:
-        check_output_dir(out, "--out")
-        return prepare_command(manifest, out, fps, short_side, quality, clips_per_shard, workers, images)
+        options = StorageOptions.parse(storage_option)
+        if not is_uri(out):
+            check_output_dir(Path(out), "--out")
+        return prepare_command(
+            manifest, out, fps, short_side, quality, clips_per_shard, workers, images, options
+        )
 
     code = run_with_exit_codes(
         body,
-        input_errors=(OutputError,),
+        input_errors=(OutputError, StorageOptionError, StorageError),
         console=console,
         program="vito-train",
         verbose=verbose_requested(ctx),

@@ -24,6 +24,7 @@ import torch
 from torch import nn
 from torch.profiler import record_function
 
+from videonet_curate.uri import StorageOptions, is_uri
 from vito_train.checkpoint import (
     LAST,
     load_checkpoint,
@@ -272,9 +273,10 @@ def build_loader(
     end_step: int,
     device: torch.device,
     *,
-    cache: Path | None = None,
+    cache: str | Path | None = None,
     images: str | None = None,
     env: DistEnv | None = None,
+    storage: StorageOptions | None = None,
 ) -> ResilientBatches:
     """This rank's batches from the manifest's videos, a frame cache (``vito-train prepare``) or the
     images of an image set."""
@@ -288,7 +290,7 @@ def build_loader(
         described,
         "batched on the training device" if batched else "per sample in the loader workers",
     )
-    source = open_frame_source(config, manifest=manifest, cache=cache, images=images)
+    source = open_frame_source(config, manifest=manifest, cache=cache, images=images, storage=storage)
     return build_rank_batches(
         config,
         build_pair_dataset(config, source, batched=batched),
@@ -317,20 +319,32 @@ def train(
     cache: str | Path | None = None,
     images: str | None = None,
     monitor: str | None = None,
+    storage: StorageOptions | None = None,
 ) -> dict[str, Any]:
-    """Train (or resume training of) a VITO encoder from a manifest's videos, a frame ``cache`` or an
+    """Train (or resume training of) a VITO encoder from a manifest's videos, a frame ``cache`` (a
+    directory or a URI such as ``s3://bucket/cache``; ``storage`` says how to reach it) or an
     image set (``images``: ``imagefolder:DIR``, ``fashion-mnist:DIR``, ...; two views of one image, so
     ``max_gap_s`` is set to 0); ``monitor``: an image-set spec for the online kNN monitor.
     Returns a summary of this invocation. Under torchrun every rank calls it; rank 0 writes."""
     run_dir = Path(run_dir)
-    manifest, cache = (Path(manifest) if manifest else None), (Path(cache) if cache else None)
+    manifest = Path(manifest) if manifest else None
+    cache = None if cache is None else str(cache) if is_uri(cache) else Path(cache)
     if images is not None and config.max_gap_s != 0:
         log.info("image mode: max_gap_s %.3g -> 0 (the two views come from one image)", config.max_gap_s)
         config = dataclasses.replace(config, max_gap_s=0.0)
     env, device = init_distributed(resolve_device(config.device))
     try:
         return _train(
-            config, manifest, cache, run_dir, env, device, progress=progress, images=images, monitor=monitor
+            config,
+            manifest,
+            cache,
+            run_dir,
+            env,
+            device,
+            progress=progress,
+            images=images,
+            monitor=monitor,
+            storage=storage,
         )
     finally:
         cleanup_distributed()
@@ -382,7 +396,7 @@ def save_if_due(state: TrainState, run_dir: Path, env: DistEnv, end_step: int) -
 def _train(
     config: TrainConfig,
     manifest: Path | None,
-    cache: Path | None,
+    cache: str | Path | None,
     run_dir: Path,
     env: DistEnv,
     device: torch.device,
@@ -390,10 +404,11 @@ def _train(
     progress: bool,
     images: str | None = None,
     monitor: str | None = None,
+    storage: StorageOptions | None = None,
 ) -> dict[str, Any]:
     # data first: a bad manifest or cache should fail before minutes of model setup (and before
     # the run directory exists: exit 2 writes nothing)
-    check_data_source(manifest=manifest, cache=cache, images=images)
+    check_data_source(manifest=manifest, cache=cache, images=images, storage=storage)
     if env.is_main:
         run_dir.mkdir(parents=True, exist_ok=True)
     configure_torch(config)
@@ -418,7 +433,7 @@ def _train(
         }
 
     batches = build_loader(
-        config, manifest, start_step, end_step, device, cache=cache, images=images, env=env
+        config, manifest, start_step, end_step, device, cache=cache, images=images, env=env, storage=storage
     )
     report = TrainProgress(config, run_dir, env, start_step, end_step, bar=progress, knn_monitor=knn_monitor)
     stop, started = StopRequest(env, signals=(signal.SIGTERM, signal.SIGINT)), time.perf_counter()

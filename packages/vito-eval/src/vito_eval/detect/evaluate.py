@@ -14,7 +14,6 @@ import csv
 import io
 import json
 import logging
-import os
 from collections.abc import Callable, Iterable
 from contextlib import redirect_stdout
 from pathlib import Path
@@ -24,6 +23,7 @@ import numpy as np
 import torch
 from pycocotools import mask as mask_utils
 
+from videonet_curate.storage import atomic_write_text
 from vito_eval.datasets.coco import DetectionSplit
 from vito_eval.detect.data import read_rgb
 
@@ -144,7 +144,7 @@ def _percent(value: float) -> float | None:
 
 def write_metrics(out: Path, metrics: dict[str, dict[str, Any]]) -> None:
     """``metrics.json`` (summary + per-category AP of each IoU type) and ``per_category_ap.csv``."""
-    _atomic_text(out / "metrics.json", json.dumps(metrics, indent=2))
+    atomic_write_text(out / "metrics.json", json.dumps(metrics, indent=2))
     types = [t for t in ("bbox", "segm") if t in metrics]
     names = sorted({name for t in types for name in metrics[t]["per_category"]})
     buffer = io.StringIO()
@@ -153,10 +153,4 @@ def write_metrics(out: Path, metrics: dict[str, dict[str, Any]]) -> None:
     for name in names:
         row = [metrics[t]["per_category"].get(name) for t in types]
         writer.writerow([name, *["" if v is None else f"{v:.4f}" for v in row]])
-    _atomic_text(out / "per_category_ap.csv", buffer.getvalue())
-
-
-def _atomic_text(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+    atomic_write_text(out / "per_category_ap.csv", buffer.getvalue())

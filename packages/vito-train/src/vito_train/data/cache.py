@@ -1,16 +1,26 @@
-"""The frame cache: each kept clip decoded once into small JPEGs, read back by byte offset.
+"""The frame cache: each kept clip decoded once into small JPEGs, in WebDataset tar shards.
 
-Layout of a cache directory (``vito-train prepare`` writes it, ``vito-train run --cache`` reads it)::
+Layout of a cache directory or URI (``vito-train prepare`` writes it, ``vito-train run --cache`` reads
+it; ``s3://bucket/cache`` works as well as a local directory)::
 
     plan.json                   what was asked (fps, short side, quality, clips per shard, clip list)
-    shards/shard-00012.tar      JPEG frames of a group of clips, members ``{clip_id}/{frame:06d}.jpg``
+    shards/shard-00012.tar      WebDataset shard: one sample per clip, members ``{key}.{frame:06d}.jpg``
+                                then ``{key}.json`` (clip_id and frame times); ``key`` is the clip_id
+                                with ``.`` and ``%`` percent-encoded (WebDataset splits keys at a dot)
     shards/shard-00012.parquet  one row per frame: clip_id, t_s, offset, length (bytes inside the tar)
     shards/shard-00012.done     JSON done-marker: frames written, clips that failed and why
     index.parquet               every shard's rows with a ``shard`` column (written when all are done)
 
-Shards are plain tar files (``tar -tf`` lists them); training reads a frame with one ``pread`` at the
-recorded offset, so there is no per-frame file and no tar parsing on the hot path. Every file is
-written under a temporary name and renamed, so a crash leaves no partial shard visible.
+The shards are plain tar files that ``tar -tf`` lists and ``webdataset.WebDataset`` iterates (one
+sample per clip with its frames and times). Training does not iterate them: it reads the two frames a
+sample needs at their recorded offsets (one ``pread`` locally, byte-range GETs on object storage,
+fetched concurrently for a whole batch), so a rank or a loader worker reads only the bytes of its own
+samples, nothing is copied whole to local disk, and sample ``g`` stays a pure function of the seed (the
+exact-resume and any-world-size guarantees of ``distributed.py`` hold unchanged). Every file is written
+under a temporary name and renamed (on object storage: uploaded whole), and a shard's done-marker only
+after its tar and index, so a crash leaves no partial shard visible.
+
+Caches of format ``vito-frame-cache/1`` (members ``{clip_id}/{frame:06d}.jpg``) are still read.
 """
 
 from __future__ import annotations
@@ -30,10 +40,13 @@ import pyarrow.parquet as pq
 
 from videonet_curate.manifest import atomic_write_table
 from videonet_curate.storage import atomic_path, atomic_write_text
+from videonet_curate.uri import StorageOptions, is_uri, join, read_text, resolve, storage_errors
+from videonet_curate.uri import exists as uri_exists
 
 log = logging.getLogger(__name__)
 
-FORMAT = "vito-frame-cache/1"
+FORMAT = "vito-frame-cache/2"
+READABLE_FORMATS = (FORMAT, "vito-frame-cache/1")
 PLAN_FILE = "plan.json"
 INDEX_FILE = "index.parquet"
 SHARDS_DIR = "shards"
@@ -85,53 +98,89 @@ def shard_name(shard: int) -> str:
     return f"shard-{shard:05d}"
 
 
-def shard_paths(root: Path, shard: int) -> tuple[Path, Path, Path]:
-    """(tar, index parquet, done-marker) of one shard."""
-    base = Path(root) / SHARDS_DIR / shard_name(shard)
-    return base.with_suffix(".tar"), base.with_suffix(".parquet"), base.with_suffix(".done")
+def cache_path(root: str | os.PathLike[str], *parts: str) -> Path | str:
+    """A file of the cache: a Path for a local cache, a URI string for one on object storage."""
+    return join(root, *parts) if is_uri(root) else Path(root).joinpath(*parts)
+
+
+def shard_paths(root: str | os.PathLike[str], shard: int) -> tuple[Any, Any, Any]:
+    """(tar, index parquet, done-marker) of one shard (Paths, or URIs for a cache on object storage)."""
+    name = shard_name(shard)
+    return tuple(cache_path(root, SHARDS_DIR, f"{name}{ext}") for ext in (".tar", ".parquet", ".done"))
+
+
+def sample_key(clip_id: str) -> str:
+    """The clip's WebDataset key: its id with ``%`` and ``.`` percent-encoded (a key ends at the first
+    dot of a member name; clip ids from videonet-curate have none, hand-written ones may)."""
+    return clip_id.replace("%", "%25").replace(".", "%2E")
+
+
+def _add_member(tar: tarfile.TarFile, name: str, data: bytes) -> tarfile.TarInfo:
+    info = tarfile.TarInfo(name)
+    info.size = len(data)
+    tar.addfile(info, _BytesReader(data))
+    return info
+
+
+def _write_tar(path: Path, frames: Iterable[tuple[str, float, bytes]]) -> list[tuple[str, float]]:
+    """The WebDataset tar of ``frames`` (grouped by clip, in order); returns (clip_id, t_s) per frame."""
+    rows: list[tuple[str, float]] = []
+    with tarfile.open(path, "w", format=tarfile.USTAR_FORMAT) as tar:
+        clip: str | None = None
+        times: list[float] = []
+
+        def close_sample() -> None:  # the clip's metadata member ends its sample
+            if clip is not None:
+                meta = json.dumps({"clip_id": clip, "t_s": times}).encode()
+                _add_member(tar, f"{sample_key(clip)}.json", meta)
+
+        for clip_id, t_s, data in frames:
+            if clip_id != clip:
+                close_sample()
+                clip, times = clip_id, []
+            _add_member(tar, f"{sample_key(clip_id)}.{len(times):06d}.jpg", data)
+            times.append(float(t_s))
+            rows.append((clip_id, t_s))
+        close_sample()
+    return rows
 
 
 def write_shard(
-    root: Path, shard: int, frames: Iterable[tuple[str, float, bytes]], failures: list[dict[str, str]]
+    root: str | os.PathLike[str],
+    shard: int,
+    frames: Iterable[tuple[str, float, bytes]],
+    failures: list[dict[str, str]],
+    options: StorageOptions | None = None,
 ) -> dict[str, Any]:
     """Write one shard from ``(clip_id, t_s, jpeg bytes)`` in order; then its index; then its marker.
 
     The marker comes last, so a shard with a marker is whole. Returns the marker's content.
     """
     tar_path, index_path, done_path = shard_paths(root, shard)
-    tar_path.parent.mkdir(parents=True, exist_ok=True)
-    rows: list[tuple[str, float]] = []
-    with atomic_path(tar_path) as tmp:
-        with tarfile.open(tmp, "w", format=tarfile.USTAR_FORMAT) as tar:
-            counters: dict[str, int] = {}
-            for clip_id, t_s, data in frames:
-                k = counters.get(clip_id, 0)
-                counters[clip_id] = k + 1
-                info = tarfile.TarInfo(f"{clip_id}/{k:06d}.jpg")
-                info.size = len(data)
-                tar.addfile(info, _BytesReader(data))
-                rows.append((clip_id, t_s))
+    with atomic_path(tar_path, options) as tmp:
+        rows = _write_tar(tmp, frames)
         # offsets as the tar module itself reads them back (headers are 512-byte blocks)
         with tarfile.open(tmp, "r") as tar:
-            members = tar.getmembers()
+            frames_in_tar = [m for m in tar.getmembers() if m.name.endswith(".jpg")]
+        tar_bytes = os.path.getsize(tmp)
     table = pa.table(
         {
             "clip_id": [r[0] for r in rows],
             "t_s": [r[1] for r in rows],
-            "offset": [m.offset_data for m in members],
-            "length": [m.size for m in members],
+            "offset": [m.offset_data for m in frames_in_tar],
+            "length": [m.size for m in frames_in_tar],
         },
         schema=INDEX_SCHEMA,
     )
-    atomic_write_table(table, index_path)
+    atomic_write_table(table, index_path, options=options)
     marker = {
         "shard": shard,
         "frames": len(rows),
         "clips": len({r[0] for r in rows}),
         "failures": failures,
-        "tar_bytes": tar_path.stat().st_size,
+        "tar_bytes": tar_bytes,
     }
-    atomic_write_text(done_path, json.dumps(marker))
+    atomic_write_text(done_path, json.dumps(marker), options)
     return marker
 
 
@@ -148,27 +197,42 @@ class _BytesReader:
         return out
 
 
-def read_done_marker(root: Path, shard: int) -> dict[str, Any] | None:
+def read_done_marker(
+    root: str | os.PathLike[str], shard: int, options: StorageOptions | None = None
+) -> dict[str, Any] | None:
     """The shard's marker, or None when the shard is not (wholly) written."""
     tar_path, index_path, done_path = shard_paths(root, shard)
-    if not (done_path.is_file() and tar_path.is_file() and index_path.is_file()):
+    if not all(uri_exists(p, options) for p in (done_path, tar_path, index_path)):
         return None
     try:
-        return json.loads(done_path.read_text())
-    except (OSError, json.JSONDecodeError):
+        return json.loads(read_text(done_path, options))
+    except (OSError, json.JSONDecodeError, UnicodeDecodeError):
         return None
 
 
-def write_global_index(root: Path, plan: CachePlan) -> pa.Table:
+def read_table(
+    path: str | os.PathLike[str], options: StorageOptions | None = None, **kwargs: Any
+) -> pa.Table:
+    """A Parquet file of the cache, local or on object storage."""
+    if not is_uri(path):
+        return pq.read_table(path, **kwargs)
+    fs, key = resolve(path, options)
+    with storage_errors(str(path), options):
+        return pq.read_table(key, filesystem=fs, **kwargs)
+
+
+def write_global_index(
+    root: str | os.PathLike[str], plan: CachePlan, options: StorageOptions | None = None
+) -> pa.Table:
     """Concatenate the shard indexes (with a ``shard`` column) into ``index.parquet``."""
     tables = []
     for shard in range(plan.n_shards):
         _, index_path, _ = shard_paths(root, shard)
-        table = pq.read_table(index_path, schema=INDEX_SCHEMA)
+        table = read_table(index_path, options, schema=INDEX_SCHEMA)
         tables.append(table.append_column("shard", pa.array([shard] * table.num_rows, pa.int32())))
     index = pa.concat_tables(tables) if tables else INDEX_SCHEMA.empty_table()
     index = index.replace_schema_metadata({"format": FORMAT, "plan": plan.to_json()})
-    atomic_write_table(index, Path(root) / INDEX_FILE)
+    atomic_write_table(index, cache_path(root, INDEX_FILE), options=options)
     return index
 
 
@@ -190,18 +254,20 @@ class CachedClip:
 
 
 class FrameCache:
-    """Read side of a cache: clips with their frame times, and ``read_jpeg`` by pread.
+    """Read side of a cache: clips with their frame times, and their JPEGs by offset.
 
     Shards whose tar is missing or shorter than its index says are dropped at open time and
-    listed in ``bad_shards`` (training goes on with the rest). File descriptors are opened lazily
-    per process, so a cache object can be handed to DataLoader workers (fork or spawn).
+    listed in ``bad_shards`` (training goes on with the rest). File descriptors (local) and the
+    object-storage client are opened lazily per process, so a cache object can be handed to
+    DataLoader workers (fork or spawn).
     """
 
-    def __init__(self, root: str | Path) -> None:
-        self.root = Path(root)
-        index_path = self.root / INDEX_FILE
-        if not index_path.is_file():
-            if (self.root / PLAN_FILE).is_file():
+    def __init__(self, root: str | os.PathLike[str], options: StorageOptions | None = None) -> None:
+        self.root = str(root).rstrip("/") if is_uri(root) else Path(root)
+        self.options = options
+        index_path = cache_path(self.root, INDEX_FILE)
+        if not uri_exists(index_path, options):
+            if uri_exists(cache_path(self.root, PLAN_FILE), options):
                 raise CacheError(
                     f"frame cache {self.root} is incomplete (no {INDEX_FILE}): rerun "
                     "`vito-train prepare` with the same arguments to finish it"
@@ -210,11 +276,12 @@ class FrameCache:
                 f"{self.root} is not a frame cache (no {INDEX_FILE}); build one with "
                 "`vito-train prepare --manifest M --out CACHE`"
             )
-        table = pq.read_table(index_path)
+        table = read_table(index_path, options)
         meta = table.schema.metadata or {}
-        if meta.get(b"format", b"").decode() != FORMAT:
+        if meta.get(b"format", b"").decode() not in READABLE_FORMATS:
             raise CacheError(
-                f"{index_path}: format {meta.get(b'format')!r}, expected {FORMAT!r}; rebuild the cache"
+                f"{index_path}: format {meta.get(b'format')!r}, expected one of {READABLE_FORMATS}; "
+                "rebuild the cache with `vito-train prepare` into a new --out"
             )
         self.plan = CachePlan.from_json(meta[b"plan"].decode())
         self.bad_shards: dict[int, str] = {}
@@ -224,16 +291,39 @@ class FrameCache:
                 f"frame cache {self.root} holds no readable clip (bad shards: {self.bad_shards})"
             )
         self._fds: dict[int, int] = {}
+        self._fs: Any = None
         self._fd_pid = os.getpid()
+
+    @property
+    def remote(self) -> bool:
+        return is_uri(self.root)
+
+    def _shard_sizes(self) -> dict[int, int]:
+        """Bytes of every shard tar present (one listing on object storage)."""
+        shards_dir = cache_path(self.root, SHARDS_DIR)
+        if self.remote:
+            fs, key = resolve(shards_dir, self.options)
+            with storage_errors(str(shards_dir), self.options):
+                fs.invalidate_cache(key)
+                found = fs.find(key, detail=True) if fs.exists(key) else {}
+            entries = {name.rsplit("/", 1)[-1]: info["size"] for name, info in found.items()}
+        else:
+            names = os.listdir(shards_dir) if os.path.isdir(shards_dir) else []
+            entries = {n: os.path.getsize(os.path.join(shards_dir, n)) for n in names}
+        sizes = {}
+        for name, size in entries.items():
+            if name.startswith("shard-") and name.endswith(".tar"):
+                sizes[int(name[len("shard-") : -len(".tar")])] = int(size)
+        return sizes
 
     def _clips(self, table: pa.Table) -> list[CachedClip]:
         data = {name: table.column(name).to_numpy() for name in ("t_s", "offset", "length", "shard")}
         clip_ids = np.asarray(table.column("clip_id").to_pylist(), dtype=object)
+        sizes = self._shard_sizes()
         for shard in np.unique(data["shard"]):
-            tar_path = shard_paths(self.root, int(shard))[0]
             rows = data["shard"] == shard
             needed = int((data["offset"][rows] + data["length"][rows]).max())
-            size = tar_path.stat().st_size if tar_path.is_file() else -1
+            size = sizes.get(int(shard), -1)
             if size < needed:
                 self.bad_shards[int(shard)] = (
                     "missing" if size < 0 else f"truncated ({size} < {needed} bytes)"
@@ -264,26 +354,64 @@ class FrameCache:
         rank = {clip_id: i for i, clip_id in enumerate(self.plan.clip_ids)}
         return sorted(clips, key=lambda c: rank.get(c.clip_id, len(rank)))
 
-    def _fd(self, shard: int) -> int:
+    def _in_this_process(self) -> None:
         if self._fd_pid != os.getpid():  # forked into a worker: the parent's descriptors are not ours
-            self._fds, self._fd_pid = {}, os.getpid()
+            self._fds, self._fs, self._fd_pid = {}, None, os.getpid()
+
+    def _fd(self, shard: int) -> int:
+        self._in_this_process()
         fd = self._fds.get(shard)
         if fd is None:
             fd = os.open(shard_paths(self.root, shard)[0], os.O_RDONLY)
             self._fds[shard] = fd
         return fd
 
+    def _filesystem(self) -> Any:
+        # resolved in the process that reads: an async S3 client must not cross a fork
+        self._in_this_process()
+        if self._fs is None:
+            self._fs = resolve(self.root, self.options)[0]
+        return self._fs
+
+    def _shard_key(self, shard: int) -> str:
+        return resolve(shard_paths(self.root, shard)[0], self.options)[1]
+
     def read_jpeg(self, clip: CachedClip, frame: int) -> bytes:
         """The JPEG bytes of one frame (raises OSError when the shard cannot be read)."""
-        length = int(clip.lengths[frame])
-        data = os.pread(self._fd(clip.shard), length, int(clip.offsets[frame]))
-        if len(data) != length:
-            raise OSError(f"shard {clip.shard} of {self.root}: read {len(data)} of {length} bytes")
-        return data
+        return self.read_jpegs([(clip, frame)])[0]
+
+    def read_jpegs(self, frames: list[tuple[CachedClip, int]]) -> list[bytes]:
+        """The JPEG bytes of several frames; on object storage their byte ranges are fetched concurrently
+        (one request each, all in flight together), which hides the store's latency."""
+        if not frames:
+            return []
+        if self.remote:
+            fs = self._filesystem()
+            keys = [self._shard_key(clip.shard) for clip, _ in frames]
+            starts = [int(clip.offsets[f]) for clip, f in frames]
+            ends = [s + int(clip.lengths[f]) for s, (clip, f) in zip(starts, frames, strict=True)]
+            with storage_errors(str(self.root), self.options):
+                data = fs.cat_ranges(keys, starts, ends, on_error="return")
+            out = []
+            for blob, (clip, _frame) in zip(data, frames, strict=True):
+                if isinstance(blob, BaseException):
+                    raise OSError(f"shard {clip.shard} of {self.root}: {type(blob).__name__}: {blob}")
+                out.append(blob)
+        else:
+            out = [
+                os.pread(self._fd(clip.shard), int(clip.lengths[f]), int(clip.offsets[f]))
+                for clip, f in frames
+            ]
+        for blob, (clip, f) in zip(out, frames, strict=True):
+            if len(blob) != int(clip.lengths[f]):
+                raise OSError(
+                    f"shard {clip.shard} of {self.root}: read {len(blob)} of {clip.lengths[f]} bytes"
+                )
+        return out
 
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()
-        state["_fds"] = {}
+        state["_fds"], state["_fs"] = {}, None
         return state
 
     def close(self) -> None:

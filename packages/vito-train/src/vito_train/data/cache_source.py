@@ -3,6 +3,9 @@
 A pair's times are drawn as in video mode, over the clip's cached span, and each picks its cached
 frame by videonet_curate's one rule (``pick_frame`` on the cache's fps grid), so the temporal offset is
 quantised to 1 / fps and video mode at the same fps reads the same frames.
+
+On object storage a loader worker first fetches every frame of its batch concurrently (``prefetch``,
+called by ``FramePairDataset.__getitems__``), so a batch costs about one round trip, not one per frame.
 """
 
 from __future__ import annotations
@@ -22,6 +25,21 @@ class CacheFrameSource:
 
     def __init__(self, cache: FrameCache, *, max_gap_s: float) -> None:
         self.cache, self.clips, self.max_gap_s = cache, cache.clips, max_gap_s
+        self._prefetched: dict[tuple[int, int], bytes] = {}
+
+    def prefetch(self, wanted: list[tuple[int, tuple[int, int]]]) -> None:
+        """Fetch the frames of ``(item, picks)`` together (object storage only: local reads are a pread
+        each, nothing to gain); ``read_pair`` then takes them from memory. A failed fetch is left to
+        ``read_pair``, which records the item as failed."""
+        self._prefetched = {}
+        if not self.cache.remote:
+            return
+        keys = sorted({(item, frame) for item, picks in wanted for frame in picks})
+        try:
+            blobs = self.cache.read_jpegs([(self.clips[item], frame) for item, frame in keys])
+        except OSError:
+            return
+        self._prefetched = dict(zip(keys, blobs, strict=True))
 
     def __len__(self) -> int:
         return len(self.clips)
@@ -41,7 +59,9 @@ class CacheFrameSource:
         return min(pick.index, len(clip.times) - 1)
 
     def _decode(self, item: int, frame: int) -> np.ndarray:
-        data = self.cache.read_jpeg(self.clips[item], frame)
+        data = self._prefetched.pop((item, frame), None)
+        if data is None:
+            data = self.cache.read_jpeg(self.clips[item], frame)
         # HWC view of the CHW tensor: no copy, the augmentation permutes it back
         return decode_jpeg(torch.frombuffer(bytearray(data), dtype=torch.uint8)).permute(1, 2, 0).numpy()
 

@@ -75,6 +75,20 @@ class FramePairDataset(Dataset):
     def __len__(self) -> int:  # the stream is endless; a DataLoader only sees our batch sampler
         return 2**62
 
+    def __getitems__(self, indices: list[int]) -> list[dict[str, Any]]:
+        """A batch (the DataLoader's batched fetch): a source that can (``prefetch``: object storage)
+        first fetches the frames of every sample's first draw together; the samples are the same as
+        ``__getitem__``'s one by one."""
+        prefetch = getattr(self.source, "prefetch", None)
+        if prefetch is not None:
+            n_items = len(self.source)
+            wanted = []
+            for index in indices:
+                item = clip_for_index(self.seed, index, n_items)
+                wanted.append((item, self.source.pick_pair(item, sample_generator(self.seed, index))))
+            prefetch(wanted)
+        return [self[index] for index in indices]
+
     def __getitem__(self, index: int) -> dict[str, Any]:
         rng = sample_generator(self.seed, index)
         n_items = len(self.source)

@@ -19,6 +19,7 @@ from typing import Any
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from videonet_curate.uri import StorageOptions
 from vito_train.data.cache import FrameCache
 from vito_train.data.cache_source import CacheFrameSource
 from vito_train.data.frame_pairs import FramePairDataset, FrameSource, collate_pair_batch
@@ -44,9 +45,11 @@ def open_frame_source(
     manifest: str | Path | None = None,
     cache: str | Path | None = None,
     images: str | None = None,
+    storage: StorageOptions | None = None,
 ) -> FrameSource:
-    """Video mode (``manifest``: PyAV seeks per sample), cache mode (``cache``: prepared JPEGs) or
-    image mode (``images``: an image-set spec, two views of one image)."""
+    """Video mode (``manifest``: PyAV seeks per sample), cache mode (``cache``: prepared JPEGs, a
+    directory or a URI reached with ``storage``) or image mode (``images``: an image-set spec, two views
+    of one image)."""
     if sum(x is not None for x in (manifest, cache, images)) != 1:
         raise ValueError("pass exactly one of manifest (video), cache (frame cache) or images (image set)")
     if images is not None:
@@ -54,7 +57,7 @@ def open_frame_source(
 
         return ImageFrameSource(load_image_set(images, "train"))
     if cache is not None:
-        frame_cache = FrameCache(cache)
+        frame_cache = FrameCache(cache, storage)
         if frame_cache.bad_shards:
             log.warning(
                 "frame cache %s: %d shard(s) unreadable and skipped: %s",
@@ -88,7 +91,11 @@ def build_pair_dataset(config: Any, source: FrameSource, *, batched: bool = Fals
 
 
 def check_data_source(
-    *, manifest: str | Path | None = None, cache: str | Path | None = None, images: str | None = None
+    *,
+    manifest: str | Path | None = None,
+    cache: str | Path | None = None,
+    images: str | None = None,
+    storage: StorageOptions | None = None,
 ) -> None:
     """Fail fast (typed errors) on a missing or unusable manifest, frame cache or image set."""
     if sum(x is not None for x in (manifest, cache, images)) != 1:
@@ -101,7 +108,7 @@ def check_data_source(
     if images is not None:
         load_image_set(images, "train")
     elif cache is not None:
-        FrameCache(cache)
+        FrameCache(cache, storage)
     else:
         from vito_train.data.pairs import load_clips
 

@@ -1,7 +1,8 @@
 """``vito-train prepare``: decode every kept clip once into a frame cache (see cache.py).
 
 Shards are independent jobs run in a process pool; a shard is skipped when its done-marker
-exists, so an interrupted prepare resumes where it stopped. A clip that fails to decode is
+exists, so an interrupted prepare resumes where it stopped. ``out`` may be a URI (``s3://bucket/cache``):
+shards are encoded locally and each file is uploaded whole (see cache.py). A clip that fails to decode is
 recorded in its shard's marker with the reason and the shard goes on; a shard whose worker
 fails (or dies) gets no marker and is retried by the next prepare with the same arguments.
 """
@@ -15,15 +16,19 @@ from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from videonet_curate.storage import atomic_write_text
+from videonet_curate.uri import StorageError, StorageOptions, is_uri, read_text
+from videonet_curate.uri import exists as uri_exists
 from videonet_curate.video import frame_grid  # the grid pick_frame picks from, in both modes
 from vito_train.data.cache import (
     PLAN_FILE,
     CacheError,
     CachePlan,
+    cache_path,
     read_done_marker,
     write_global_index,
     write_shard,
@@ -119,7 +124,11 @@ def image_ids(n: int) -> tuple[str, ...]:
 
 
 def build_shard(
-    root: Path, plan: CachePlan, shard: int, encode: Callable[[str], list[tuple[float, bytes]]]
+    root: str | Path,
+    plan: CachePlan,
+    shard: int,
+    encode: Callable[[str], list[tuple[float, bytes]]],
+    options: StorageOptions | None = None,
 ) -> dict:
     """Encode the shard's clips (or images) and write the shard; per-item failures are recorded."""
     from videonet_curate.video import VideoError
@@ -137,7 +146,7 @@ def build_shard(
             for t, data in encoded:
                 yield clip_id, t, data
 
-    return write_shard(root, shard, frames(), failures)
+    return write_shard(root, shard, frames(), failures, options)
 
 
 def _worker_init() -> None:
@@ -146,13 +155,19 @@ def _worker_init() -> None:
     torch.set_num_threads(1)  # one process per core; decode threads come from FFmpeg
 
 
-def _check_plan(out: Path, plan: CachePlan) -> None:
+def _check_plan(out: Any, plan: CachePlan, options: StorageOptions | None = None) -> None:
     """Write the plan, or make sure an existing one asks for the same cache."""
-    path = out / PLAN_FILE
-    if not path.is_file():
-        atomic_write_text(path, plan.to_json())
+    path = cache_path(out, PLAN_FILE)
+    if not uri_exists(path, options):
+        atomic_write_text(path, plan.to_json(), options)
         return
-    existing = CachePlan.from_json(path.read_text())
+    existing = CachePlan.from_json(read_text(path, options))
+    if existing.format != plan.format:
+        raise CacheError(
+            f"{out} holds a frame cache of format {existing.format!r}; this version prepares "
+            f"{plan.format!r} (WebDataset shards). `vito-train run --cache` still reads the old one; "
+            "to prepare anew, choose a new --out"
+        )
     if existing != plan:
         diffs = [
             k
@@ -176,6 +191,7 @@ def prepare_cache(
     clips_per_shard: int = 64,
     workers: int = 0,
     on_shard_done: Callable[[int, dict | None], None] | None = None,
+    options: StorageOptions | None = None,
 ) -> PrepareSummary:
     """Build (or finish) the frame cache of a manifest's kept clips in ``out``, or of the training
     split of an image set (``images``: ``imagefolder:DIR``, ``fashion-mnist:DIR``, ...; one frame per
@@ -183,6 +199,7 @@ def prepare_cache(
 
     ``workers``: processes (0 = all cores; 1 = in this process). ``on_shard_done(shard, marker)``
     is called as shards finish (marker None for a failed shard), e.g. to advance a progress bar.
+    ``out`` may be a URI; ``options`` say how to reach its object storage.
     """
     if (manifest is None) == (images is None):
         raise CacheError("prepare needs exactly one of --manifest (videos) or --images (an image set)")
@@ -192,7 +209,7 @@ def prepare_cache(
             f"(got fps={fps}, short_side={short_side}, quality={quality}, "
             f"clips_per_shard={clips_per_shard})"
         )
-    out = Path(out)
+    out = str(out).rstrip("/") if is_uri(out) else Path(out)
     if images is not None:  # an image set: one "clip" of one frame per image
         image_set = load_image_set(images, "train")
         plan = CachePlan(
@@ -219,30 +236,32 @@ def prepare_cache(
                 f"manifest {manifest} has duplicate clip_id values among kept rows; fix the manifest"
             )
         encode = VideoClipEncoder({c.clip_id: c for c in clips}, plan)
-    out.mkdir(parents=True, exist_ok=True)
-    _check_plan(out, plan)
+    if not is_uri(out):
+        out.mkdir(parents=True, exist_ok=True)
+    _check_plan(out, plan, options)
     summary = PrepareSummary(shards=plan.n_shards)
     todo = []
     for shard in range(plan.n_shards):
-        if read_done_marker(out, shard) is not None:
+        marker = read_done_marker(out, shard, options)
+        if marker is not None:
             summary.shards_done_before += 1
             if on_shard_done:
-                on_shard_done(shard, read_done_marker(out, shard))
+                on_shard_done(shard, marker)
         else:
             todo.append(shard)
     workers = workers or multiprocessing.cpu_count()
     if workers == 1 or len(todo) <= 1:
         for shard in todo:
-            _record(summary, shard, lambda s=shard: build_shard(out, plan, s, encode), on_shard_done)
+            _record(summary, shard, lambda s=shard: build_shard(out, plan, s, encode, options), on_shard_done)
     else:
         context = multiprocessing.get_context("spawn")  # no forked torch/FFmpeg state in workers
         with ProcessPoolExecutor(
             min(workers, len(todo)), mp_context=context, initializer=_worker_init
         ) as pool:
-            futures = {pool.submit(build_shard, out, plan, shard, encode): shard for shard in todo}
+            futures = {pool.submit(build_shard, out, plan, shard, encode, options): shard for shard in todo}
             for future in as_completed(futures):
                 _record(summary, futures[future], future.result, on_shard_done)
-    return _finish(out, plan, summary)
+    return _finish(out, plan, summary, options)
 
 
 def _record(
@@ -263,17 +282,19 @@ def _record(
         on_shard_done(shard, marker)
 
 
-def _finish(out: Path, plan: CachePlan, summary: PrepareSummary) -> PrepareSummary:
-    markers = [read_done_marker(out, s) for s in range(plan.n_shards)]
+def _finish(
+    out: Any, plan: CachePlan, summary: PrepareSummary, options: StorageOptions | None = None
+) -> PrepareSummary:
+    markers = [read_done_marker(out, s, options) for s in range(plan.n_shards)]
     done = [m for m in markers if m is not None]
     summary.frames = sum(m["frames"] for m in done)
     summary.clips = sum(m["clips"] for m in done)
     summary.clip_failures = [f for m in done for f in m["failures"]]
     summary.complete = len(done) == plan.n_shards
     if summary.complete:
-        write_global_index(out, plan)
+        write_global_index(out, plan, options)
         atomic_write_text(
-            out / "summary.json",
+            cache_path(out, "summary.json"),
             json.dumps(
                 {
                     "frames": summary.frames,
@@ -283,19 +304,21 @@ def _finish(out: Path, plan: CachePlan, summary: PrepareSummary) -> PrepareSumma
                 },
                 indent=1,
             ),
+            options,
         )
     return summary
 
 
 def prepare_command(
     manifest: Path | None,
-    out: Path,
+    out: str | Path,
     fps: float,
     short_side: int,
     quality: int,
     clips_per_shard: int,
     workers: int,
     images: str | None = None,
+    options: StorageOptions | None = None,
 ) -> int:
     """The CLI body: progress bar, summary table; returns the exit code."""
     from rich.console import Console
@@ -326,8 +349,9 @@ def prepare_command(
                 clips_per_shard=clips_per_shard,
                 workers=workers,
                 on_shard_done=advance,
+                options=options,
             )
-        except (CacheError, TrainingDataError, ImageSetError) as exc:
+        except (CacheError, TrainingDataError, ImageSetError, StorageError) as exc:
             console.print(f"[red]error:[/red] {exc}")
             return 2
     table = Table(title=f"vito-train prepare {out}")

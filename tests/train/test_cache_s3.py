@@ -1,0 +1,158 @@
+"""The frame cache on object storage (a real S3 API: moto's server on loopback): `prepare --out s3://`,
+WebDataset-readable shards, byte-range reads equal to the local cache's, and a short `run --cache s3://`
+that resumes exactly."""
+
+from __future__ import annotations
+
+import io
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from conftest import write_sample_manifest
+from PIL import Image
+from typer.testing import CliRunner
+
+from vito_train.checkpoint import load_checkpoint
+from vito_train.cli import app
+from vito_train.config import resolve_config
+from vito_train.data.cache import FrameCache, sample_key, shard_paths
+from vito_train.data.cache_source import CacheFrameSource
+from vito_train.data.frame_pairs import FramePairDataset
+from vito_train.data.prepare import prepare_cache
+from vito_train.loop import train
+from vito_train.metrics import read_metrics
+
+CLIPS = ["carphone_pristine.mp4", "dog.mp4", "realshort.mp4"]
+FPS, SHORT = 2.0, 48
+TINY = [
+    "image_size=32",
+    "batch_size=4",
+    "projector_hidden=32",
+    "predictor_hidden=32",
+    "projector_dim=16",
+    "attention_hidden=8",
+    "max_steps=4",
+    "warmup_steps=1",
+    "ckpt_last_every=10",  # last.pt at the stop and the end only: checkpoints cost more than steps here
+]
+
+
+@pytest.fixture(scope="module")
+def small_manifest(sample_videos, tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("s3_cache_manifest")
+    (root / "videos").mkdir()
+    for name in CLIPS:
+        (root / "videos" / name).symlink_to(sample_videos / name)
+    return write_sample_manifest(root / "videos", root)
+
+
+@pytest.fixture(scope="module")
+def local_cache(small_manifest, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("local_cache") / "frames"
+    assert prepare_cache(
+        small_manifest, out, fps=FPS, short_side=SHORT, clips_per_shard=2, workers=1
+    ).complete
+    return out
+
+
+@pytest.fixture(scope="module")
+def s3_cache(s3_module_bucket, small_manifest) -> str:
+    """`vito-train prepare --out s3://...` through the CLI, as a user runs it."""
+    s3_bucket = s3_module_bucket
+    uri = s3_bucket.uri("cache")
+    args = ["prepare", "--manifest", str(small_manifest), "--out", uri, "--fps", str(FPS)]
+    args += ["--short-side", str(SHORT), "--clips-per-shard", "2", "--workers", "1", *s3_bucket.option_args]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    return uri
+
+
+def test_prepare_to_s3_writes_the_same_cache_as_local_disk(s3_cache, s3_module_bucket, local_cache) -> None:
+    s3_bucket = s3_module_bucket
+    local_files = sorted(p.relative_to(local_cache).as_posix() for p in local_cache.rglob("*") if p.is_file())
+    assert [k.removeprefix("cache/") for k in s3_bucket.keys("cache/")] == local_files  # no stray keys
+    remote = FrameCache(s3_cache, s3_bucket.options())
+    local = FrameCache(local_cache)
+    assert remote.remote and not local.remote
+    assert [c.clip_id for c in remote.clips] == [c.clip_id for c in local.clips]
+    wanted = [(clip, f) for clip in remote.clips for f in (0, len(clip.times) - 1)]
+    by_range = remote.read_jpegs(wanted)  # byte ranges of the shard objects, fetched together
+    assert by_range == [local.read_jpeg(clip, f) for clip, f in wanted]
+    # the same samples from either, whether fetched one by one or batched with prefetch
+    a = FramePairDataset(CacheFrameSource(local, max_gap_s=1.0), seed=1, image_size=24, min_scale=0.5)
+    b = FramePairDataset(CacheFrameSource(remote, max_gap_s=1.0), seed=1, image_size=24, min_scale=0.5)
+    for x, y in zip([a[i] for i in range(6)], b.__getitems__(list(range(6))), strict=True):
+        assert torch.equal(x["view_1"], y["view_1"]) and torch.equal(x["view_2"], y["view_2"])
+
+
+def test_shards_are_webdataset_samples_one_per_clip(local_cache) -> None:
+    import webdataset as wds
+
+    cache = FrameCache(local_cache)
+    tars = sorted(str(shard_paths(local_cache, s)[0]) for s in {c.shard for c in cache.clips})
+    samples = list(wds.WebDataset(tars, shardshuffle=False))
+    assert [s["__key__"] for s in samples] == [sample_key(c.clip_id) for c in cache.clips]
+    for sample, clip in zip(samples, cache.clips, strict=True):
+        meta = json.loads(sample["json"])
+        assert meta["clip_id"] == clip.clip_id and meta["t_s"] == pytest.approx(clip.times.tolist())
+        frames = sorted(k for k in sample if k.endswith(".jpg"))
+        assert len(frames) == len(clip.times)
+        assert sample[frames[1]] == cache.read_jpeg(clip, 1)
+        assert min(Image.open(io.BytesIO(sample[frames[0]])).size) == SHORT
+    # webdataset's own decoder turns the members into arrays
+    decoded = next(iter(wds.WebDataset(tars[:1], shardshuffle=False).decode("rgb8")))
+    image = decoded[sorted(k for k in decoded if k.endswith(".jpg"))[0]]
+    assert isinstance(image, np.ndarray) and image.dtype == np.uint8 and image.shape[2] == 3
+
+
+def test_sample_keys_survive_dots_in_clip_ids() -> None:
+    assert sample_key("a.b%c") == "a%2Eb%25c" and "." not in sample_key("x.y.z")
+
+
+def test_run_from_an_s3_cache_resumes_exactly(s3_cache, s3_module_bucket, tmp_path) -> None:
+    s3_bucket = s3_module_bucket
+    options = s3_bucket.options()
+    whole = resolve_config("cpu-smoke", TINY + ["num_workers=0"])
+    train(whole, None, tmp_path / "whole", cache=s3_cache, storage=options)
+    split = tmp_path / "split"
+    # interrupted after step 2 ...
+    first = resolve_config("cpu-smoke", TINY + ["num_workers=0", "stop_after=2"])
+    train(first, None, split, cache=s3_cache, storage=options)
+    assert load_checkpoint(split / "last.pt")["step"] == 2
+    # ... and resumed by the CLI, a loader worker reading byte ranges
+    base = ["run", "--cache", s3_cache, "--out", str(split), "--preset", "cpu-smoke", "--no-progress"]
+    base += [a for o in TINY + ["num_workers=1"] for a in ("--set", o)] + s3_bucket.option_args
+    runner = CliRunner()
+    second = runner.invoke(app, base)
+    assert second.exit_code == 0, second.output
+    a, b = read_metrics(tmp_path / "whole"), read_metrics(split)
+    assert [r["step"] for r in b] == [1, 2, 3, 4]
+    assert [r["loss"] for r in a] == [r["loss"] for r in b], (a, b)
+    wa, wb = (load_checkpoint(p / "last.pt") for p in (tmp_path / "whole", split))
+    for key in wa["online"]:
+        assert torch.equal(wa["online"][key], wb["online"][key]), key
+
+
+def test_a_version_1_cache_is_still_read_and_prepare_refuses_to_mix_formats(
+    local_cache, small_manifest, tmp_path
+):
+    import shutil
+
+    import pyarrow.parquet as pq
+
+    from vito_train.data.cache import INDEX_FILE, PLAN_FILE, CacheError
+
+    old = tmp_path / "old"
+    shutil.copytree(local_cache, old)
+    index = pq.read_table(old / INDEX_FILE)
+    meta = dict(index.schema.metadata)
+    meta[b"format"] = b"vito-frame-cache/1"
+    pq.write_table(index.replace_schema_metadata(meta), old / INDEX_FILE)
+    plan = json.loads((old / PLAN_FILE).read_text())
+    (old / PLAN_FILE).write_text(json.dumps({**plan, "format": "vito-frame-cache/1"}))
+    assert [c.clip_id for c in FrameCache(old).clips] == [c.clip_id for c in FrameCache(local_cache).clips]
+    with pytest.raises(CacheError, match="format 'vito-frame-cache/1'.*choose a new --out"):
+        prepare_cache(small_manifest, old, fps=FPS, short_side=SHORT, clips_per_shard=2, workers=1)
