@@ -22,7 +22,7 @@ from rich.console import Console
 from rich.table import Table
 
 from videonet_curate.labeling import LabelingConfig, ShardLabeler
-from videonet_curate.pipeline import discover_local
+from videonet_curate.sources.local import discover_local
 from videonet_curate.shards import plan_shards
 from videonet_curate.video import decode_all_frames, read_frames_at, sample_timestamps
 

@@ -34,8 +34,9 @@ from loopback import serve  # noqa: E402
 from videonet_curate.build import BuildOptions, build  # noqa: E402
 from videonet_curate.labeling import LabelingConfig, decode_clip_frames, fetch_clip  # noqa: E402
 from videonet_curate.model_stage import ClipModel  # noqa: E402
-from videonet_curate.pipeline import _run_shards_on_ray, discover_local, init_ray  # noqa: E402
+from videonet_curate.pipeline import _run_shards_on_ray, init_ray  # noqa: E402
 from videonet_curate.shards import plan_shards  # noqa: E402
+from videonet_curate.sources.local import discover_local  # noqa: E402
 from videonet_curate.staged import StagedStats, run_staged  # noqa: E402
 from videonet_curate.stages import StageOptions  # noqa: E402
 
@@ -176,7 +177,9 @@ def main() -> int:
 def slow_source(
     args: argparse.Namespace, config: LabelingConfig, fused_config: LabelingConfig, root: Path
 ) -> tuple[float, float]:
-    from videonet_curate.fetch.build_sources import gather_remote
+    from videonet_curate.fetch.options import FetchOptions
+    from videonet_curate.sources.base import SourceArgs, SourceOptions
+    from videonet_curate.sources.registry import make_source
 
     served = root / "served"
     served.mkdir()
@@ -189,17 +192,21 @@ def slow_source(
             start = (i // len(SERVED)) % 4
             lines.append(f"{host.url(SERVED[i % len(SERVED)])},{start},{start + args.clip_seconds:g}")
         listing.write_text("\n".join(lines) + "\n")
-        options = {
-            "input": listing,
-            "min_height": 100,
-            "max_rps": 1000.0,
-            "max_concurrent": 64,
-            "max_retries": 0,
-        }
+        fetch = FetchOptions(min_height=100, max_rps=1000.0, max_concurrent=64, max_retries=0)
         results = []
         for name in ("staged", "fused"):
             out = root / f"slow-{name}"
-            remote = gather_remote("urls", options, use_ray=True, out_dir=out)
+            source = make_source(
+                "urls",
+                SourceArgs(
+                    out_dir=out,
+                    input_path=listing,
+                    clip_seconds=args.clip_seconds,
+                    options=SourceOptions(fetch=fetch),
+                ),
+            )
+            source.check()
+            remote = source.gather(use_ray=True)
             shards = plan_shards(remote.candidates, 8, name)
             if name == "staged":
                 stats = StagedStats()

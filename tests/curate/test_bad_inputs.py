@@ -285,6 +285,18 @@ def test_option_errors_are_exit_2(root: Path) -> None:
     invoke(root, mirror_args, out=inside, code=2, names="lies inside --mirror")
 
 
+def test_build_refuses_uris_instead_of_making_a_directory_named_s3(root: Path, monkeypatch) -> None:
+    monkeypatch.chdir(root)  # where a URI folded into a relative path would land
+    videos, out = str(root / "videos"), str(root / "out")
+    cases = [
+        (["--input", videos, "--out", "s3://bucket/run"], "--out s3://bucket/run: build takes local paths"),
+        (["--input", "gs://bucket/videos", "--out", out], "--input gs://bucket/videos: build takes local"),
+    ]
+    for args, names in cases:
+        invoke(root, build(*args), out=None, code=2, names=names)
+    assert not (root / "s3:").exists() and not (root / "out").exists()
+
+
 def test_cuda_without_a_gpu_and_a_dead_address_fail_in_seconds(root: Path) -> None:
     import torch
 

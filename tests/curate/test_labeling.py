@@ -11,7 +11,7 @@ import pytest
 
 from videonet_curate import manifest as mf
 from videonet_curate.labeling import LabelingConfig, ShardLabeler
-from videonet_curate.pipeline import discover_local
+from videonet_curate.sources.local import discover_local
 from videonet_curate.shards import is_done, plan_shards, shard_paths
 
 

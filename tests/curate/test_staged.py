@@ -167,13 +167,15 @@ def test_killed_stage_actors_are_replaced_without_losing_or_repeating_a_row(
 # -- a real build against a slow host --------------------------------------------------------------------
 def test_slow_source_build_matches_the_fused_run(ray_local, sample_videos: Path, tmp_path: Path) -> None:
     from videonet_curate.build import BuildOptions, build
+    from videonet_curate.fetch.options import FetchOptions
+    from videonet_curate.sources.base import SourceOptions
 
     served = tmp_path / "served"
     served.mkdir()
     for name in ("bikes.mp4", "box.mp4"):
         shutil.copy(sample_videos / name, served / name)
     config = LabelingConfig(frames_per_clip=2, batch_frames=2, threads=1)
-    fetch = {"min_height": 100, "max_rps": 50.0, "max_retries": 0}
+    fetch = SourceOptions(fetch=FetchOptions(min_height=100, max_rps=50.0, max_retries=0))
 
     def run(host, out: Path, staged: bool) -> list[dict]:
         listing = tmp_path / "list.csv"

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import time
-from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -20,8 +20,10 @@ from videonet_curate import manifest as mf
 from videonet_curate.curation import CurationOptions, apply_curation
 from videonet_curate.embeddings import EMBEDDINGS_FILENAME, write_embeddings
 from videonet_curate.labeling import LabelingConfig
-from videonet_curate.pipeline import ProgressCallback, discover_local, init_ray, run_labelling
-from videonet_curate.safepath import contained, is_inside
+from videonet_curate.pipeline import ProgressCallback, init_ray, run_labelling
+from videonet_curate.safepath import contained
+from videonet_curate.sources.base import Gathered, Source, SourceArgs, SourceInputError, SourceOptions
+from videonet_curate.sources.registry import make_source
 from videonet_curate.stages import StageOptions
 from videonet_curate.storage import atomic_write_json
 from videonet_curate.summary import json_safe, kept_class_counts, summarize
@@ -52,7 +54,7 @@ class BuildOptions:
     address: str | None = None
     use_ray: bool = True
     gpus_per_worker: float = 0.0
-    source_options: Mapping[str, Any] = field(default_factory=dict)
+    source_options: SourceOptions = field(default_factory=SourceOptions)  # typed once by the CLI
     stages: StageOptions | None = None  # None: the staged defaults, with ``workers`` model actors
 
 
@@ -85,25 +87,20 @@ def check_output_dir(out_dir: Path) -> None:
         raise BuildInputError(f"--out {out_dir}: {existing} is not writable; pass a writable --out")
 
 
-def check_local_input(input_path: Path | None, out_dir: Path | None = None) -> Path:
-    if input_path is None:
-        raise BuildInputError("--source local needs --input DIR: a directory of video files")
-    if not input_path.exists():
-        raise BuildInputError(f"--input {input_path} does not exist; pass a directory of video files")
-    if not input_path.is_dir():
-        raise BuildInputError(
-            f"--input {input_path} is not a directory; pass the directory that holds the videos"
-        )
-    if out_dir is not None and is_inside(out_dir, input_path):
-        # refused rather than skipped: a rerun would otherwise have to know which folders are ours,
-        # and an input tree is often read-only or shared
-        raise BuildInputError(
-            f"--out {out_dir} lies inside --input {input_path}: the next build would read its own outputs "
-            "as input videos; pass an --out outside the input directory"
-        )
-    if not any(p.is_file() for p in input_path.rglob("*")):
-        raise BuildInputError(f"--input {input_path} holds no files; pass a directory of video files")
-    return input_path
+def check_local_paths(options: BuildOptions) -> None:
+    """build reads and writes local paths only (on a cluster: a directory every node mounts at the same
+    path); a URI would otherwise become a local directory named ``s3:``."""
+    from videonet_curate.uri import looks_like_uri
+
+    mirror = options.source_options.fetch.mirror_dir
+    for flag, value in (("--out", options.out_dir), ("--input", options.input_path), ("--mirror", mirror)):
+        if value is not None and looks_like_uri(value):
+            written = re.sub(r"^([A-Za-z][A-Za-z0-9+.-]+):/(?!/)", r"\1://", os.fspath(value))
+            raise BuildInputError(
+                f"{flag} {written}: build takes local paths only (object storage is not supported by build "
+                "yet); build into a local or shared directory, then `videonet-curate publish OUT --to "
+                "s3://...` (vito-train reads a cache on s3:// directly)"
+            )
 
 
 def check_ray_address(address: str | None, timeout_s: float = 3.0) -> None:
@@ -127,65 +124,33 @@ def check_ray_address(address: str | None, timeout_s: float = 3.0) -> None:
         )
 
 
-def check_source_arguments(options: BuildOptions) -> Any:
-    """Everything about the input that can be checked before anything is written.
-
-    Returns what reading a network source gave (so it is read once), else None."""
-    if options.source == "local":
-        check_local_input(options.input_path, options.out_dir)
-    elif options.source in {"kinetics", "urls"}:
-        from videonet_curate.fetch.build_sources import SourceInputError, check_remote_arguments
-
-        try:
-            return check_remote_arguments(
-                options.source, remote_source_options(options), out_dir=options.out_dir
-            )
-        except SourceInputError as exc:
-            raise BuildInputError(str(exc)) from exc
-    else:
-        raise BuildInputError(f"unknown --source {options.source!r}; expected one of: local, kinetics, urls")
+def check_source_arguments(options: BuildOptions) -> Source:
+    """The source of the build, once everything about its input that can be checked before anything is
+    written has been (a network source reads its whole list here, once)."""
+    try:
+        source = make_source(options.source, source_args(options))
+        source.check()
+    except SourceInputError as exc:
+        raise BuildInputError(str(exc)) from exc
+    return source
 
 
-def remote_source_options(options: BuildOptions) -> dict[str, Any]:
-    """The network sources' options (fetch/build_sources.py); --input is the URL list for --source urls."""
-    return {
-        **options.source_options,
-        "input": options.input_path,
-        "min_clip_seconds": options.min_clip_seconds,
-    }
+def source_args(options: BuildOptions) -> SourceArgs:
+    return SourceArgs(
+        out_dir=options.out_dir,
+        input_path=options.input_path,
+        clip_seconds=options.clip_seconds,
+        min_clip_seconds=options.min_clip_seconds,
+        options=options.source_options,
+    )
 
 
-# -- sources -------------------------------------------------------------------------------------------
-def gather_candidates(
-    options: BuildOptions, pre_read: Any = None
-) -> tuple[
-    list[dict[str, Any]], list[dict[str, Any]], Callable[..., Mapping[str, Any]] | None, dict[str, Any]
-]:
-    """(candidates to label, rows already final, materialise function, source stats) for the source."""
-    if options.source == "local":
-        input_dir = check_local_input(options.input_path, options.out_dir)
-        candidates, failures = discover_local(
-            input_dir,
-            options.clip_seconds,
-            use_ray=options.use_ray,
-            min_clip_seconds=options.min_clip_seconds,
-        )
-        return candidates, failures, None, {"files_not_video": len(failures)}
-    if options.source in {"kinetics", "urls"}:
-        from videonet_curate.fetch.build_sources import SourceInputError, gather_remote
-
-        try:
-            remote = gather_remote(
-                options.source,
-                remote_source_options(options),
-                use_ray=options.use_ray,
-                out_dir=options.out_dir,
-                pre_read=pre_read,
-            )
-        except SourceInputError as exc:
-            raise BuildInputError(str(exc)) from exc
-        return remote.candidates, remote.final_rows, remote.materialize, remote.stats
-    raise BuildInputError(f"unknown --source {options.source!r}; expected one of: local, kinetics, urls")
+def gather_candidates(source: Source, use_ray: bool) -> Gathered:
+    """The source's candidates, settled rows, ``materialize`` and statistics (bad input: exit 2)."""
+    try:
+        return source.gather(use_ray=use_ray)
+    except SourceInputError as exc:
+        raise BuildInputError(str(exc)) from exc
 
 
 # -- the job -------------------------------------------------------------------------------------------
@@ -198,8 +163,9 @@ def build(options: BuildOptions, on_progress: ProgressCallback | None = None) ->
     from videonet_curate.outlock import OutputLocked, build_lock
 
     out_dir = options.out_dir
+    check_local_paths(options)
     check_output_dir(out_dir)
-    pre_read = check_source_arguments(options)
+    source = check_source_arguments(options)
     load_target_or_fail(options.curation.target)
     if options.use_ray:
         check_ray_address(options.address)
@@ -213,7 +179,7 @@ def build(options: BuildOptions, on_progress: ProgressCallback | None = None) ->
             check_cluster_gpus(options.gpus_per_worker, options.address)
         out_dir.mkdir(parents=True, exist_ok=True)
         with build_lock(out_dir):
-            return _build_locked(options, on_progress, pre_read)
+            return _build_locked(options, source, on_progress)
     except OutputLocked as exc:
         raise BuildInputError(str(exc)) from None
     except BuildInputError:
@@ -240,38 +206,25 @@ def _remove_if_empty(directory: Path) -> None:
         pass
 
 
-def _build_locked(options: BuildOptions, on_progress: ProgressCallback | None, pre_read: Any) -> BuildReport:
+def _build_locked(options: BuildOptions, source: Source, on_progress: ProgressCallback | None) -> BuildReport:
     started = time.perf_counter()
     out_dir = options.out_dir
-    candidates, final_rows, materialize, source_stats = gather_candidates(options, pre_read)
-    run_settings = {
-        "source": options.source,
-        "clip_seconds": options.clip_seconds,
-        "min_clip_seconds": options.min_clip_seconds,
-    }
-    if options.source in {"kinetics", "urls"}:
-        from videonet_curate.fetch.build_sources import run_settings as remote_run_settings
-
-        run_settings.update(remote_run_settings(options.source, remote_source_options(options)))
+    gathered = gather_candidates(source, options.use_ray)
     labelled = run_labelling(
-        candidates=candidates,
-        final_rows=final_rows,
+        candidates=gathered.candidates,
+        final_rows=gathered.settled,
         config=options.labeling,
         out_dir=out_dir,
         shard_size=options.shard_size,
         workers=options.workers,
         use_ray=options.use_ray,
-        run_settings=run_settings,
-        materialize=materialize,
+        run_settings=source.run_settings(),
+        materialize=gathered.materialize,
         on_progress=on_progress,
         gpus_per_worker=options.gpus_per_worker,
         stages=options.stages,
     )
-    embeddings = labelled.embeddings
-    if options.source_options.get("retry_failed"):
-        from videonet_curate.fetch.build_sources import carry_embeddings
-
-        embeddings = carry_embeddings(out_dir, embeddings, labelled.rows)  # rows kept from the old manifest
+    embeddings = source.after_labelling(labelled.embeddings, labelled.rows)
     target = load_target_or_fail(options.curation.target)
     rows, curation_stats = apply_curation(labelled.rows, embeddings, options.curation, target)
 
@@ -280,9 +233,9 @@ def _build_locked(options: BuildOptions, on_progress: ProgressCallback | None, p
         "input": str(options.input_path) if options.input_path else None,
         "clip_seconds": options.clip_seconds,
         "min_clip_seconds": options.min_clip_seconds,
-        "labeling": {k: v for k, v in vars(options.labeling).items() if k != "fetch_options"},
+        "labeling": vars(options.labeling),
         "curation": vars(options.curation),
-        "source_options": dict(options.source_options),
+        "source_options": options.source_options.as_config(),
     }
     model_id, prototype_set = labelled.model_id, labelled.prototype_set
     for name in (mf.MANIFEST_FILENAME, EMBEDDINGS_FILENAME, HISTOGRAM_FILENAME, SUMMARY_FILENAME):
@@ -298,7 +251,7 @@ def _build_locked(options: BuildOptions, on_progress: ProgressCallback | None, p
         dup_threshold=options.curation.dup_threshold,
         shards={"total": labelled.shards_total, "skipped_as_done": labelled.shards_skipped},
         stage_seconds={k: round(v, 3) for k, v in labelled.timings.items()},
-        source=dict(source_stats),
+        source=dict(gathered.stats),
         curation=curation_stats,
         seconds=round(time.perf_counter() - started, 2),
     )

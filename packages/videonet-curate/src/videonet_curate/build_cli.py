@@ -23,7 +23,9 @@ from rich.text import Text
 from videonet_curate.build import BuildInputError, BuildOptions, BuildReport, build
 from videonet_curate.curation import CurationOptions
 from videonet_curate.exits import EXIT_BAD_INPUT, EXIT_FAILED_ROWS, EXIT_OK, console, error_line, guarded
+from videonet_curate.fetch.options import FetchConfigError, FetchOptions, parse_ytdlp_options
 from videonet_curate.labeling import LabelingConfig
+from videonet_curate.sources.base import SourceOptions
 from videonet_curate.stages import StageOptions
 
 
@@ -141,7 +143,7 @@ def build_command(
     ),
     no_ray: bool = typer.Option(False, "--no-ray", help="Run in this process without Ray (debugging)."),
     verbose: bool = typer.Option(False, "--verbose", "-v", help="Log more."),
-    # --source kinetics / urls (fetch/build_sources.py)
+    # --source kinetics / urls (sources/kinetics.py, sources/urls.py, fetch/)
     annotations: Path = typer.Option(None, "--annotations", help="kinetics: an official Kinetics CSV."),
     split: str = typer.Option(None, "--split", help="kinetics: keep rows of this split (train, val, test)."),
     classes: str = typer.Option(None, "--classes", help="kinetics: keep these labels (comma-separated)."),
@@ -206,6 +208,31 @@ def build_command(
             if not math.isfinite(value):  # typer's ranges let inf through; a socket timeout of inf hangs
                 raise BuildInputError(f"{name} {value}: expected a finite number")
         resolved_device = _resolve_device(device, address)
+        try:  # the fetch options, typed once here and carried by the source options into the source
+            fetch = FetchOptions(
+                mirror_dir=mirror,
+                url_template=url_template,
+                min_height=min_height,
+                max_retries=max_retries,
+                socket_timeout_s=timeout,
+                max_rps=max_rps,
+                max_concurrent=max_concurrent,
+                cookies=cookies,
+                proxy=proxy,
+                ytdlp_options=parse_ytdlp_options(ytdlp_opt or ()),
+                min_clip_seconds=min_clip_seconds,
+            )
+        except FetchConfigError as exc:  # e.g. a --cookies file that is not there: bad input
+            raise BuildInputError(str(exc)) from None
+        source_options = SourceOptions(
+            annotations=annotations,
+            split=split,
+            classes=_comma_list(classes) if classes else None,
+            limit=limit,
+            retry_failed=_comma_list(retry_reasons) if retry_failed else None,
+            ytdlp_opt=tuple(ytdlp_opt or ()),
+            fetch=fetch,
+        )
     except BuildInputError as exc:
         error_line(str(exc))
         raise typer.Exit(EXIT_BAD_INPUT) from None
@@ -240,25 +267,7 @@ def build_command(
         address=address,
         use_ray=not no_ray,
         gpus_per_worker=1.0 if resolved_device == "cuda" else 0.0,
-        source_options={
-            "annotations": annotations,
-            "split": split,
-            "limit": limit,
-            "mirror_dir": mirror,
-            "classes": [c.strip() for c in classes.split(",") if c.strip()] if classes else None,
-            "url_template": url_template,
-            "min_height": min_height,
-            "max_retries": max_retries,
-            "socket_timeout_s": timeout,
-            "max_rps": max_rps,
-            "max_concurrent": max_concurrent,
-            "cookies": cookies,
-            "proxy": proxy,
-            "ytdlp_opt": list(ytdlp_opt or ()),
-            "retry_failed": [r.strip() for r in retry_reasons.split(",") if r.strip()]
-            if retry_failed
-            else None,
-        },
+        source_options=source_options,
     )
     try:
         _check_model(model, templates, precision)
@@ -268,6 +277,10 @@ def build_command(
         raise typer.Exit(EXIT_BAD_INPUT) from None
     _print_summary(report)
     raise typer.Exit(EXIT_FAILED_ROWS if report.has_failures else EXIT_OK)
+
+
+def _comma_list(text: str) -> tuple[str, ...]:
+    return tuple(item.strip() for item in text.split(",") if item.strip())
 
 
 def _resolve_device(device: str, address: str | None = None) -> str:

@@ -13,7 +13,7 @@ import logging
 import os
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -44,7 +44,6 @@ class LabelingConfig:
     device: str = "cpu"
     precision: str = "auto"  # auto: bf16 on a GPU, fp32 on the CPU; or fp32 | fp16 | bf16
     threads: int = 1
-    fetch_options: Mapping[str, Any] = field(default_factory=dict)
 
 
 # Fields of a materialised clip that go into its manifest row.

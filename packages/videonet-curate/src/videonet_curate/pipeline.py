@@ -77,70 +77,6 @@ def init_ray(address: str | None = None, num_cpus: int | None = None) -> None:
         exits.install_signal_handlers()
 
 
-def _ray_map_ordered(fn: Callable[[Any], Any], items: Sequence[Any], num_cpus: float = 1) -> list[Any]:
-    import ray
-
-    remote = ray.remote(num_cpus=num_cpus)(fn)
-    return ray.get([remote.remote(item) for item in items])
-
-
-# -- local discovery -----------------------------------------------------------------------------------
-def _probe_batch(args: tuple[list[str], str, float, float]) -> list[tuple[str, list[dict[str, Any]]]]:
-    """Probe a batch of files: ("ok", candidates) or ("failed", [failure row]) for each."""
-    from videonet_curate.sources.local import failure_row, local_candidates, too_short_row
-    from videonet_curate.video import VideoError, probe_video
-
-    paths, input_dir, clip_seconds, min_clip_seconds = args
-    results = []
-    for path in paths:
-        try:
-            info = probe_video(path)
-        except VideoError as exc:
-            results.append(("failed", [failure_row(path, input_dir, exc)]))
-            continue
-        cands = local_candidates(path, info, input_dir, clip_seconds, min_clip_seconds=min_clip_seconds)
-        if not cands:  # shorter than the shortest clip worth labelling: still a row, with its reason
-            results.append(("failed", [too_short_row(path, info, input_dir, min_clip_seconds)]))
-            continue
-        for cand in cands:
-            cand["locator"] = str(Path(path).resolve())
-        results.append(("ok", cands))
-    return results
-
-
-def discover_local(
-    input_dir: Path,
-    clip_seconds: float,
-    *,
-    use_ray: bool = True,
-    batch_size: int = 16,
-    min_clip_seconds: float = 1.0,
-) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    """Probe every file under ``input_dir``: (clip candidates, failure rows of files that are not videos)."""
-    from videonet_curate.sources.local import (
-        bad_name_row,
-        is_utf8_name,
-        iter_video_files,
-        relative_source_id,
-    )
-
-    files, bad_names = [], []
-    for path in iter_video_files(input_dir):
-        # one file name that is not UTF-8 must not abort the build: it becomes a failed row
-        (files if is_utf8_name(relative_source_id(path, input_dir)) else bad_names).append(str(path))
-    batches = [
-        (files[i : i + batch_size], str(input_dir), clip_seconds, min_clip_seconds)
-        for i in range(0, len(files), batch_size)
-    ]
-    outputs = _ray_map_ordered(_probe_batch, batches) if use_ray else [_probe_batch(b) for b in batches]
-    candidates: list[dict[str, Any]] = []
-    failures: list[dict[str, Any]] = [bad_name_row(path, input_dir) for path in bad_names]
-    for batch in outputs:
-        for kind, rows in batch:
-            (candidates if kind == "ok" else failures).extend(rows)
-    return candidates, failures
-
-
 # -- labelling on Ray ----------------------------------------------------------------------------------
 def _run_shards_on_ray(
     shards: Sequence[Shard],
@@ -242,7 +178,9 @@ def fingerprint_settings(config: LabelingConfig, **extra: Any) -> dict[str, Any]
     data = asdict(config)
     for name in _RUNTIME_FIELDS:
         data.pop(name, None)
-    data["fetch_options"] = dict(config.fetch_options)
+    # an always-empty field once (the fetch options are the source's, in ``extra``): kept in the hash so
+    # that builds made before it went keep their fingerprints and are not labelled again
+    data["fetch_options"] = {}
     data.update(extra)
     return data
 

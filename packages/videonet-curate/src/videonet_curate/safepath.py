@@ -13,6 +13,7 @@ import glob
 import os
 import re
 from pathlib import Path
+from urllib.parse import urlparse
 
 # YouTube video ids: exactly 11 characters of the URL-safe base64 alphabet (they may start with "-").
 _YOUTUBE_ID = re.compile(r"[A-Za-z0-9_-]{11}")
@@ -41,6 +42,27 @@ def printable(value: object, limit: int = 80) -> str:
     text = text.encode("utf-8", "backslashreplace").decode("utf-8")
     text = "".join(ch if ch.isprintable() else repr(ch)[1:-1] for ch in text)
     return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def http_url_problem(url: str) -> str | None:
+    """Why ``url`` is not an absolute http(s) URL with a host, or None when it is one.
+
+    A URL from a list or a --url-template reaches yt-dlp and ffmpeg, which would also open ``file://``
+    and other schemes; callers put the answer after the place the URL came from.
+    """
+    shown = printable(url)
+    if not url.startswith(("http://", "https://")):
+        return f"{shown!r} is not an http(s) URL; each row needs one http:// or https:// URL"
+    if any(ch.isspace() or not ch.isprintable() for ch in url):
+        return f"{shown!r} contains spaces or control characters; percent-encode them"
+    try:
+        parsed = urlparse(url)
+        parsed.port  # noqa: B018 - raises ValueError for a port that is not a number
+    except ValueError as exc:
+        return f"{shown!r} is not a valid URL ({exc})"
+    if not parsed.hostname:
+        return f"{shown!r} has no host name"
+    return None
 
 
 def contained(root: str | os.PathLike[str], path: str | os.PathLike[str]) -> Path:

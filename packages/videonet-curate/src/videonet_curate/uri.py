@@ -145,6 +145,14 @@ def is_uri(path: str | os.PathLike[str] | None) -> bool:
     return bool(match) and match.group(1).lower() != "file"
 
 
+def looks_like_uri(path: str | os.PathLike[str]) -> bool:
+    """A URI, also after ``pathlib`` folded its ``//`` (``Path("s3://b/k")`` is ``s3:/b/k``): for commands
+    that take local paths only and must say so instead of creating a directory named ``s3:``."""
+    return bool(re.match(r"^[A-Za-z][A-Za-z0-9+.-]+:/", os.fspath(path))) and not os.fspath(path).startswith(
+        "file:"
+    )
+
+
 def local_path(path: str | os.PathLike[str]) -> str:
     """A local path, with a ``file://`` prefix removed."""
     text = os.fspath(path)

@@ -17,7 +17,9 @@ from pathlib import Path
 from typing import Any
 
 from videonet_curate.safepath import is_youtube_id, printable
+from videonet_curate.sources.base import SourceInputError
 from videonet_curate.sources.csvfile import CsvInputError, read_csv
+from videonet_curate.sources.remote import RemoteSource
 
 log = logging.getLogger(__name__)
 
@@ -186,3 +188,34 @@ def read_kinetics_annotations(
         stats.duplicates_dropped,
     )
     return candidates, stats
+
+
+class KineticsSource(RemoteSource):
+    """``--source kinetics``: the rows of an official annotation CSV (--annotations, --split, --classes,
+    --limit), downloaded from YouTube or an HTTP mirror (--url-template), or taken from a local copy
+    (--mirror)."""
+
+    name = SOURCE
+
+    def check_input(self) -> None:
+        path = self.args.options.annotations
+        if path is None:
+            raise SourceInputError(
+                "--source kinetics needs --annotations FILE.csv (an official Kinetics CSV)"
+            )
+        if not Path(path).is_file():
+            raise SourceInputError(
+                f"--annotations {path}: no such file; pass an official Kinetics CSV such as "
+                "kinetics-600_val.csv"
+            )
+
+    def read_candidates(self) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+        options = self.args.options
+        assert options.annotations is not None  # check_input refused a missing --annotations
+        try:
+            candidates, stats = read_kinetics_annotations(
+                options.annotations, split=options.split, classes=options.classes, limit=options.limit
+            )
+        except KineticsFormatError as exc:
+            raise SourceInputError(str(exc)) from exc
+        return candidates, stats.as_dict()

@@ -21,13 +21,14 @@ from __future__ import annotations
 import hashlib
 import os
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 from videonet_curate import manifest as mf
-from videonet_curate.safepath import printable
-from videonet_curate.video import VideoError, VideoInfo, clip_windows
+from videonet_curate.safepath import is_inside, printable
+from videonet_curate.sources.base import Gathered, Source, SourceInputError
+from videonet_curate.video import VideoError, VideoInfo, clip_windows, probe_video
 
 SOURCE = "local"
 SLUG_MAX_CHARS = 80
@@ -183,3 +184,95 @@ def too_short_row(
         codec=info.codec,
     )
     return row
+
+
+# -- discovery: probe every file, on Ray workers unless --no-ray -------------------------------------------
+def _probe_batch(args: tuple[list[str], str, float, float]) -> list[tuple[str, list[dict[str, Any]]]]:
+    """Probe a batch of files: ("ok", candidates) or ("failed", [failure row]) for each."""
+    paths, input_dir, clip_seconds, min_clip_seconds = args
+    results = []
+    for path in paths:
+        try:
+            info = probe_video(path)
+        except VideoError as exc:
+            results.append(("failed", [failure_row(path, input_dir, exc)]))
+            continue
+        cands = local_candidates(path, info, input_dir, clip_seconds, min_clip_seconds=min_clip_seconds)
+        if not cands:  # shorter than the shortest clip worth labelling: still a row, with its reason
+            results.append(("failed", [too_short_row(path, info, input_dir, min_clip_seconds)]))
+            continue
+        for cand in cands:
+            cand["locator"] = str(Path(path).resolve())
+        results.append(("ok", cands))
+    return results
+
+
+def _ray_map_ordered(fn: Callable[[Any], Any], items: Sequence[Any], num_cpus: float = 1) -> list[Any]:
+    import ray
+
+    remote = ray.remote(num_cpus=num_cpus)(fn)
+    return ray.get([remote.remote(item) for item in items])
+
+
+def discover_local(
+    input_dir: Path,
+    clip_seconds: float,
+    *,
+    use_ray: bool = True,
+    batch_size: int = 16,
+    min_clip_seconds: float = 1.0,
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """Probe every file under ``input_dir``: (clip candidates, failure rows of files that are not videos)."""
+    files, bad_names = [], []
+    for path in iter_video_files(input_dir):
+        # one file name that is not UTF-8 must not abort the build: it becomes a failed row
+        (files if is_utf8_name(relative_source_id(path, input_dir)) else bad_names).append(str(path))
+    batches = [
+        (files[i : i + batch_size], str(input_dir), clip_seconds, min_clip_seconds)
+        for i in range(0, len(files), batch_size)
+    ]
+    outputs = _ray_map_ordered(_probe_batch, batches) if use_ray else [_probe_batch(b) for b in batches]
+    candidates: list[dict[str, Any]] = []
+    failures: list[dict[str, Any]] = [bad_name_row(path, input_dir) for path in bad_names]
+    for batch in outputs:
+        for kind, rows in batch:
+            (candidates if kind == "ok" else failures).extend(rows)
+    return candidates, failures
+
+
+def check_local_input(input_path: Path | None, out_dir: Path | None = None) -> Path:
+    """The --input directory, after checking it exists, holds files and does not contain --out."""
+    if input_path is None:
+        raise SourceInputError("--source local needs --input DIR: a directory of video files")
+    if not input_path.exists():
+        raise SourceInputError(f"--input {input_path} does not exist; pass a directory of video files")
+    if not input_path.is_dir():
+        raise SourceInputError(
+            f"--input {input_path} is not a directory; pass the directory that holds the videos"
+        )
+    if out_dir is not None and is_inside(out_dir, input_path):
+        # refused rather than skipped: a rerun would otherwise have to know which folders are ours,
+        # and an input tree is often read-only or shared
+        raise SourceInputError(
+            f"--out {out_dir} lies inside --input {input_path}: the next build would read its own outputs "
+            "as input videos; pass an --out outside the input directory"
+        )
+    if not any(p.is_file() for p in input_path.rglob("*")):
+        raise SourceInputError(f"--input {input_path} holds no files; pass a directory of video files")
+    return input_path
+
+
+class LocalSource(Source):
+    """``--source local``: every file under --input, cut into --clip-seconds windows; nothing to fetch."""
+
+    name = SOURCE
+
+    def check(self) -> None:
+        check_local_input(self.args.input_path, self.args.out_dir)
+
+    def gather(self, *, use_ray: bool) -> Gathered:
+        input_dir = check_local_input(self.args.input_path, self.args.out_dir)
+        candidates, failures = discover_local(
+            input_dir, self.args.clip_seconds, use_ray=use_ray, min_clip_seconds=self.args.min_clip_seconds
+        )
+        return Gathered(candidates, failures, None, {"files_not_video": len(failures)})

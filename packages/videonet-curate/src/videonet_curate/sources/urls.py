@@ -14,14 +14,14 @@ import os
 import re
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlparse
 
-from videonet_curate.safepath import printable
+from videonet_curate.safepath import http_url_problem, printable
+from videonet_curate.sources.base import SourceInputError
+from videonet_curate.sources.remote import RemoteSource
 
 log = logging.getLogger(__name__)
 
 SOURCE = "urls"
-_SCHEMES = ("http://", "https://")
 
 
 class UrlListError(ValueError):
@@ -115,20 +115,9 @@ def _pick(columns: dict[str, Any]) -> dict[str, Any]:
 
 def check_url(url: str, where: str) -> None:
     """Refuse what is not an absolute http(s) URL with a host (the message names the line)."""
-    shown = printable(url)
-    if not url.startswith(_SCHEMES):
-        raise UrlListError(
-            f"{where}: {shown!r} is not an http(s) URL; each row needs one http:// or https:// URL"
-        )
-    if any(ch.isspace() or not ch.isprintable() for ch in url):
-        raise UrlListError(f"{where}: {shown!r} contains spaces or control characters; percent-encode them")
-    try:
-        parsed = urlparse(url)
-        parsed.port  # noqa: B018 - raises ValueError for a port that is not a number
-    except ValueError as exc:
-        raise UrlListError(f"{where}: {shown!r} is not a valid URL ({exc})") from None
-    if not parsed.hostname:
-        raise UrlListError(f"{where}: {shown!r} has no host name")
+    problem = http_url_problem(url)
+    if problem:
+        raise UrlListError(f"{where}: {problem}")
 
 
 def read_url_list(path: str | os.PathLike[str]) -> list[dict[str, Any]]:
@@ -172,3 +161,34 @@ def read_url_list(path: str | os.PathLike[str]) -> list[dict[str, Any]]:
     if dropped:
         log.info("%s: dropped %d repeated URL rows", path, dropped)
     return candidates
+
+
+class UrlListSource(RemoteSource):
+    """``--source urls``: every URL of the list given as --input (the first --limit), always downloaded."""
+
+    name = SOURCE
+
+    def check(self) -> None:
+        if self.fetch.mirror_dir is not None:
+            raise SourceInputError("--mirror is for --source kinetics; a URL list is always downloaded")
+        super().check()
+
+    def check_input(self) -> None:
+        path = self.args.input_path
+        if path is None:
+            raise SourceInputError(
+                "--source urls needs --input FILE (.txt, .csv or .parquet with a url column)"
+            )
+        if not Path(path).is_file():
+            raise SourceInputError(
+                f"--input {path}: no such file; pass a .txt, .csv or .parquet list of URLs"
+            )
+
+    def read_candidates(self) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+        path, limit = self.args.input_path, self.args.options.limit
+        assert path is not None  # check_input refused a missing --input
+        try:
+            candidates = read_url_list(path)
+        except UrlListError as exc:
+            raise SourceInputError(str(exc)) from exc
+        return (candidates[:limit] if limit else candidates), {"listed": len(candidates)}

@@ -50,6 +50,9 @@ READABLE_FORMATS = (FORMAT, "vito-frame-cache/1")
 PLAN_FILE = "plan.json"
 INDEX_FILE = "index.parquet"
 SHARDS_DIR = "shards"
+MERGE_GAP = (
+    256 * 1024
+)  # object storage: ranges closer than this are one GET (a request costs more than 256 KiB)
 
 INDEX_SCHEMA = pa.schema(
     [
@@ -382,21 +385,11 @@ class FrameCache:
 
     def read_jpegs(self, frames: list[tuple[CachedClip, int]]) -> list[bytes]:
         """The JPEG bytes of several frames; on object storage their byte ranges are fetched concurrently
-        (one request each, all in flight together), which hides the store's latency."""
+        (nearby ranges merged, all requests in flight together), which hides the store's latency."""
         if not frames:
             return []
         if self.remote:
-            fs = self._filesystem()
-            keys = [self._shard_key(clip.shard) for clip, _ in frames]
-            starts = [int(clip.offsets[f]) for clip, f in frames]
-            ends = [s + int(clip.lengths[f]) for s, (clip, f) in zip(starts, frames, strict=True)]
-            with storage_errors(str(self.root), self.options):
-                data = fs.cat_ranges(keys, starts, ends, on_error="return")
-            out = []
-            for blob, (clip, _frame) in zip(data, frames, strict=True):
-                if isinstance(blob, BaseException):
-                    raise OSError(f"shard {clip.shard} of {self.root}: {type(blob).__name__}: {blob}")
-                out.append(blob)
+            out = self._read_ranges(frames)
         else:
             out = [
                 os.pread(self._fd(clip.shard), int(clip.lengths[f]), int(clip.offsets[f]))
@@ -407,6 +400,29 @@ class FrameCache:
                 raise OSError(
                     f"shard {clip.shard} of {self.root}: read {len(blob)} of {clip.lengths[f]} bytes"
                 )
+        return out
+
+    def _read_ranges(self, frames: list[tuple[CachedClip, int]]) -> list[bytes]:
+        """Byte ranges of the shard objects: ranges closer than ``MERGE_GAP`` are merged (the two frames
+        of a pair usually lie within a second of each other in one tar), then all requests are sent at
+        once (fsspec's ``cat_ranges``: concurrent GETs)."""
+        from fsspec.utils import merge_offset_ranges
+
+        fs = self._filesystem()
+        keys = [self._shard_key(clip.shard) for clip, _ in frames]
+        starts = [int(clip.offsets[f]) for clip, f in frames]
+        ends = [s + int(clip.lengths[f]) for s, (clip, f) in zip(starts, frames, strict=True)]
+        paths, merged_starts, merged_ends = merge_offset_ranges(keys, starts, ends, max_gap=MERGE_GAP)
+        with storage_errors(str(self.root), self.options):
+            blobs = fs.cat_ranges(paths, merged_starts, merged_ends, on_error="return")
+        out = []
+        for key, start, end, (clip, _frame) in zip(keys, starts, ends, frames, strict=True):
+            for path, m_start, m_end, blob in zip(paths, merged_starts, merged_ends, blobs, strict=True):
+                if path == key and m_start <= start and end <= m_end:
+                    if isinstance(blob, BaseException):
+                        raise OSError(f"shard {clip.shard} of {self.root}: {type(blob).__name__}: {blob}")
+                    out.append(blob[start - m_start : end - m_start])
+                    break
         return out
 
     def __getstate__(self) -> dict[str, Any]:
