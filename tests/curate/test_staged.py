@@ -35,6 +35,10 @@ def test_plan_fits_the_cluster_and_declares_each_stage() -> None:
     )
     assert "fetch" not in gpu and gpu["model"].num_gpus == 1.0 and gpu["model"].num_cpus == 1.0
     assert gpu["decode"].actors == 6 and gpu["decode"].num_cpus == 1.0
+    one_gpu = plan_stages(
+        StageOptions(model_workers=4), config, cpus=16, gpus_per_model=1.0, fetch=False, gpus=1.0
+    )
+    assert one_gpu["model"].actors == 1  # three more would wait for a GPU forever
     limits = queue_limits(gpu, call_frames=256)
     assert limits.decoded_frames == 2 * 256 * 2 and limits.fetched == 2 * 6 * 3
 

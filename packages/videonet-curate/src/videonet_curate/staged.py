@@ -152,7 +152,10 @@ def run_staged(
         c.get("locator") is None for s in shards for c in s.candidates
     )
     cpus = float(ray.cluster_resources().get("CPU", 1.0))
-    plan = plan_stages(options, config, cpus=cpus, gpus_per_model=gpus_per_model, fetch=needs_fetch)
+    gpus = float(ray.cluster_resources().get("GPU", 0.0))
+    plan = plan_stages(
+        options, config, cpus=cpus, gpus_per_model=gpus_per_model, fetch=needs_fetch, gpus=gpus
+    )
     stats.plan = plan
     log.info("stages: %s", plan)
 

@@ -68,7 +68,13 @@ def default_decode_workers(cpus: float, model_cpus: float) -> int:
 
 
 def plan_stages(
-    options: StageOptions, config: LabelingConfig, *, cpus: float, gpus_per_model: float, fetch: bool
+    options: StageOptions,
+    config: LabelingConfig,
+    *,
+    cpus: float,
+    gpus_per_model: float,
+    fetch: bool,
+    gpus: float | None = None,
 ) -> dict[str, StageSpec]:
     """Actor counts and declared resources of each stage for a Ray cluster with ``cpus`` CPUs.
 
@@ -78,15 +84,18 @@ def plan_stages(
     placed: the stages then share the cores through the OS, as a busy stage leaves others idle.
     """
     model_cpus = 1.0 if gpus_per_model > 0 else float(max(1, config.threads))
+    model_workers = options.model_workers
+    if gpus_per_model > 0 and gpus is not None:  # an actor that can never get its GPU would stall the run
+        model_workers = max(1, min(model_workers, int(gpus // gpus_per_model)))
     fetch_actors = math.ceil(options.fetch_workers / FETCHES_PER_ACTOR) if fetch else 0
     fetch_cpus = FETCH_ACTOR_CPUS * fetch_actors
-    decoders = options.decode_workers or default_decode_workers(cpus, model_cpus * options.model_workers)
-    wanted = model_cpus * options.model_workers + decoders * 1.0
+    decoders = options.decode_workers or default_decode_workers(cpus, model_cpus * model_workers)
+    wanted = model_cpus * model_workers + decoders * 1.0
     scale = min(1.0, max(cpus - fetch_cpus, 0.1) / wanted)
     specs = {
         "decode": StageSpec("decode", decoders, 2, round(scale, 3), 0.0, 512 * _MIB),
         "model": StageSpec(
-            "model", options.model_workers, 1, round(model_cpus * scale, 3), gpus_per_model, 1024 * _MIB
+            "model", model_workers, 1, round(model_cpus * scale, 3), gpus_per_model, 1024 * _MIB
         ),
     }
     if fetch_actors:
