@@ -22,6 +22,7 @@ import argparse
 import json
 import os
 import platform
+import resource
 import shutil
 import subprocess
 import sys
@@ -35,10 +36,18 @@ IMAGE_SIZE = 32
 ARCH = "resnet18"
 
 
-def run(cmd: list[str], log: Path, env: dict[str, str] | None = None) -> float:
-    """Run one command (output to ``log``); seconds of wall time. Exit 2 naming the log on failure."""
+def children_cpu_seconds() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def run(cmd: list[str], log: Path, env: dict[str, str] | None = None) -> tuple[float, float]:
+    """Run one command (output to ``log``); (wall seconds, CPU seconds of it and its loader workers).
+    On a shared machine the CPU seconds say what an idle one would take: the trainer runs one torch
+    thread and one loader worker, so on 2 idle cores its wall time is about its main process's CPU
+    time, at most the total. Exit 2 naming the log on failure."""
     print("$ " + "".join(f"{k}={v} " for k, v in (env or {}).items()) + " ".join(cmd), flush=True)
-    started = time.perf_counter()
+    started, cpu_started = time.perf_counter(), children_cpu_seconds()
     with open(log, "w") as handle:
         code = subprocess.call(
             cmd, stdout=handle, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})}
@@ -46,7 +55,7 @@ def run(cmd: list[str], log: Path, env: dict[str, str] | None = None) -> float:
     if code not in (0, 1):  # 1: done, outputs complete, some rows/clips failed (README, "Exit codes")
         print(f"error: {cmd[0]} exited {code}; see {log}", file=sys.stderr)
         sys.exit(2)
-    return time.perf_counter() - started
+    return time.perf_counter() - started, children_cpu_seconds() - cpu_started
 
 
 def train_args(steps: int | None) -> list[str]:
@@ -58,9 +67,11 @@ def probe(run_dir: Path, dataset: str, out: Path, args: argparse.Namespace) -> d
     cmd = [str(BIN / "vito-eval"), "probe", "--encoder", str(run_dir), "--encoder", f"random:{ARCH}"]
     cmd += ["--dataset", dataset, "--image-size", str(IMAGE_SIZE), "--out", str(out)]
     cmd += ["--train-limit", str(args.train_limit), "--test-limit", str(args.test_limit)]
+    # a cache of its own: every check extracts both encoders' features, so its probe time is a cold one
+    cmd += ["--cache-dir", str(out.with_suffix(".features"))]
     # one OpenMP thread: on 2 cores shared with other jobs, two threads extracted 17-20 images/s and one
     # thread 70 (measured 2026-12-01, load ~17)
-    seconds = run(cmd, out.with_suffix(".log"), env={"OMP_NUM_THREADS": "1"})
+    seconds, cpu_seconds = run(cmd, out.with_suffix(".log"), env={"OMP_NUM_THREADS": "1"})
     results = json.loads(out.read_text())["results"]
     figures = {}
     for name, result in zip(("trained", "random"), results, strict=True):
@@ -68,7 +79,7 @@ def probe(run_dir: Path, dataset: str, out: Path, args: argparse.Namespace) -> d
             "linear": 100 * result["linear"]["top1"],
             "knn20": 100 * result["knn"]["k20"]["top1"],
         }
-    figures["probe_seconds"] = seconds
+    figures["probe_seconds"], figures["probe_cpu_seconds"] = seconds, cpu_seconds
     return figures
 
 
@@ -79,7 +90,11 @@ def monitor_curve(run_dir: Path) -> list[tuple[int, float]]:
 
 def report(mode: str, figures: dict) -> None:
     t, r = figures["trained"], figures["random"]
-    print(f"\n{mode}: {figures['pairs']:,} pairs in {figures['train_seconds']:.0f} s of training")
+    print(
+        f"\n{mode}: {figures['pairs']:,} pairs in {figures['train_seconds']:.0f} s of training "
+        f"({figures['train_cpu_seconds']:.0f} CPU s); probe {figures['probe_seconds']:.0f} s "
+        f"({figures['probe_cpu_seconds']:.0f} CPU s)"
+    )
     print(f"  {'encoder':<24} {'linear top-1':>12} {'kNN-20 top-1':>12}")
     print(f"  {'trained (' + ARCH + ')':<24} {t['linear']:>12.1f} {t['knn20']:>12.1f}")
     print(f"  {'random:' + ARCH:<24} {r['linear']:>12.1f} {r['knn20']:>12.1f}")
@@ -93,7 +108,7 @@ def image_mode(args: argparse.Namespace, dataset: str) -> dict:
     cmd = [str(BIN / "vito-train"), "run", "--images", dataset, "--out", str(run_dir), "--monitor", dataset]
     seconds = run(cmd + train_args(args.steps), args.out / "image-run.log")
     figures = probe(run_dir, dataset, args.out / "image-probe.json", args)
-    return {**figures, **run_facts(run_dir, seconds), "monitor": monitor_curve(run_dir)}
+    return {**figures, **run_facts(run_dir, *seconds), "monitor": monitor_curve(run_dir)}
 
 
 def video_mode(args: argparse.Namespace, dataset: str) -> dict:
@@ -105,16 +120,17 @@ def video_mode(args: argparse.Namespace, dataset: str) -> dict:
     cmd = [str(BIN / "vito-train"), "run", "--cache", str(cache), "--out", str(run_dir), "--monitor", dataset]
     seconds = run(cmd + train_args(args.steps), args.out / "video-run.log")
     figures = probe(run_dir, dataset, args.out / "video-probe.json", args)
-    kept = json.loads((curated / "summary.json").read_text()).get("statuses", {}).get("kept")
-    return {**figures, **run_facts(run_dir, seconds), "monitor": monitor_curve(run_dir), "kept_clips": kept}
+    kept = json.loads((curated / "summary.json").read_text()).get("kept")  # clips curation kept
+    return {**figures, **run_facts(run_dir, *seconds), "monitor": monitor_curve(run_dir), "kept_clips": kept}
 
 
-def run_facts(run_dir: Path, wall_seconds: float) -> dict:
+def run_facts(run_dir: Path, wall_seconds: float, cpu_seconds: float) -> dict:
     import yaml
 
     config = yaml.safe_load((run_dir / "config.yaml").read_text())
     return {
         "train_seconds": wall_seconds,
+        "train_cpu_seconds": cpu_seconds,
         "steps": config["max_steps"],
         "batch_size": config["batch_size"],
         "pairs": config["max_steps"] * config["batch_size"],

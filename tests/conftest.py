@@ -11,9 +11,36 @@ import pytest
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    # `make test` runs two xdist workers on a 2-core machine: one BLAS/OpenMP thread each (subprocesses
+    # inherit it), or each worker's intra-op threads would spin against the other's
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    os.environ.setdefault("MKL_NUM_THREADS", "1")
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SHARED_DIR = REPO_ROOT.parent / "shared"
+# Test directories whose tests start local Ray clusters (the curation builds). Two clusters at once on a
+# 2-core machine overloaded Ray's GCS under load (a build exited 3: "the GCS has become overloaded"), so
+# under xdist they are one work unit, run by one worker, while the torch-bound train and eval test files
+# are shared out to the others. (xdist's own --dist loadgroup cannot do it on pytest 9.2: it renames the
+# item's `_nodeid`, which pytest 9.2 no longer reads.)
+RAY_TEST_DIRS = ("tests/curate/", "tests/e2e/")
+
+
+@pytest.hookimpl(optionalhook=True)  # a hook of pytest-xdist: plain `pytest` runs without it
+def pytest_xdist_make_scheduler(config, log):
+    if config.getvalue("dist") == "each":
+        return None  # xdist's own
+    from xdist.scheduler import LoadFileScheduling
+
+    class RayTestsOnOneWorker(LoadFileScheduling):
+        """Work units are test files, except that all Ray test files are one unit (collected first, so
+        the largest unit starts first)."""
+
+        def _split_scope(self, nodeid: str) -> str:
+            return "ray" if nodeid.startswith(RAY_TEST_DIRS) else super()._split_scope(nodeid)
+
+    return RayTestsOnOneWorker(config, log)
 
 
 def _samples_root() -> Path:
