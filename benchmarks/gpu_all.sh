@@ -7,7 +7,9 @@
 #   2. gpu_train_check.py        training from a frame cache vs synthetic input + batched augmentation share
 #   3. gpu_eval.py               DAVIS CRW 480p, segment and probe features (fp32 vs bf16), dedup GPU vs CPU
 #   4. .gpu/gpu_anchors.py       shared/bench reference figures (matmul, bare ResNet-50, VITO-shaped step)
-#   5. gpu_embed.py              curation: embedding stage vs bare model forward (efficientnet-lite0, bf16)
+#   5. gpu_build.py              curation: the staged build's model stage and whole build vs the bare model
+#                                forward (efficientnet-lite0 and open_clip ViT-B-32, bf16), peak host memory
+#                                (gpu_embed.py, the embedding path's variants alone, runs from here by hand)
 #   6. gpu_train_step.py         training from video (PyAV) vs synthetic input
 #   7. detect_step.py            Mask R-CNN step from a VITO export vs torchvision's own R50-FPN, bf16 batch 16
 # Prepare once here (what the device machine lacks travels in the ignored folder .gpu/):
@@ -59,13 +61,16 @@ if [ "$SMOKE" = 1 ]; then
     --seg-size 64 --probe-images 8 --probe-size 32 --dedup-rows 20000 --json "$OUT/gpu_eval.json"
   run 300 $PY benchmarks/gpu_embed.py --device cpu --precision fp32 --batch-size 4 --iters 2 --warmup 1 \
     --height 72 --width 128
+  run 300 $PY benchmarks/gpu_build.py --device cpu --models efficientnet-lite0 --batch-frames 8 --iters 2 \
+    --copies 1 --videos "${VITO_SMOKE_VIDEOS:-$HOME/.cache/videonet-curate/samples/videos}"
   exit $status
 fi
 run 200 $PY benchmarks/gpu_step_vs_reference.py
 run 120 $PY benchmarks/gpu_train_check.py --cache "$cache" --json "$OUT/gpu_train_check.json"
 run 150 $PY benchmarks/gpu_eval.py --json "$OUT/gpu_eval.json"
 [ -f .gpu/gpu_anchors.py ] && run 120 $PY .gpu/gpu_anchors.py
-run 45 $PY benchmarks/gpu_embed.py --batch-size 256 --height 256 --width 456
+[ -d .gpu/videos ] && vids=(--videos .gpu/videos) || vids=()
+run 70 $PY benchmarks/gpu_build.py --batch-frames 256 "${vids[@]}"
 [ -d .gpu/videos ] && run 60 $PY benchmarks/gpu_train_step.py --videos .gpu/videos
-run 90 $PY benchmarks/detect_step.py --steps 5
+run 65 $PY benchmarks/detect_step.py --steps 5
 exit $status

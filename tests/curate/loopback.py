@@ -76,6 +76,8 @@ class _Handler(BaseHTTPRequestHandler):
         self._serve(head=False)
 
     def _serve(self, *, head: bool) -> None:
+        if self.server.delay_s:
+            time.sleep(self.server.delay_s)  # a slow host: every request waits this long first
         path = self.path.split("?", 1)[0]
         fault = self.server.next_fault(path)
         self.server.log.add(path, self.headers.get("Range"), fault)
@@ -184,8 +186,9 @@ class _LoopbackServer(ThreadingHTTPServer):
     daemon_threads = True
     allow_reuse_address = True
 
-    def __init__(self, root: Path, *, retry_after_s: int, stall_s: float) -> None:
+    def __init__(self, root: Path, *, retry_after_s: int, stall_s: float, delay_s: float = 0.0) -> None:
         super().__init__(("127.0.0.1", 0), _Handler)
+        self.delay_s = delay_s
         self.root = root.resolve()
         self.retry_after_s = retry_after_s
         self.stall_s = stall_s
@@ -251,10 +254,11 @@ class Loopback:
 
 @contextmanager
 def serve(
-    root: str | os.PathLike[str], *, retry_after_s: int = 1, stall_s: float = 30.0
+    root: str | os.PathLike[str], *, retry_after_s: int = 1, stall_s: float = 30.0, delay_s: float = 0.0
 ) -> Iterator[Loopback]:
-    """Serve ``root`` on 127.0.0.1 (a free port) in a background thread for the ``with`` body."""
-    server = _LoopbackServer(Path(root), retry_after_s=retry_after_s, stall_s=stall_s)
+    """Serve ``root`` on 127.0.0.1 (a free port) in a background thread for the ``with`` body; every
+    request waits ``delay_s`` first (a slow host)."""
+    server = _LoopbackServer(Path(root), retry_after_s=retry_after_s, stall_s=stall_s, delay_s=delay_s)
     thread = threading.Thread(target=server.serve_forever, name="loopback-http", daemon=True)
     thread.start()
     try:
@@ -271,8 +275,9 @@ def main() -> None:
 
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("root")
+    parser.add_argument("--delay-s", type=float, default=0.0, help="wait this long before every answer")
     args = parser.parse_args()
-    with serve(args.root) as lb:
+    with serve(args.root, delay_s=args.delay_s) as lb:
         print(lb.base_url, flush=True)
         threading.Event().wait()
 

@@ -24,6 +24,7 @@ from videonet_curate.pipeline import ProgressCallback, init_ray, run_labelling
 from videonet_curate.safepath import contained
 from videonet_curate.sources.base import Gathered, Source, SourceArgs, SourceInputError, SourceOptions
 from videonet_curate.sources.registry import make_source
+from videonet_curate.stages import StageOptions
 from videonet_curate.storage import atomic_write_json
 from videonet_curate.summary import json_safe, kept_class_counts, summarize
 
@@ -54,6 +55,7 @@ class BuildOptions:
     use_ray: bool = True
     gpus_per_worker: float = 0.0
     source_options: SourceOptions = field(default_factory=SourceOptions)  # typed once by the CLI
+    stages: StageOptions | None = None  # None: the staged defaults, with ``workers`` model actors
 
 
 @dataclass
@@ -220,6 +222,7 @@ def _build_locked(options: BuildOptions, source: Source, on_progress: ProgressCa
         materialize=gathered.materialize,
         on_progress=on_progress,
         gpus_per_worker=options.gpus_per_worker,
+        stages=options.stages,
     )
     embeddings = source.after_labelling(labelled.embeddings, labelled.rows)
     target = load_target_or_fail(options.curation.target)

@@ -8,8 +8,17 @@ import os
 from pathlib import Path
 
 import typer
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    ProgressColumn,
+    Task,
+    TextColumn,
+    TimeElapsedColumn,
+)
 from rich.table import Table
+from rich.text import Text
 
 from videonet_curate.build import BuildInputError, BuildOptions, BuildReport, build
 from videonet_curate.curation import CurationOptions
@@ -17,11 +26,19 @@ from videonet_curate.exits import EXIT_BAD_INPUT, EXIT_FAILED_ROWS, EXIT_OK, con
 from videonet_curate.fetch.options import FetchConfigError, FetchOptions, parse_ytdlp_options
 from videonet_curate.labeling import LabelingConfig
 from videonet_curate.sources.base import SourceOptions
+from videonet_curate.stages import StageOptions
 
 
 def _default_workers() -> int:
     # One model per worker; on small machines one worker using every core beats several fighting over them.
     return max(1, (os.cpu_count() or 2) // 4)
+
+
+def _default_threads(model_workers: int, decode_workers: int | None) -> int:
+    """Torch threads per model actor: the cores the decoders leave, shared by the model actors."""
+    cores = os.cpu_count() or 1
+    decoders = decode_workers if decode_workers is not None else max(1, cores // 2)
+    return max(1, (cores - decoders) // model_workers) if cores > decoders else 1
 
 
 @guarded
@@ -84,9 +101,36 @@ def build_command(
         help="Frames are scaled on decode so their longer side is at most this.",
     ),
     shard_size: int = typer.Option(16, "--shard-size", min=1, help="Clips per shard (the unit of resume)."),
-    workers: int = typer.Option(None, "--workers", min=1, help="Labelling actors (each holds one model)."),
+    workers: int = typer.Option(
+        None, "--workers", min=1, help="Alias of --model-workers (the model actors)."
+    ),
+    model_workers: int = typer.Option(
+        None, "--model-workers", min=1, help="Model actors, each holding one model (default: cores/4, >= 1)."
+    ),
+    decode_workers: int = typer.Option(
+        None,
+        "--decode-workers",
+        min=1,
+        help="Decode actors: sample frames at the model's input size (default: cores/2).",
+    ),
+    fetch_workers: int = typer.Option(
+        8,
+        "--fetch-workers",
+        min=1,
+        help="Downloads at once (kinetics/urls), all fetch actors together; --max-rps and --max-concurrent "
+        "still bound the requests.",
+    ),
+    fused: bool = typer.Option(
+        False,
+        "--fused",
+        hidden=True,
+        help="One actor per shard fetches, decodes and embeds in sequence (old path).",
+    ),
     threads: int = typer.Option(
-        None, "--threads", min=1, help="Torch threads per actor (default: cores/workers)."
+        None,
+        "--threads",
+        min=1,
+        help="Torch threads per model actor (default: the cores the decoders leave).",
     ),
     device: str = typer.Option("auto", "--device", help="auto, cpu or cuda."),
     precision: str = typer.Option(
@@ -150,8 +194,10 @@ def build_command(
     logging.basicConfig(
         level=logging.INFO if verbose else logging.WARNING, format="%(levelname)s %(message)s"
     )
-    workers = workers or _default_workers()
-    threads = threads or max(1, (os.cpu_count() or 1) // workers)
+    workers = model_workers or workers or _default_workers()
+    if fused:  # the old path: one actor does everything, so it gets every core
+        threads = threads or max(1, (os.cpu_count() or 1) // workers)
+    threads = threads or _default_threads(workers, decode_workers)
     try:
         for name, value in [
             ("--clip-seconds", clip_seconds),
@@ -215,6 +261,9 @@ def build_command(
         ),
         shard_size=shard_size,
         workers=workers,
+        stages=StageOptions(
+            fetch_workers=fetch_workers, decode_workers=decode_workers, model_workers=workers, fused=fused
+        ),
         address=address,
         use_ray=not no_ray,
         gpus_per_worker=1.0 if resolved_device == "cuda" else 0.0,
@@ -279,19 +328,32 @@ def _check_model(spec: str, templates: str, precision: str) -> None:
         )
 
 
+class _RateColumn(ProgressColumn):
+    """Clips (or shards) per second, and for a stage the clips waiting or in flight in it."""
+
+    def render(self, task: Task) -> Text:
+        rate = f"{task.speed:.1f}/s" if task.speed else "-"
+        queued = task.fields.get("queued")
+        return Text(rate if queued is None else f"{rate}  {queued} queued")
+
+
 def _run_with_progress(options: BuildOptions) -> BuildReport:
+    names = {"label": "shards", "fetch": "fetch", "decode": "decode", "model": "embed+score"}
     with Progress(
         TextColumn("[bold]{task.description}"),
         BarColumn(),
         MofNCompleteColumn(),
+        _RateColumn(),
         TimeElapsedColumn(),
         console=console,
         transient=False,
     ) as progress:
-        task = progress.add_task("labelling shards", total=None)
+        tasks: dict[str, object] = {}
 
-        def on_progress(stage: str, done: int, total: int) -> None:
-            progress.update(task, completed=done, total=total)
+        def on_progress(stage: str, done: int, total: int, queued: int | None = None) -> None:
+            if stage not in tasks:
+                tasks[stage] = progress.add_task(names.get(stage, stage), total=None, queued=queued)
+            progress.update(tasks[stage], completed=done, total=total, queued=queued)
 
         return build(options, on_progress=on_progress)
 

@@ -1,8 +1,10 @@
-"""Label one shard of candidate clips: materialise -> sample frames -> embed -> score -> rows.
+"""The steps of labelling a candidate clip: fetch (materialise) -> decode and sample -> embed and score.
 
-This is the per-shard stage of `videonet-curate build`. It is a plain class so it can be tested without
-Ray; the pipeline wraps it in a Ray actor so the model is loaded once per worker. Every candidate ends as
-exactly one manifest row: a failure is recorded with its reason and the shard goes on.
+Each step is a function of one clip (:func:`fetch_clip`, :func:`decode_clip_frames`) or of a batch of
+clips (:class:`videonet_curate.model_stage.ClipModel`), so the staged pipeline (stages.py, staged.py) runs
+them on separate Ray actors, and :class:`ShardLabeler` runs them in sequence for one shard (``--no-ray``,
+and the fused baseline of benchmarks/curate_stages.py). Every candidate ends as exactly one manifest row:
+a failure is recorded with its reason and the shard goes on.
 """
 
 from __future__ import annotations
@@ -18,7 +20,6 @@ from typing import Any
 import numpy as np
 
 from videonet_curate import manifest as mf
-from videonet_curate.dedup import clip_embedding
 from videonet_curate.embeddings import embeddings_table
 from videonet_curate.shards import Shard, write_shard
 
@@ -45,10 +46,42 @@ class LabelingConfig:
     threads: int = 1
 
 
+# Fields of a materialised clip that go into its manifest row.
+_MATERIALIZED_FIELDS = (
+    "status",
+    "reason",
+    "detail",
+    "attempts",
+    "start_s",
+    "end_s",
+    "source_start_s",
+    "source_end_s",
+    "duration_s",
+    "fps",
+    "width",
+    "height",
+    "codec",
+)
+
+
 @dataclass
-class _Pending:
+class FetchedClip:
+    """A candidate after the fetch step: its row so far and the local file to decode (None: the row is
+    final, e.g. the download failed)."""
+
     row: dict[str, Any]
-    frames: np.ndarray
+    path: str | None
+    seconds: float = 0.0
+
+
+@dataclass
+class DecodedClip:
+    """A clip after decoding: uint8 frames ``(N, 3, S, S)`` at the model's input size, or None when the
+    row is final (the clip could not be decoded)."""
+
+    row: dict[str, Any]
+    frames: np.ndarray | None
+    seconds: float = 0.0
 
 
 def resolve_precision(precision: str, device: str) -> str:
@@ -58,8 +91,101 @@ def resolve_precision(precision: str, device: str) -> str:
     return precision
 
 
+def failed(row: dict[str, Any], reason: str, detail: str) -> dict[str, Any]:
+    """Mark ``row`` failed with ``reason`` (an unknown reason becomes decode_error) and ``detail``."""
+    row.update(
+        status=mf.STATUS_FAILED, reason=reason if reason in mf.REASONS else "decode_error", detail=detail
+    )
+    return row
+
+
+def start_row(candidate: Mapping[str, Any]) -> dict[str, Any]:
+    """The manifest row of a candidate before any work: its own columns, the rest empty."""
+    values = {k: v for k, v in candidate.items() if k not in _CANDIDATE_ONLY_KEYS and k in mf.SCHEMA.names}
+    row = mf.empty_row(**values)
+    row.setdefault("attempts", None)
+    return row
+
+
+def fetch_clip(
+    candidate: Mapping[str, Any],
+    out_dir: str | os.PathLike[str],
+    materialize: Callable[[Mapping[str, Any], Path], Mapping[str, Any]] | None,
+) -> FetchedClip:
+    """Make the candidate's bytes a local file (a local candidate already is one: its ``locator``)."""
+    row = start_row(candidate)
+    local_path = candidate.get("locator")
+    started = time.perf_counter()
+    if local_path is None:
+        if materialize is None:
+            return FetchedClip(
+                failed(row, "internal", f"no way to fetch source {candidate.get('source')!r}"), None
+            )
+        got = materialize(candidate, Path(out_dir))
+        for key in _MATERIALIZED_FIELDS:
+            if got.get(key) is not None:
+                row[key] = got[key]
+        if got.get("path") is None:
+            row["status"] = got.get("status") or mf.STATUS_FAILED
+            return FetchedClip(row, None, time.perf_counter() - started)
+        local_path = str(got["path"])
+    row["path"] = os.path.relpath(local_path, out_dir)
+    return FetchedClip(row, str(local_path), time.perf_counter() - started)
+
+
+def decode_clip_frames(fetched: FetchedClip, config: LabelingConfig, spec: Any) -> DecodedClip:
+    """Sample the clip's frames and bring them to the model's input size (``spec``: its PreprocessSpec)."""
+    from videonet_curate.models.base import resize_frames
+    from videonet_curate.video import VideoError, read_frames_at, sample_timestamps
+
+    row = fetched.row
+    if fetched.path is None:
+        return DecodedClip(row, None)
+    started = time.perf_counter()
+    try:
+        stamps = sample_timestamps(float(row["start_s"]), float(row["end_s"]), config.frames_per_clip)
+        frames = read_frames_at(fetched.path, stamps, max_side=config.decode_max_side, threads=config.threads)
+        if len(frames) == 0:
+            return DecodedClip(
+                failed(row, "decode_error", "no frame could be decoded in the clip window"), None
+            )
+        resized = resize_frames(np.asarray(frames), spec).contiguous().numpy()
+    except VideoError as exc:
+        return DecodedClip(failed(row, exc.reason, str(exc)), None, time.perf_counter() - started)
+    except Exception as exc:  # a decoder bug must not sink the shard; record it
+        log.exception("unexpected error sampling %s", fetched.path)
+        detail = f"{type(exc).__name__}: {exc}"
+        return DecodedClip(failed(row, "decode_error", detail), None, time.perf_counter() - started)
+    row["frames_sampled"] = len(resized)
+    return DecodedClip(row, resized, time.perf_counter() - started)
+
+
+def shard_summary(name: str, rows: list[dict[str, Any]], timings: Mapping[str, float]) -> dict[str, Any]:
+    """What a finished shard reports: its clip count, statuses and its own stage seconds."""
+    statuses: dict[str, int] = {}
+    for row in rows:
+        statuses[row["status"]] = statuses.get(row["status"], 0) + 1
+    return {"shard": name, "clips": len(rows), "statuses": statuses, "timings": dict(timings)}
+
+
+def write_labelled_shard(
+    out_dir: Path,
+    shard: Shard,
+    rows: list[dict[str, Any]],
+    embeddings: Mapping[str, np.ndarray],
+    info: Mapping[str, Any],
+    dim: int,
+) -> None:
+    """Write a shard whose every candidate has its row: rows, their clip embeddings, then the done-marker."""
+    rows = sorted(rows, key=lambda r: r["clip_id"])
+    ids = [r["clip_id"] for r in rows if r["clip_id"] in embeddings]
+    matrix = np.stack([embeddings[i] for i in ids]) if ids else np.zeros((0, dim))
+    write_shard(out_dir, shard, mf.rows_to_table(rows), embeddings_table(ids, matrix), info)
+
+
 class ShardLabeler:
-    """Holds one model; labels whole shards and writes their outputs atomically."""
+    """The fused path: one model, whose holder fetches, decodes, embeds and scores a whole shard in
+    sequence and writes it. Used without Ray and as the baseline the staged pipeline is measured against."""
 
     def __init__(
         self,
@@ -67,156 +193,51 @@ class ShardLabeler:
         out_dir: str | os.PathLike[str],
         materialize: Callable[[Mapping[str, Any], Path], Mapping[str, Any]] | None = None,
     ) -> None:
-        import torch
+        from videonet_curate.model_stage import ClipModel
 
-        from videonet_curate.models import load_scorer
-
-        torch.set_num_threads(max(1, config.threads))
         self.config = config
         self.out_dir = Path(out_dir)
         self.materialize = materialize
-        self.scorer = load_scorer(
-            config.model,
-            device=config.device,
-            templates=config.templates,
-            precision=resolve_precision(config.precision, config.device),
-        )
+        self.model = ClipModel(config)
         self.timings = {"materialize": 0.0, "sample": 0.0, "embed": 0.0, "score": 0.0}
 
-    # -- public ---------------------------------------------------------------------------------------
     def run_shard(self, shard: Shard) -> dict[str, Any]:
         """Label every candidate of ``shard``, write its outputs, return counts and its own stage seconds."""
         before = dict(self.timings)
+        self._window: list[float] = []
         rows: list[dict[str, Any]] = []
         embeddings: dict[str, np.ndarray] = {}
-        pending: list[_Pending] = []
+        pending: list[DecodedClip] = []
+        spec = self.model.preprocess_spec
         for candidate in shard.candidates:
-            item = self._prepare(candidate)
-            if isinstance(item, dict):
-                rows.append(item)
+            fetched = fetch_clip(candidate, self.out_dir, self.materialize)
+            self.timings["materialize"] += fetched.seconds
+            decoded = decode_clip_frames(fetched, self.config, spec)
+            self.timings["sample"] += decoded.seconds
+            if decoded.frames is None:
+                rows.append(decoded.row)
                 continue
-            pending.append(item)
+            pending.append(decoded)
             if sum(len(p.frames) for p in pending) >= self.config.batch_frames:
                 self._flush(pending, rows, embeddings)
                 pending = []
         self._flush(pending, rows, embeddings)
-
-        ids = [cid for cid in (r["clip_id"] for r in rows) if cid in embeddings]
-        matrix = np.stack([embeddings[i] for i in ids]) if ids else np.zeros((0, self.scorer.embedding_dim))
-        emb_table = embeddings_table(ids, matrix)
-        info = {"model_id": self.scorer.model_id, "prototype_set": self.scorer.prototype_set}
-        write_shard(self.out_dir, shard, mf.rows_to_table(rows), emb_table, info)
-        statuses: dict[str, int] = {}
-        for row in rows:
-            statuses[row["status"]] = statuses.get(row["status"], 0) + 1
+        write_labelled_shard(self.out_dir, shard, rows, embeddings, self.model.info, self.model.embedding_dim)
         timings = {stage: seconds - before[stage] for stage, seconds in self.timings.items()}
-        return {"shard": shard.name, "clips": len(rows), "statuses": statuses, "timings": timings}
-
-    # -- stages ---------------------------------------------------------------------------------------
-    def _prepare(self, candidate: Mapping[str, Any]) -> _Pending | dict[str, Any]:
-        """Materialise and sample one candidate; a finished (failed) row comes back as a dict."""
-        from videonet_curate.video import VideoError, read_frames_at, sample_timestamps
-
-        values = {
-            k: v for k, v in candidate.items() if k not in _CANDIDATE_ONLY_KEYS and k in mf.SCHEMA.names
-        }
-        row = mf.empty_row(**values)
-        row.setdefault("attempts", None)
-        local_path = candidate.get("locator")
-        if local_path is None:
-            if self.materialize is None:
-                return self._failed(row, "internal", f"no way to fetch source {candidate.get('source')!r}")
-            started = time.perf_counter()
-            got = self.materialize(candidate, self.out_dir)
-            self.timings["materialize"] += time.perf_counter() - started
-            for key in (
-                "status",
-                "reason",
-                "detail",
-                "attempts",
-                "start_s",
-                "end_s",
-                "source_start_s",
-                "source_end_s",
-                "duration_s",
-                "fps",
-                "width",
-                "height",
-                "codec",
-            ):
-                if got.get(key) is not None:
-                    row[key] = got[key]
-            if got.get("path") is None:
-                row["status"] = got.get("status") or mf.STATUS_FAILED
-                return row
-            local_path = str(got["path"])
-        row["path"] = os.path.relpath(local_path, self.out_dir)
-
-        started = time.perf_counter()
-        try:
-            stamps = sample_timestamps(
-                float(row["start_s"]), float(row["end_s"]), self.config.frames_per_clip
-            )
-            frames = read_frames_at(
-                local_path, stamps, max_side=self.config.decode_max_side, threads=self.config.threads
-            )
-        except VideoError as exc:
-            return self._failed(row, exc.reason, str(exc))
-        except Exception as exc:  # a decoder bug must not sink the shard; record it
-            log.exception("unexpected error sampling %s", local_path)
-            return self._failed(row, "decode_error", f"{type(exc).__name__}: {exc}")
-        finally:
-            self.timings["sample"] += time.perf_counter() - started
-        if len(frames) == 0:
-            return self._failed(row, "decode_error", "no frame could be decoded in the clip window")
-        row["frames_sampled"] = len(frames)
-        return _Pending(row=row, frames=np.asarray(frames))
+        summary = shard_summary(shard.name, rows, timings)
+        if self._window:  # wall clock of this shard's first and last model batch (benchmarks)
+            summary["model_window"] = (min(self._window), max(self._window))
+        return summary
 
     def _flush(
-        self, pending: list[_Pending], rows: list[dict[str, Any]], embeddings: dict[str, np.ndarray]
+        self, pending: list[DecodedClip], rows: list[dict[str, Any]], embeddings: dict[str, np.ndarray]
     ) -> None:
-        """Embed the frames of several clips in one batch, then score each clip."""
-        import torch
-
-        from videonet_curate.classify import score_clip
-
         if not pending:
             return
-        started = time.perf_counter()
-        with torch.inference_mode():
-            # clips differ in size: preprocess (resize + crop) each, then one forward pass for all
-            batch = torch.cat([self.scorer.preprocess(p.frames) for p in pending])
-            emb = self.scorer.embed(batch)
-            probs = self.scorer.class_probabilities(emb).float().cpu().numpy()
-        emb_np = emb.float().cpu().numpy()
-        self.timings["embed"] += time.perf_counter() - started
-
-        started = time.perf_counter()
-        offset = 0
-        for item in pending:
-            n = len(item.frames)
-            clip_probs, clip_emb = probs[offset : offset + n], emb_np[offset : offset + n]
-            offset += n
-            score = score_clip(clip_probs)
-            row = item.row
-            row.update(
-                label=int(score.label),
-                label_name=score.label_name,
-                score=float(score.score),
-                margin=float(score.margin),
-                top5_labels=[int(x) for x in score.top5_labels],
-                top5_scores=[float(x) for x in score.top5_scores],
-            )
-            # labelled: the score cut, dedup and rebalancing are table steps on the driver (curation.py);
-            # ``detail`` keeps any note, e.g. a clip kept although shorter than its segment
-            row.update(status=mf.STATUS_KEPT, reason=None)
+        scored = self.model.score([(p.row, p.frames) for p in pending])
+        for stage in ("embed", "score"):
+            self.timings[stage] += scored.seconds[stage]
+        self._window += [scored.started_at, scored.ended_at]
+        for row, embedding in zip(scored.rows, scored.embeddings, strict=True):
             rows.append(row)
-            embeddings[row["clip_id"]] = clip_embedding(clip_emb)
-        self.timings["score"] += time.perf_counter() - started
-
-    @staticmethod
-    def _failed(row: dict[str, Any], reason: str, detail: str) -> dict[str, Any]:
-        row.update(
-            status=mf.STATUS_FAILED, reason=reason if reason in mf.REASONS else "decode_error", detail=detail
-        )
-        return row
+            embeddings[row["clip_id"]] = embedding

@@ -1,7 +1,8 @@
 """Ray orchestration of `videonet-curate build`.
 
-candidates (source) -> shards -> per shard on a Ray actor: materialise -> sample -> embed -> score ->
+candidates (source) -> shards -> clips streamed through fetch, decode and model actors (staged.py) ->
 shard Parquet + done-marker -> on the driver: merge -> dedup -> rebalance -> manifest + embeddings.
+``StageOptions(fused=True)`` keeps the old path (one actor labels a whole shard in sequence) for comparison.
 
 Ray runs locally by default (``ray.init()``), or joins a cluster with ``address``. Finished shards are
 skipped on a re-run, so a crashed or interrupted build resumes where it stopped.
@@ -30,10 +31,12 @@ from videonet_curate.shards import (
     read_shards,
     remove_stale,
 )
+from videonet_curate.stages import StageOptions
 
 log = logging.getLogger(__name__)
 
-ProgressCallback = Callable[[str, int, int], None]  # (stage, done, total)
+# (stage, done, total) and, for the stages of a staged build, queued=clips waiting or in flight
+ProgressCallback = Callable[..., None]
 
 
 @dataclass
@@ -112,11 +115,25 @@ def label_shards(
     materialize: Callable[..., Mapping[str, Any]] | None = None,
     on_progress: ProgressCallback | None = None,
     gpus_per_worker: float = 0.0,
+    stages: StageOptions | None = None,
 ) -> list[dict[str, Any]]:
     """Run every unfinished shard; finished ones (done-marker present) are skipped."""
     todo = [s for s in shards if not is_done(out_dir, s)]
     if not todo:
         return []
+    stages = stages or StageOptions(model_workers=workers)
+    if use_ray and not stages.fused:
+        from videonet_curate.staged import run_staged
+
+        return run_staged(
+            todo,
+            config,
+            out_dir,
+            stages,
+            materialize=materialize,
+            on_progress=on_progress,
+            gpus_per_model=gpus_per_worker,
+        )
     if use_ray:
         return _run_shards_on_ray(todo, config, out_dir, workers, materialize, on_progress, gpus_per_worker)
     labeler = ShardLabeler(config, out_dir, materialize)
@@ -181,6 +198,7 @@ def run_labelling(
     materialize: Callable[..., Mapping[str, Any]] | None = None,
     on_progress: ProgressCallback | None = None,
     gpus_per_worker: float = 0.0,
+    stages: StageOptions | None = None,
 ) -> LabellingResult:
     """Plan, label (skipping finished shards) and merge."""
     run_fp = fingerprint(fingerprint_settings(config, **run_settings))
@@ -195,6 +213,7 @@ def run_labelling(
         materialize=materialize,
         on_progress=on_progress,
         gpus_per_worker=gpus_per_worker,
+        stages=stages,
     )
     remove_stale(out_dir, shards)
     rows, embeddings = merge_outputs(out_dir, shards, final_rows)

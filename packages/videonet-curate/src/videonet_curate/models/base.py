@@ -70,6 +70,14 @@ def preprocess_frames(
     The uint8 frames travel to the device first (4x fewer bytes than floats); torchvision resizes
     the whole batch at once with antialiasing, as PIL does for the single images models were trained on.
     """
+    return normalize_frames(resize_frames(frames, spec, device=device), spec, dtype=dtype)
+
+
+def resize_frames(
+    frames: np.ndarray | torch.Tensor, spec: PreprocessSpec, *, device: torch.device | str = "cpu"
+) -> torch.Tensor:
+    """uint8 frames ``(N, H, W, 3)`` RGB -> uint8 ``(N, 3, size, size)``: the resize and crop of
+    :func:`preprocess_frames` alone, so a decode stage can hand the model frames at its input size."""
     batch = torch.as_tensor(frames)
     if batch.ndim == 3:
         batch = batch[None]
@@ -81,10 +89,16 @@ def preprocess_frames(
     batch = batch.to(device, non_blocking=True).permute(0, 3, 1, 2)
     mode = InterpolationMode(spec.interpolation)
     if spec.resize_mode == "squash":
-        batch = TF.resize(batch, [spec.size, spec.size], interpolation=mode, antialias=True)
-    else:
-        batch = TF.resize(batch, [spec.resize_to], interpolation=mode, antialias=True)
-        batch = TF.center_crop(batch, [spec.size, spec.size])
+        return TF.resize(batch, [spec.size, spec.size], interpolation=mode, antialias=True)
+    batch = TF.resize(batch, [spec.resize_to], interpolation=mode, antialias=True)
+    return TF.center_crop(batch, [spec.size, spec.size])
+
+
+def normalize_frames(
+    batch: torch.Tensor, spec: PreprocessSpec, *, dtype: torch.dtype = torch.float32
+) -> torch.Tensor:
+    """uint8 ``(N, 3, size, size)`` (from :func:`resize_frames`) -> the normalised network input, on the
+    batch's device."""
     batch = batch.float().div_(255.0)
     batch = TF.normalize(batch, mean=list(spec.mean), std=list(spec.std))
     return batch.to(dtype)
