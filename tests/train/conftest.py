@@ -17,6 +17,15 @@ def _relative_or_absolute(path: Path, base: Path) -> str:
         return str(path.resolve())
 
 
+def link_sample_manifest(sample_videos: Path, root: Path, names: list[str]) -> Path:
+    """``root/videos`` with links to the named sample videos, and the manifest of them in ``root``."""
+    videos = root / "videos"
+    videos.mkdir()
+    for name in names:
+        (videos / name).symlink_to(sample_videos / name)
+    return write_sample_manifest(videos, root)
+
+
 def write_sample_manifest(videos: Path, out_dir: Path, names: list[str] | None = None) -> Path:
     """manifest.parquet in ``out_dir`` with one kept row per sample video (path relative to it)."""
     rows = []

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import write_sample_manifest
+from conftest import link_sample_manifest
 from PIL import Image
 from typer.testing import CliRunner
 
@@ -42,11 +42,7 @@ TINY = [
 
 @pytest.fixture(scope="module")
 def small_manifest(sample_videos, tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("s3_cache_manifest")
-    (root / "videos").mkdir()
-    for name in CLIPS:
-        (root / "videos" / name).symlink_to(sample_videos / name)
-    return write_sample_manifest(root / "videos", root)
+    return link_sample_manifest(sample_videos, tmp_path_factory.mktemp("s3_cache_manifest"), CLIPS)
 
 
 @pytest.fixture(scope="module")

@@ -217,7 +217,7 @@ def _train_rank(rank: int, world: int, port: int, cache: str, run: str, override
 
 @pytest.mark.slow
 def test_two_rank_run_writes_once_and_resumes_on_one_rank(sample_videos, tmp_path):
-    from conftest import write_sample_manifest
+    from conftest import link_sample_manifest
 
     from vito_train.checkpoint import load_checkpoint
     from vito_train.config import resolve_config
@@ -225,13 +225,9 @@ def test_two_rank_run_writes_once_and_resumes_on_one_rank(sample_videos, tmp_pat
     from vito_train.loop import train
     from vito_train.metrics import read_metrics
 
-    (tmp_path / "videos").mkdir()
-    (tmp_path / "videos" / "realshort.mp4").symlink_to(sample_videos / "realshort.mp4")
-    (tmp_path / "videos" / "carphone_pristine.mp4").symlink_to(sample_videos / "carphone_pristine.mp4")
+    manifest = link_sample_manifest(sample_videos, tmp_path, ["realshort.mp4", "carphone_pristine.mp4"])
     cache = tmp_path / "frames"
-    assert prepare_cache(
-        write_sample_manifest(tmp_path / "videos", tmp_path), cache, fps=4, short_side=64, workers=1
-    ).complete
+    assert prepare_cache(manifest, cache, fps=4, short_side=64, workers=1).complete
     tiny = [
         "image_size=32",
         "batch_size=4",

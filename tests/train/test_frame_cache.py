@@ -10,7 +10,7 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 import torch
-from conftest import write_sample_manifest
+from conftest import link_sample_manifest, write_sample_manifest
 from torchvision.io import decode_jpeg
 
 from vito_train.data.cache import INDEX_FILE, CacheError, FrameCache, shard_paths
@@ -26,11 +26,7 @@ FPS, SHORT = 4.0, 64
 
 @pytest.fixture(scope="module")
 def small_manifest(sample_videos, tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("cache_manifest")
-    (root / "videos").mkdir()
-    for name in CLIPS:
-        (root / "videos" / name).symlink_to(sample_videos / name)
-    return write_sample_manifest(root / "videos", root)
+    return link_sample_manifest(sample_videos, tmp_path_factory.mktemp("cache_manifest"), CLIPS)
 
 
 @pytest.fixture(scope="module")

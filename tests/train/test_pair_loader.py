@@ -11,7 +11,7 @@ from types import SimpleNamespace
 
 import pytest
 import torch
-from conftest import write_sample_manifest
+from conftest import link_sample_manifest
 from torch.utils.data import Dataset
 
 from vito_train.checkpoint import load_checkpoint
@@ -74,10 +74,7 @@ def test_auto_runs_photometric_augmentation_on_the_device_only_for_gpus():
 @pytest.fixture(scope="module")
 def tiny_cache(sample_videos, tmp_path_factory):
     root = tmp_path_factory.mktemp("train_cache")
-    (root / "videos").mkdir()
-    for name in ("carphone_pristine.mp4", "realshort.mp4"):
-        (root / "videos" / name).symlink_to(sample_videos / name)
-    manifest = write_sample_manifest(root / "videos", root)
+    manifest = link_sample_manifest(sample_videos, root, ["carphone_pristine.mp4", "realshort.mp4"])
     summary = prepare_cache(manifest, root / "frames", fps=4, short_side=64, clips_per_shard=1, workers=1)
     assert summary.complete
     return root / "frames"
