@@ -26,7 +26,9 @@ pytestmark = [
 
 MEDIA = ("realshort.mp4", "bikes.mp4", "cockatoo.mp4")  # 1 + 3 + 4 clips of at most 4 s
 ARGS = ["--clip-seconds", "4", "--frames-per-clip", "2", "--shard-size", "1", "--threads", "1"]
-STAGES = ["--decode-workers", "2", "--model-workers", "1", "--device", "cpu"]
+# one decode and one model actor (1 CPU each): after losing a node, both fit on the other one
+STAGES = ["--decode-workers", "1", "--model-workers", "1", "--device", "cpu"]
+OBJECT_STORE = 200 * 1024**2  # per node; Ray's default (30% of memory) times three would not fit
 
 
 def _env() -> dict[str, str]:
@@ -39,8 +41,9 @@ def cluster():
     from ray.cluster_utils import Cluster
 
     started = time.perf_counter()
-    cluster = Cluster(initialize_head=True, connect=False, head_node_args={"num_cpus": 0})
-    workers = [cluster.add_node(num_cpus=2) for _ in range(2)]
+    head = {"num_cpus": 0, "object_store_memory": OBJECT_STORE}
+    cluster = Cluster(initialize_head=True, connect=False, head_node_args=head)
+    workers = [cluster.add_node(num_cpus=2, object_store_memory=OBJECT_STORE) for _ in range(2)]
     cluster.wait_for_nodes()
     print(f"cluster up in {time.perf_counter() - started:.1f} s")
     try:
