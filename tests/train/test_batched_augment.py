@@ -195,6 +195,31 @@ def test_per_sample_draws_are_deterministic_and_asymmetric():
     assert 0.77 < many[:, :, JITTER].mean() < 0.83
 
 
+def test_blur_p_scale_scales_both_views_blur_and_nothing_else():
+    base = np.stack([draw_pair_params(0, i) for i in range(500)])
+    none = np.stack([draw_pair_params(0, i, blur_p_scale=0.0) for i in range(500)])
+    half = np.stack([draw_pair_params(0, i, blur_p_scale=0.5) for i in range(2000)])
+    assert none[:, :, BLUR].max() == 0.0
+    assert 0.45 < half[:, 0, BLUR].mean() < 0.55 and half[:, 1, BLUR].mean() < 0.08
+    others = [c for c in range(base.shape[2]) if c != BLUR]
+    np.testing.assert_array_equal(base[:, :, others], none[:, :, others])  # same draws otherwise
+
+
+def test_per_sample_pipeline_without_blur_keeps_edges(real_crops):
+    """blur_p_scale=0 on the worker pipeline: view 1 (always blurred by default) keeps its sharpness."""
+    from vito_train.data.augment import PairAugmentation
+
+    frame = real_crops[0]
+    sharp = [PairAugmentation(32, 1.0, blur_p_scale=0.0)(frame, frame, seed=s)[0] for s in range(8)]
+    blurred = [PairAugmentation(32, 1.0)(frame, frame, seed=s)[0] for s in range(8)]
+
+    def edge_energy(views):
+        x = torch.stack(views).float()
+        return (x[..., 1:] - x[..., :-1]).abs().mean().item()
+
+    assert edge_energy(sharp) > 1.2 * edge_energy(blurred)
+
+
 def test_crop_pair_augmentation_is_reproducible(real_crops):
     crop = CropPairAugmentation(32, 0.3)
     frame = real_crops[0]

@@ -20,6 +20,11 @@ def test_overrides_are_typed_and_checked(tmp_path):
         resolve_config("cpu-smoke", ["max_steps=many"])
     with pytest.raises(ConfigError, match="pooling"):
         resolve_config("cpu-smoke", ["pooling=max"])
+    assert resolve_config("cpu-smoke", ["optimizer=sgd"]).optimizer == "sgd"
+    with pytest.raises(ConfigError, match="optimizer"):
+        resolve_config("cpu-smoke", ["optimizer=adam"])
+    with pytest.raises(ConfigError, match="blur_p_scale"):
+        resolve_config("cpu-smoke", ["blur_p_scale=2"])
     with pytest.raises(ConfigError, match="unknown preset"):
         resolve_config("no-such-preset")
 

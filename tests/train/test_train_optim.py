@@ -5,7 +5,7 @@ import pytest
 import torch
 from torch import nn
 
-from vito_train.optim import build_lars, lars_param_groups, learning_rate, set_learning_rate
+from vito_train.optim import build_lars, build_optimizer, lars_param_groups, learning_rate, set_learning_rate
 
 
 def test_learning_rate_warmup_then_cosine():
@@ -79,3 +79,34 @@ def test_multi_tensor_lars_matches_the_per_tensor_loop_over_steps():
     pairs = zip(models[1].parameters(), initial.parameters(), strict=True)
     moved = [(a - b).abs().max().item() for a, b in pairs]
     assert min(moved) > 0  # every tensor was updated: the comparison is not between untouched weights
+
+
+@pytest.mark.parametrize("name", ["sgd", "adamw"])
+def test_small_batch_optimisers_step_plainly_and_spare_bn_and_biases_from_decay(name):
+    """sgd: w - lr (g + wd w) on weights, w - lr g on biases (first step, momentum buffer = g);
+    adamw: every parameter moves by about lr (Adam's first step is lr * sign(g)), decay on weights only."""
+    model = nn.Linear(2, 1)
+    with torch.no_grad():
+        model.weight.copy_(torch.tensor([[3.0, 4.0]]))
+        model.bias.fill_(1.0)
+    model.weight.grad = torch.tensor([[0.6, -0.8]])
+    model.bias.grad = torch.tensor([0.5])
+    lr, wd = 0.1, 0.01
+    optimizer = build_optimizer(name, model, weight_decay=wd, momentum=0.9, trust_coeff=0.001)
+    assert [g["weight_decay"] for g in optimizer.param_groups] == [wd, 0.0]
+    set_learning_rate(optimizer, lr)
+    optimizer.step()
+    w0 = torch.tensor([[3.0, 4.0]])
+    if name == "sgd":
+        expected_w = w0 - lr * (torch.tensor([[0.6, -0.8]]) + wd * w0)
+        expected_b = 1.0 - lr * 0.5
+    else:
+        expected_w = w0 * (1 - lr * wd) - lr * torch.tensor([[1.0, -1.0]])
+        expected_b = 1.0 - lr
+    assert torch.allclose(model.weight, expected_w, atol=1e-5)
+    assert model.bias.item() == pytest.approx(expected_b, abs=1e-5)
+
+
+def test_unknown_optimiser_is_refused():
+    with pytest.raises(ValueError, match="not lars, sgd or adamw"):
+        build_optimizer("adam", nn.Linear(2, 1), weight_decay=0.0, momentum=0.9, trust_coeff=0.001)

@@ -20,6 +20,7 @@ import yaml
 log = logging.getLogger(__name__)
 
 ARCHS = ("resnet18", "resnet34", "resnet50", "resnet101")
+OPTIMIZERS = ("lars", "sgd", "adamw")
 POOLINGS = ("gap", "attention", "multiscale")
 
 
@@ -46,10 +47,12 @@ class TrainConfig:
     decode_retries: int = 3  # other clips tried when one fails to decode
     max_undecodable_steps: int = 20  # consecutive steps without a decodable clip before exit 2
     photometric_augment: str = "auto"  # where colour/blur/solarize run: device (batched) | workers | auto
+    blur_p_scale: float = 1.0  # times BYOL's blur probabilities (view 1: 1.0, view 2: 0.1); 0 = no blur
     # objective
     temperature: float = 0.1  # InfoNCE temperature (MoCLR/DetCon use 0.1)
     ema_base: float = 0.996  # BYOL: target decay starts here and follows a cosine to 1
     # optimisation
+    optimizer: str = "lars"  # lars (BYOL, large batches) | sgd (momentum) | adamw; lr = base_lr * B / 256
     batch_size: int = 4096
     base_lr: float = 0.2  # BYOL LARS: lr = base_lr * batch_size / 256
     weight_decay: float = 1.5e-6
@@ -87,6 +90,10 @@ class TrainConfig:
             problems.append(f"arch={self.arch!r} is not one of {ARCHS}")
         if self.pooling not in POOLINGS:
             problems.append(f"pooling={self.pooling!r} is not one of {POOLINGS}")
+        if self.optimizer not in OPTIMIZERS:
+            problems.append(f"optimizer={self.optimizer!r} is not one of {OPTIMIZERS}")
+        if not 0 <= self.blur_p_scale <= 1:
+            problems.append(f"blur_p_scale={self.blur_p_scale} must lie in [0, 1]")
         if not 0 < self.crop_min_scale <= 1:
             problems.append(f"crop_min_scale={self.crop_min_scale} must lie in (0, 1]")
         if not self.frame_fps > 0:

@@ -61,7 +61,7 @@ from vito_train.ema import ema_decay, ema_update_
 from vito_train.loss import symmetric_multiscale_loss
 from vito_train.model import OnlineNetwork, VitoEncoder, build_online
 from vito_train.monitor import KnnMonitor
-from vito_train.optim import build_lars, learning_rate, set_learning_rate
+from vito_train.optim import build_optimizer, learning_rate, set_learning_rate
 from vito_train.progress import TrainProgress
 
 log = logging.getLogger(__name__)
@@ -81,6 +81,7 @@ RESUME_FIXED_KEYS = (
     "frame_fps",
     "batch_size",
     "seed",
+    "optimizer",  # the saved optimiser state belongs to one kind
 )
 
 
@@ -117,7 +118,7 @@ def resolve_device(name: str) -> torch.device:
 
 
 def build_state(config: TrainConfig, device: torch.device, env: DistEnv | None = None) -> TrainState:
-    """Fresh online and target networks (target = copy of the online encoder), LARS, scaler;
+    """Fresh online and target networks (target = copy of the online encoder), optimiser, scaler;
     under several ranks the online network is DDP-wrapped (SyncBatchNorm when config.sync_bn)."""
     torch.manual_seed(config.seed)
     online = build_online(config).to(device)
@@ -125,7 +126,8 @@ def build_state(config: TrainConfig, device: torch.device, env: DistEnv | None =
         online = online.to(memory_format=torch.channels_last)
     target = copy.deepcopy(online.encoder)
     target.requires_grad_(False)
-    optimizer = build_lars(
+    optimizer = build_optimizer(
+        config.optimizer,
         online,
         weight_decay=config.weight_decay,
         momentum=config.momentum,

@@ -1,9 +1,11 @@
-"""LARS (timm's implementation) with BYOL's exclusions, and the warmup-cosine learning rate."""
+"""The optimiser: LARS (timm's implementation) with BYOL's exclusions for large batches, or momentum
+SGD / AdamW for small ones (same exclusions from weight decay), and the warmup-cosine learning rate."""
 
 from __future__ import annotations
 
 import math
 
+import torch
 from timm.optim import Lars
 from torch import nn
 
@@ -54,6 +56,23 @@ def build_lars(
         trust_coeff=trust_coeff,
         foreach=foreach,
     )
+
+
+def build_optimizer(
+    name: str, model: nn.Module, *, weight_decay: float, momentum: float, trust_coeff: float
+) -> torch.optim.Optimizer:
+    """``lars`` (BYOL at batch 4096); ``sgd``: momentum SGD, the usual choice at small batches (SimCLR/MoCo
+    on CIFAR, where LARS's unadapted lr on BN and bias parameters is too high); ``adamw`` (betas 0.9,
+    0.999). Biases and normalisation parameters get no weight decay in all three. The lr is set every
+    step (``set_learning_rate``)."""
+    if name == "lars":
+        return build_lars(model, weight_decay=weight_decay, momentum=momentum, trust_coeff=trust_coeff)
+    groups = lars_param_groups(model, weight_decay)
+    if name == "sgd":
+        return torch.optim.SGD(groups, lr=0.0, momentum=momentum)
+    if name == "adamw":
+        return torch.optim.AdamW(groups, lr=0.0)
+    raise ValueError(f"optimizer {name!r} is not lars, sgd or adamw")
 
 
 def set_learning_rate(optimizer, lr: float) -> None:  # noqa: ANN001 - any torch optimizer

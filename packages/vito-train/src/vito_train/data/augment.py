@@ -33,6 +33,14 @@ VIEW_1 = ViewAugmentation(blur_p=1.0, solarize_p=0.0)
 VIEW_2 = ViewAugmentation(blur_p=0.1, solarize_p=0.2)
 
 
+def pair_views(blur_p_scale: float = 1.0) -> tuple[ViewAugmentation, ViewAugmentation]:
+    """BYOL's asymmetric pair with both blur probabilities scaled (0: no blur, e.g. for 28 px images,
+    where SimCLR and solo-learn drop blur on CIFAR-size data)."""
+    return tuple(  # type: ignore[return-value]
+        ViewAugmentation(blur_p=v.blur_p * blur_p_scale, solarize_p=v.solarize_p) for v in (VIEW_1, VIEW_2)
+    )
+
+
 def blur_kernel_size(image_size: int) -> int:
     """BYOL blurs with a kernel of about 10% of the image side (23 px at 224), odd."""
     return max(3, int(0.1 * image_size) // 2 * 2 + 1)
@@ -65,11 +73,8 @@ def chw_tensor(frame: np.ndarray | torch.Tensor) -> torch.Tensor:
 class PairAugmentation:
     """Two differently augmented views of two frames, reproducible from a seed."""
 
-    def __init__(self, image_size: int, min_scale: float) -> None:
-        self.views = (
-            build_view_transform(image_size, min_scale, VIEW_1),
-            build_view_transform(image_size, min_scale, VIEW_2),
-        )
+    def __init__(self, image_size: int, min_scale: float, blur_p_scale: float = 1.0) -> None:
+        self.views = tuple(build_view_transform(image_size, min_scale, v) for v in pair_views(blur_p_scale))
 
     def __call__(
         self, frame_1: np.ndarray | torch.Tensor, frame_2: np.ndarray | torch.Tensor, seed: int

@@ -23,10 +23,9 @@ from torchvision.transforms import v2
 from vito_train.data.augment import (
     IMAGENET_MEAN,
     IMAGENET_STD,
-    VIEW_1,
-    VIEW_2,
     ViewAugmentation,
     chw_tensor,
+    pair_views,
 )
 
 # Column layout of one sample's parameter vector (float32; booleans as 0/1, order as 0..3).
@@ -363,10 +362,11 @@ def params_generator(seed: int, index: int) -> np.random.Generator:
     return np.random.default_rng([seed, index, 0xC01])
 
 
-def draw_pair_params(seed: int, index: int) -> np.ndarray:
-    """(2, N_PARAMS): view 1 and view 2 parameters of global sample ``index`` (BYOL's asymmetric pair)."""
+def draw_pair_params(seed: int, index: int, blur_p_scale: float = 1.0) -> np.ndarray:
+    """(2, N_PARAMS): view 1 and view 2 parameters of global sample ``index`` (BYOL's asymmetric pair,
+    blur probabilities times ``blur_p_scale``)."""
     rng = params_generator(seed, index)
-    return np.stack([draw_photometric_params(rng, VIEW_1), draw_photometric_params(rng, VIEW_2)])
+    return np.stack([draw_photometric_params(rng, view) for view in pair_views(blur_p_scale)])
 
 
 __all__ = [

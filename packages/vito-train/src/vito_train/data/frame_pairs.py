@@ -63,13 +63,15 @@ class FramePairDataset(Dataset):
         min_scale: float,
         retries: int = 3,
         photometric: bool = False,
+        blur_p_scale: float = 1.0,
     ) -> None:
         self.source, self.seed, self.retries, self.photometric = source, seed, retries, photometric
+        self.blur_p_scale = blur_p_scale
         # per sample in the workers, or (photometric) crop + flip here and the rest batched on the device
         self.augment = (
             CropPairAugmentation(image_size, min_scale)
             if photometric
-            else PairAugmentation(image_size, min_scale)
+            else PairAugmentation(image_size, min_scale, blur_p_scale)
         )
 
     def __len__(self) -> int:  # the stream is endless; a DataLoader only sees our batch sampler
@@ -106,7 +108,8 @@ class FramePairDataset(Dataset):
             view_1, view_2 = self.augment(frame_1, frame_2, seed=int(rng.integers(2**62)))
             sample = {"view_1": view_1, "view_2": view_2, "index": index, "failed": failures}
             if self.photometric:
-                sample["photometric"] = torch.from_numpy(draw_pair_params(self.seed, index))
+                params = draw_pair_params(self.seed, index, self.blur_p_scale)
+                sample["photometric"] = torch.from_numpy(params)
             return sample
         return {"view_1": None, "index": index, "failed": failures}
 

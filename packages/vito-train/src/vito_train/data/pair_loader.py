@@ -87,6 +87,7 @@ def build_pair_dataset(config: Any, source: FrameSource, *, batched: bool = Fals
         min_scale=config.crop_min_scale,
         retries=config.decode_retries,
         photometric=batched,
+        blur_p_scale=config.blur_p_scale,
     )
 
 
