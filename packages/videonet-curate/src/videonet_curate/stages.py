@@ -17,10 +17,10 @@ import logging
 import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from videonet_curate.labeling import DecodedClip, FetchedClip, LabelingConfig, decode_clip_frames, fetch_clip
+from videonet_curate.uri import location
 
 log = logging.getLogger(__name__)
 
@@ -119,7 +119,7 @@ class FetchWorker:
     """Fetches candidates, several at once (a threaded actor)."""
 
     def __init__(self, out_dir: str, materialize: Callable[..., Mapping[str, Any]] | None) -> None:
-        self.out_dir = Path(out_dir)
+        self.out_dir = location(out_dir)  # a URI stays a string
         self.materialize = materialize
 
     def fetch(self, candidate: Mapping[str, Any]) -> FetchedClip:
