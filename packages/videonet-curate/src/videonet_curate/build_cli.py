@@ -35,11 +35,10 @@ def _default_workers() -> int:
     return max(1, (os.cpu_count() or 2) // 4)
 
 
-def _default_threads(model_workers: int, decode_workers: int | None) -> int:
-    """Torch threads per model actor: the cores the decoders leave, shared by the model actors."""
-    cores = os.cpu_count() or 1
-    decoders = decode_workers if decode_workers is not None else max(1, cores // 2)
-    return max(1, (cores - decoders) // model_workers) if cores > decoders else 1
+def _default_threads(model_workers: int) -> int:
+    """CPU threads per model actor: every core, shared by the model actors (and, through the OS, with
+    the decoders, which wait on a full queue while the model is behind)."""
+    return max(1, (os.cpu_count() or 1) // model_workers)
 
 
 @guarded
@@ -140,7 +139,9 @@ def build_command(
         None,
         "--threads",
         min=1,
-        help="Torch threads per model actor (default: the cores the decoders leave).",
+        help="CPU threads per model actor: on the CPU it runs this many forwards at once, one torch "
+        "thread each (--fused/--no-ray: one forward on this many threads). Default: every core, shared "
+        "with the decoders.",
     ),
     device: str = typer.Option("auto", "--device", help="auto, cpu or cuda."),
     precision: str = typer.Option(
@@ -205,9 +206,7 @@ def build_command(
         level=logging.INFO if verbose else logging.WARNING, format="%(levelname)s %(message)s"
     )
     workers = model_workers or workers or _default_workers()
-    if fused:  # the old path: one actor does everything, so it gets every core
-        threads = threads or max(1, (os.cpu_count() or 1) // workers)
-    threads = threads or _default_threads(workers, decode_workers)
+    threads = threads or _default_threads(workers)
     try:
         for name, value in [
             ("--clip-seconds", clip_seconds),
