@@ -9,7 +9,7 @@ export RAY_USAGE_STATS_ENABLED ?= 0
 TEST_WORKERS ?= 2
 PYTEST_PARALLEL := -n $(TEST_WORKERS) --durations=15
 
-.PHONY: setup demo test test-fast bench lint clean
+.PHONY: setup demo test test-fast test-multinode bench lint clean
 
 setup:
 	scripts/setup.sh
@@ -22,6 +22,9 @@ test: setup
 
 test-fast: setup
 	$(VENV)/python -m pytest -q -m "not slow" $(PYTEST_PARALLEL) $(PYTEST_ARGS)
+
+test-multinode: setup  # opt-in: a head and three worker nodes on this machine, a build on S3 (~2.5 min)
+	VIDEONET_MULTINODE=1 $(VENV)/python -m pytest -q -m multinode tests/curate
 
 bench: setup
 	for b in benchmarks/*.py; do echo "== $$b"; $(VENV)/python $$b || exit 1; done

@@ -1,16 +1,22 @@
 """Staged build vs its bound and vs the fused actor, on the CPU, side by side in one run.
 
 1. Throughput on the sample clips (``--source local``, copied ``--copies`` times): the whole `build`
-   (Ray already started: its start-up is the same for both paths and not charged) against the bound its
-   stages allow on the same cores: the CPU seconds of decoding and of embedding the same clips alone, one
-   thread each, summed and divided by the cores Ray has. Goal: build/bound >= 0.9. Today's fused actor
-   (one actor per shard that decodes and embeds in sequence, ``--fused``) is measured the same way.
-2. A slow source: the same segments served by a loopback HTTP server that waits ``--delay-s`` before
+   against the bound its stages allow on the same cores: the CPU seconds of decoding and of embedding the
+   same clips alone, one thread each, summed and divided by the cores Ray has. Goal: build/bound >= 0.9.
+   Today's fused actor (one actor per shard that decodes and embeds in sequence, ``--fused``) is measured
+   the same way. Ray is started once before the builds (its start-up is printed, not charged: a cluster
+   build joins a running Ray); everything else a build does is in its time: actor start-up and model
+   load, labelling, merge, de-duplication, rebalancing, the manifest, embeddings, histogram and summary.
+2. Where the time goes: the CPU seconds of every process of each build (driver, model and decode actors,
+   Ray's own daemons; Linux /proc) next to the stages' CPU seconds alone, and the fixed cost of a build: a
+   build of the 2 clips of one short video. The default input (6 copies: 162 clips) is large enough that
+   this fixed cost is a small part of the build, as on a real input; it is printed, not subtracted.
+3. A slow source: the same segments served by a loopback HTTP server that waits ``--delay-s`` before
    every answer (``--source urls``). The model's busy fraction: the seconds it spent in model calls over
    the span from its first call's start to its last call's end. Goal >= 0.8 with ``--fetch-workers``
    high enough, where the fused actor sits idle through every download.
 
-    nice -n 5 python benchmarks/curate_stages.py [--copies 2] [--delay-s 0.5] [--slow-clips 24]
+    nice -n 5 python benchmarks/curate_stages.py [--copies 6] [--delay-s 0.5] [--slow-clips 24]
 
 Ends with the line ``build/bound X.XX model-busy-under-slow-source Y.YY`` (the staged path's figures).
 """
@@ -28,8 +34,10 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests" / "curate"))  # the loopback server lives with the tests
+sys.path.insert(0, str(REPO / "benchmarks"))
 
 from loopback import serve  # noqa: E402
+from proc_cpu import TreeCPU  # noqa: E402
 
 from videonet_curate.build import BuildOptions, build  # noqa: E402
 from videonet_curate.labeling import LabelingConfig, decode_clip_frames, fetch_clip  # noqa: E402
@@ -41,6 +49,7 @@ from videonet_curate.staged import StagedStats, run_staged  # noqa: E402
 from videonet_curate.stages import StageOptions  # noqa: E402
 
 LOCAL = ("bikes.mp4", "box.mp4", "cockatoo.mp4", "cup.mp4", "dog.mp4", "carphone_pristine.mp4")
+SMALL = "carphone_pristine.mp4"  # 4 s: the 2-clip build that measures a build's fixed cost
 SERVED = ("bikes.mp4", "box.mp4", "cockatoo.mp4", "cup.mp4")
 
 
@@ -48,7 +57,7 @@ def parse_args() -> argparse.Namespace:
     default = Path(os.environ.get("VIDEONET_SAMPLES", Path.home() / ".cache/videonet-curate/samples"))
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--samples", type=Path, default=default / "videos")
-    parser.add_argument("--copies", type=int, default=2, help="copies of each sample video (more clips)")
+    parser.add_argument("--copies", type=int, default=6, help="copies of each sample video (more clips)")
     parser.add_argument("--clip-seconds", type=float, default=2.0)
     parser.add_argument("--frames", type=int, default=8)
     parser.add_argument("--batch-frames", type=int, default=32)
@@ -74,7 +83,8 @@ def stage_bound(candidates: list[dict], config: LabelingConfig) -> tuple[float, 
     import torch
 
     torch.set_num_threads(1)
-    model = ClipModel(LabelingConfig(**{**config.__dict__, "threads": 1}))
+    config = LabelingConfig(**{**config.__dict__, "threads": 1})  # one decoder thread, one torch thread
+    model = ClipModel(config)
     model.score([({"clip_id": "warm"}, decode_frames(candidates[0], config, model))])  # warm-up
     decoded, decode_s, decode_wall = cpu_seconds(
         lambda: [decode_frames(c, config, model) for c in candidates]
@@ -95,10 +105,13 @@ def decode_frames(candidate: dict, config: LabelingConfig, model: ClipModel):
     return decode_clip_frames(fetched, config, model.preprocess_spec).frames
 
 
-def timed_build(options: BuildOptions) -> tuple[float, int]:
-    started = time.perf_counter()
-    report = build(options)
-    return time.perf_counter() - started, report.summary["rows"]
+def timed_build(options: BuildOptions) -> tuple[float, int, dict[str, float]]:
+    """(wall seconds, rows, CPU seconds by process role) of one whole build."""
+    with TreeCPU() as cpu:
+        started = time.perf_counter()
+        report = build(options)
+        seconds = time.perf_counter() - started
+    return seconds, report.summary["rows"], dict(cpu.by_role())
 
 
 def busy_fraction(busy_s: float, window: tuple[float, float] | None) -> float:
@@ -111,7 +124,7 @@ def main() -> int:
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     from videonet_curate.build_cli import _default_threads
 
-    threads = args.threads or _default_threads(1, args.decode_workers)
+    threads = args.threads or _default_threads(1)
     config = LabelingConfig(frames_per_clip=args.frames, batch_frames=args.batch_frames, threads=threads)
     root = Path(tempfile.mkdtemp(prefix="curate-stages-"))
     try:
@@ -139,14 +152,23 @@ def main() -> int:
             f"{alone_wall:.1f} s -> {wall_bound:.2f} clips/s"
         )
 
+        started = time.perf_counter()
         init_ray(num_cpus=args.cores)
+        print(f"Ray start-up: {time.perf_counter() - started:.1f} s (once, before the builds; not charged)")
         stages = StageOptions(decode_workers=args.decode_workers, model_workers=1)
-        base = {"source": "local", "input_path": inputs, "clip_seconds": args.clip_seconds, "shard_size": 8}
-        staged_s, rows = timed_build(
+        base = {"source": "local", "clip_seconds": args.clip_seconds, "shard_size": 8}
+        small = root / "small"
+        small.mkdir()
+        shutil.copy(args.samples / SMALL, small / SMALL)
+        fixed_s, fixed_rows, _ = timed_build(
+            BuildOptions(out_dir=root / "fixed", input_path=small, labeling=config, stages=stages, **base)
+        )
+        base["input_path"] = inputs
+        staged_s, rows, staged_cpu = timed_build(
             BuildOptions(out_dir=root / "staged", labeling=config, stages=stages, **base)
         )
-        fused_config = LabelingConfig(**{**config.__dict__, "threads": args.cores})  # today's default
-        fused_s, _ = timed_build(
+        fused_config = LabelingConfig(**{**config.__dict__, "threads": args.cores})  # one forward, every core
+        fused_s, _, fused_cpu = timed_build(
             BuildOptions(
                 out_dir=root / "fused", labeling=fused_config, stages=StageOptions(fused=True), **base
             )
@@ -157,6 +179,22 @@ def main() -> int:
             rate = clips / seconds
             print(f"{name:<8}{seconds:>9.1f}{rate:>9.2f}{ratio:>10.2f}{rate / wall_bound:>15.2f}")
         assert rows == clips, (rows, clips)
+        print(
+            f"fixed cost of a staged build: {fixed_s:.1f} s for {fixed_rows} clips of one short video "
+            f"({fixed_s / staged_s:.0%} of the staged build above)"
+        )
+        print(
+            f"CPU seconds inside each build, by process (alone: decode {decode_s:.1f} + embed {embed_s:.1f}):"
+        )
+        for name, by_role in (("staged", staged_cpu), ("fused", fused_cpu)):
+            total = sum(by_role.values())
+            parts = ", ".join(
+                f"{role} {cpu:.1f}" for role, cpu in sorted(by_role.items(), key=lambda kv: -kv[1])
+            )
+            print(
+                f"  {name}: {parts}; total {total:.1f} = {total / (decode_s + embed_s):.2f}x the stages alone"
+            )
+        print(f"load average {' '.join(f'{x:.1f}' for x in os.getloadavg())}")
 
         staged_busy, fused_busy = slow_source(args, config, fused_config, root)
         print(

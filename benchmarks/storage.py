@@ -14,9 +14,12 @@ pairs from each, alternating local / S3 rounds so the machine's load hits both a
 Ratios s3 / local are printed per round and as the median; the goal is >= 0.9 with prefetching. On a small
 machine the S3 server's own CPU time competes with the loader for the same cores (a real store is another
 machine), so the CPU seconds the server process used during the s3+prefetch measurement are printed too.
-Build time to S3 against local disk is not measured here (`build --out s3://` is not implemented yet).
+With ``--build``: `videonet-curate build --source local` of sample videos (a subprocess, on a local Ray,
+as users run it) three ways, alternating within each round: local input -> local OUT, local input ->
+``--out s3://``, and ``--input s3://`` -> ``--out s3://``; wall seconds each and the ratios to local.
 
     python benchmarks/storage.py [--pairs 640] [--rounds 3] [--workers 2] [--batch 32]
+    python benchmarks/storage.py --build [--rounds 2] [--videos 4]
 """
 
 from __future__ import annotations
@@ -120,6 +123,48 @@ def pairs_per_s(dataset: FramePairDataset, pairs: int, batch: int, workers: int,
     return got / (time.perf_counter() - started)
 
 
+BUILD_ARGS = ["--clip-seconds", "4", "--frames-per-clip", "4", "--shard-size", "4", "--model-workers", "1"]
+
+
+def build_seconds(input_: str, out: str, endpoint: str) -> float:
+    command = [sys.executable, "-m", "videonet_curate", "build", "--source", "local", "--input", input_]
+    command += ["--out", out, "--storage-option", f"endpoint_url={endpoint}", *BUILD_ARGS]
+    env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0", "HF_HUB_OFFLINE": "1"}
+    started = time.perf_counter()
+    result = subprocess.run(command, env=env, capture_output=True, text=True)
+    if result.returncode not in (0, 1):
+        sys.exit(f"build {input_} -> {out} failed ({result.returncode}): {result.stderr[-2000:]}")
+    return time.perf_counter() - started
+
+
+def compare_builds(rounds: int, videos: int, endpoint: str) -> None:
+    samples = Path(os.environ.get("VIDEONET_SAMPLES", Path.home() / ".cache" / "videonet-curate" / "samples"))
+    chosen = sorted((samples / "videos").iterdir(), key=lambda p: p.stat().st_size)[:videos]
+    options = StorageOptions(endpoint_url=endpoint)
+    with tempfile.TemporaryDirectory() as tmp:
+        media = Path(tmp) / "media"
+        media.mkdir()
+        for video in chosen:
+            (media / video.name).symlink_to(video)
+            upload_file(video, f"s3://bench/media/{video.name}", options)
+        megabytes = sum(float(p.stat().st_size) for p in chosen) / 1e6
+        names = ", ".join(p.name for p in chosen)
+        print(f"build: {len(chosen)} videos ({megabytes:.1f} MB: {names}), {' '.join(BUILD_ARGS)}")
+        times: dict[str, list[float]] = {"local": [], "local->s3": [], "s3->s3": []}
+        for round_ in range(rounds):
+            load = os.getloadavg()[0]
+            times["local"].append(build_seconds(str(media), f"{tmp}/out-{round_}", endpoint))
+            times["local->s3"].append(build_seconds(str(media), f"s3://bench/run-{round_}", endpoint))
+            times["s3->s3"].append(build_seconds("s3://bench/media", f"s3://bench/run-s3-{round_}", endpoint))
+            print(
+                f"round {round_ + 1} (load {load:.1f}): "
+                + ", ".join(f"{k} {v[-1]:.1f} s" for k, v in times.items())
+            )
+        for kind in ("local->s3", "s3->s3"):
+            ratio = statistics.median(s / loc for s, loc in zip(times[kind], times["local"], strict=True))
+            print(f"build time {kind} / local: {ratio:.3f} (median of rounds)")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -128,10 +173,19 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--batch", type=int, default=32)
+    parser.add_argument("--build", action="store_true", help="time builds to S3 against local disk instead")
+    parser.add_argument("--videos", type=int, default=4, help="--build: the smallest N sample videos")
     args = parser.parse_args()
     torch.set_num_threads(1)
     server, endpoint = start_s3()
     options = StorageOptions(endpoint_url=endpoint)
+    if args.build:
+        try:
+            compare_builds(args.rounds, args.videos, endpoint)
+        finally:
+            server.terminate()
+            server.wait()
+        return
     try:
         with tempfile.TemporaryDirectory() as tmp:
             local = build_cache(Path(tmp))

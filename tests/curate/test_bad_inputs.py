@@ -286,11 +286,14 @@ def test_option_errors_are_exit_2(root: Path) -> None:
 
 
 def test_build_refuses_uris_instead_of_making_a_directory_named_s3(root: Path, monkeypatch) -> None:
+    """Only --out and a local source's --input take URIs (test_build_s3.py); elsewhere a URI is refused."""
     monkeypatch.chdir(root)  # where a URI folded into a relative path would land
-    videos, out = str(root / "videos"), str(root / "out")
+    out = str(root / "out")
     cases = [
-        (["--input", videos, "--out", "s3://bucket/run"], "--out s3://bucket/run: build takes local paths"),
-        (["--input", "gs://bucket/videos", "--out", out], "--input gs://bucket/videos: build takes local"),
+        (
+            ["--source", "urls", "--input", "s3://bucket/urls.csv", "--out", out],
+            "--input s3://bucket/urls.csv: --input takes a local path",
+        ),
     ]
     for args, names in cases:
         invoke(root, build(*args), out=None, code=2, names=names)

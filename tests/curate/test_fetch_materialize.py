@@ -82,6 +82,25 @@ def test_url_list_direct_links_with_and_without_segments(server: Loopback, tmp_p
     assert results[1].source_start_s is None
 
 
+def test_a_download_into_an_s3_out_is_one_object_and_is_reused_by_a_rerun(
+    server: Loopback, s3_bucket
+) -> None:
+    """OUT on S3: the clip is made locally, uploaded whole to OUT/clips/, and the row names its URI; a
+    rerun (after a crash) finds the object, checks it, and downloads nothing again from the source."""
+    from videonet_curate.sources.remote import materialize_to_uri
+    from videonet_curate.uri import using_options
+
+    clips = s3_bucket.uri("run", "clips")
+    with using_options(s3_bucket.options()):
+        row = materialize_to_uri(_kinetics("cockatoo", 3, 8), _opts(server), clips, LocalLimiter(100, 4))
+        assert row["status"] == "kept" and row["path"] == f"{clips}/cockatoo_000003_000008.mp4"
+        assert s3_bucket.keys() == ["run/clips/cockatoo_000003_000008.mp4"]  # nothing partial, no .partial/
+        requests = len(server.log.entries)
+        again = materialize_to_uri(_kinetics("cockatoo", 3, 8), _opts(server), clips, LocalLimiter(100, 4))
+    assert again["path"] == row["path"] and again["end_s"] == row["end_s"] and again["attempts"] == 0
+    assert len(server.log.entries) == requests
+
+
 FAULTS = [
     # (script for the video's requests, always?, reason or None for kept, attempts)
     (["429"], False, None, 2),  # 429 with Retry-After: 1, then fine

@@ -15,7 +15,7 @@ import torch
 from loopback import serve
 
 from videonet_curate.labeling import LabelingConfig
-from videonet_curate.model_stage import chunk_bounds
+from videonet_curate.model_stage import BusySpans, chunk_bounds
 from videonet_curate.models.base import PreprocessSpec, normalize_frames, preprocess_frames, resize_frames
 from videonet_curate.shards import is_done, plan_shards, read_shards
 from videonet_curate.staged import StagedStats, StageWorkers, queue_limits, run_staged
@@ -41,6 +41,14 @@ def test_plan_fits_the_cluster_and_declares_each_stage() -> None:
     assert one_gpu["model"].actors == 1  # three more would wait for a GPU forever
     limits = queue_limits(gpu, call_frames=256)
     assert limits.decoded_frames == 2 * 256 * 2 and limits.fetched == 2 * 6 * 3
+
+
+def test_busy_spans_count_overlapping_calls_once() -> None:
+    busy = BusySpans(keep=4)
+    for start, end in [(0, 2), (1, 3), (5, 6), (2.5, 4), (10, 11), (20, 21), (30, 31), (40, 41), (7, 8)]:
+        busy.add(start, end)
+    assert busy.seconds == 4 + 1 + 1 + 1 + 1 + 1 + 1  # [0, 4] once, then six one-second calls
+    assert len(busy.spans) <= 4 and busy.folded_s > 0  # the oldest spans were folded into a total
 
 
 def test_resize_then_normalize_is_the_scorers_preprocess() -> None:

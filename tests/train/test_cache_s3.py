@@ -152,3 +152,36 @@ def test_a_version_1_cache_is_still_read_and_prepare_refuses_to_mix_formats(
     assert [c.clip_id for c in FrameCache(old).clips] == [c.clip_id for c in FrameCache(local_cache).clips]
     with pytest.raises(CacheError, match="format 'vito-frame-cache/1'.*choose a new --out"):
         prepare_cache(small_manifest, old, fps=FPS, short_side=SHORT, clips_per_shard=2, workers=1)
+
+
+def test_run_from_a_manifest_on_s3_whose_clips_are_on_s3_trains_as_from_local_disk(
+    s3_module_bucket, small_manifest, tmp_path
+) -> None:
+    """`run --manifest s3://...`: the manifest and the videos it names (URIs in its path column) are read
+    from the bucket, in a loader worker (range requests, no local copy); the losses equal a run on the
+    same files on local disk."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from videonet_curate.manifest import resolve_clip_path
+
+    bucket = s3_module_bucket
+    table = pq.read_table(small_manifest)
+    uris = []
+    for relative in table.column("path").to_pylist():
+        local = resolve_clip_path(small_manifest, relative)
+        bucket.client().upload_file(str(local), bucket.name, f"media/{Path(relative).name}")
+        uris.append(bucket.uri("media", Path(relative).name))
+    on_s3 = table.set_column(table.schema.get_field_index("path"), "path", pa.array(uris, pa.string()))
+    pq.write_table(on_s3, tmp_path / "manifest.parquet")
+    bucket.client().upload_file(str(tmp_path / "manifest.parquet"), bucket.name, "run/manifest.parquet")
+
+    steps = ["max_steps=2"]
+    train(resolve_config("cpu-smoke", TINY + steps + ["num_workers=0"]), small_manifest, tmp_path / "local")
+    args = ["run", "--manifest", bucket.uri("run"), "--out", str(tmp_path / "s3"), "--preset", "cpu-smoke"]
+    args += ["--no-progress", *[a for o in TINY + steps + ["num_workers=1"] for a in ("--set", o)]]
+    result = CliRunner().invoke(app, args + bucket.option_args)
+    assert result.exit_code == 0, result.output
+    local, remote = read_metrics(tmp_path / "local"), read_metrics(tmp_path / "s3")
+    assert [r["step"] for r in remote] == [1, 2]
+    assert [r["loss"] for r in remote] == [r["loss"] for r in local]

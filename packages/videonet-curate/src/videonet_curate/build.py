@@ -2,6 +2,11 @@
 
 The CLI parses arguments into :class:`BuildOptions` and calls :func:`build`; everything a user sees at
 the end (manifest, embeddings, class histogram, summary) is written here, atomically.
+
+OUT (and a local source's --input) may be a URI (``s3://bucket/run``): every file then goes through the
+storage layer (uri.py, storage.py) and the lock is an object (objlock.py). With ``--address`` a local
+OUT, --input or --mirror must be a mount that every node of the cluster sees at the same path: checked
+here by a task on each node (cluster_paths.py).
 """
 
 from __future__ import annotations
@@ -27,6 +32,7 @@ from videonet_curate.sources.registry import make_source
 from videonet_curate.stages import StageOptions
 from videonet_curate.storage import atomic_write_json
 from videonet_curate.summary import json_safe, kept_class_counts, summarize
+from videonet_curate.uri import StorageError, StorageOptions, is_uri, join, location, storage_errors
 
 log = logging.getLogger(__name__)
 
@@ -41,8 +47,8 @@ class BuildInputError(ValueError):
 @dataclass
 class BuildOptions:
     source: str
-    out_dir: Path
-    input_path: Path | None = None
+    out_dir: Path | str  # str: a URI (s3://bucket/run)
+    input_path: Path | str | None = None
     clip_seconds: float = 10.0
     min_clip_seconds: float = (
         1.0  # shorter clips are failed/too_short; longer ones are kept, even short of a segment
@@ -56,14 +62,15 @@ class BuildOptions:
     gpus_per_worker: float = 0.0
     source_options: SourceOptions = field(default_factory=SourceOptions)  # typed once by the CLI
     stages: StageOptions | None = None  # None: the staged defaults, with ``workers`` model actors
+    storage: StorageOptions | None = None  # --storage-option: how to reach an s3:// (or other URI) OUT/input
 
 
 @dataclass
 class BuildReport:
-    manifest_path: Path
-    embeddings_path: Path
-    summary_path: Path
-    histogram_path: Path
+    manifest_path: Path | str  # str: a URI
+    embeddings_path: Path | str
+    summary_path: Path | str
+    histogram_path: Path | str
     table: pa.Table
     summary: dict[str, Any]
 
@@ -74,8 +81,11 @@ class BuildReport:
 
 
 # -- argument checks -----------------------------------------------------------------------------------
-def check_output_dir(out_dir: Path) -> None:
+def check_output_dir(out_dir: Path | str) -> None:
     """Fail fast when OUT cannot be created or written; creates nothing (see :func:`build`)."""
+    if is_uri(out_dir):
+        check_output_uri(str(out_dir))
+        return
     existing = out_dir
     while not existing.exists() and existing != existing.parent:
         existing = existing.parent
@@ -87,19 +97,42 @@ def check_output_dir(out_dir: Path) -> None:
         raise BuildInputError(f"--out {out_dir}: {existing} is not writable; pass a writable --out")
 
 
-def check_local_paths(options: BuildOptions) -> None:
-    """build reads and writes local paths only (on a cluster: a directory every node mounts at the same
-    path); a URI would otherwise become a local directory named ``s3:``."""
+def check_output_uri(out: str) -> None:
+    """An OUT in object storage: its bucket must be reachable, and OUT must not be an object itself."""
+    from videonet_curate.uri import resolve
+
+    try:
+        fs, key = resolve(out)
+        bucket = key.split("/", 1)[0]
+        with storage_errors(out):
+            fs.invalidate_cache(key)
+            if not fs.exists(bucket):
+                raise BuildInputError(
+                    f"--out {out}: bucket {bucket} does not exist or cannot be reached; create it, or check "
+                    "--storage-option endpoint_url=... and the AWS_* credentials"
+                )
+            if key != bucket and fs.isfile(key):
+                raise BuildInputError(f"--out {out} is an object; pass a prefix (new or an earlier build's)")
+    except StorageError as exc:
+        raise BuildInputError(f"--out {exc}") from None
+
+
+def check_paths(options: BuildOptions) -> None:
+    """Which options take URIs: --out, and --input of --source local; --mirror and the list files of the
+    network sources are local (on a cluster: a mount every node sees). A URI given to a local-only option
+    is refused rather than becoming a local directory named ``s3:``."""
     from videonet_curate.uri import looks_like_uri
 
     mirror = options.source_options.fetch.mirror_dir
-    for flag, value in (("--out", options.out_dir), ("--input", options.input_path), ("--mirror", mirror)):
+    local_only = [("--mirror", mirror)]
+    if options.source != "local":
+        local_only.append(("--input", options.input_path))
+    for flag, value in local_only:
         if value is not None and looks_like_uri(value):
             written = re.sub(r"^([A-Za-z][A-Za-z0-9+.-]+):/(?!/)", r"\1://", os.fspath(value))
             raise BuildInputError(
-                f"{flag} {written}: build takes local paths only (object storage is not supported by build "
-                "yet); build into a local or shared directory, then `videonet-curate publish OUT --to "
-                "s3://...` (vito-train reads a cache on s3:// directly)"
+                f"{flag} {written}: {flag} takes a local path (on a cluster: a mount every node sees at the "
+                "same path); only --out, and --input of --source local, take URIs"
             )
 
 
@@ -160,16 +193,26 @@ def build(options: BuildOptions, on_progress: ProgressCallback | None = None) ->
     Every check of the arguments and the input runs before Ray starts and before OUT is created, so a
     :class:`BuildInputError` leaves nothing behind. OUT/.lock keeps a second build out of the same OUT.
     """
+    from videonet_curate.uri import using_options
+
+    with using_options(options.storage):  # before any URI is touched: here, and in the Ray workers
+        return _build(options, on_progress)
+
+
+def _build(options: BuildOptions, on_progress: ProgressCallback | None) -> BuildReport:
     from videonet_curate.outlock import OutputLocked, build_lock
 
-    out_dir = options.out_dir
-    check_local_paths(options)
+    out_dir = options.out_dir = location(options.out_dir)
+    if options.input_path is not None:
+        options.input_path = location(options.input_path)
+    check_paths(options)
     check_output_dir(out_dir)
     source = check_source_arguments(options)
     load_target_or_fail(options.curation.target)
     if options.use_ray:
         check_ray_address(options.address)
-    created = not out_dir.exists()
+    local_out = not is_uri(out_dir)
+    created = local_out and not out_dir.exists()
     try:
         if options.use_ray:
             try:
@@ -177,7 +220,10 @@ def build(options: BuildOptions, on_progress: ProgressCallback | None = None) ->
             except ConnectionError as exc:
                 raise BuildInputError(f"--address {options.address}: {exc}") from None
             check_cluster_gpus(options.gpus_per_worker, options.address)
-        out_dir.mkdir(parents=True, exist_ok=True)
+        if local_out:
+            out_dir.mkdir(parents=True, exist_ok=True)
+        if options.use_ray and options.address:
+            check_cluster_paths(options)
         with build_lock(out_dir):
             return _build_locked(options, source, on_progress)
     except OutputLocked as exc:
@@ -197,6 +243,21 @@ def check_cluster_gpus(gpus_per_worker: float, address: str | None) -> None:
     if ray.cluster_resources().get("GPU", 0) < gpus_per_worker:
         where = f"the cluster at --address {address}" if address else "this machine's Ray"
         raise BuildInputError(f"--device cuda: {where} has no GPU; pass --device cpu, or a cluster with GPUs")
+
+
+def check_cluster_paths(options: BuildOptions) -> None:
+    """On a cluster, every local path the workers read or write must be the same mount on every node."""
+    from videonet_curate.cluster_paths import SharedPathError, check_nodes_see
+
+    paths = {"--out": options.out_dir}
+    if options.source == "local" and options.input_path is not None:
+        paths["--input"] = options.input_path
+    if options.source_options.fetch.mirror_dir is not None:
+        paths["--mirror"] = options.source_options.fetch.mirror_dir
+    try:
+        check_nodes_see({flag: p for flag, p in paths.items() if not is_uri(p)})
+    except SharedPathError as exc:
+        raise BuildInputError(str(exc)) from None
 
 
 def _remove_if_empty(directory: Path) -> None:
@@ -238,13 +299,18 @@ def _build_locked(options: BuildOptions, source: Source, on_progress: ProgressCa
         "source_options": options.source_options.as_config(),
     }
     model_id, prototype_set = labelled.model_id, labelled.prototype_set
-    for name in (mf.MANIFEST_FILENAME, EMBEDDINGS_FILENAME, HISTOGRAM_FILENAME, SUMMARY_FILENAME):
-        contained(out_dir, out_dir / name)  # a symlink planted in OUT must not redirect our writes
+    names = (mf.MANIFEST_FILENAME, EMBEDDINGS_FILENAME, HISTOGRAM_FILENAME, SUMMARY_FILENAME)
+    if is_uri(out_dir):
+        manifest_at, embeddings_at, histogram_at, summary_path = (join(out_dir, name) for name in names)
+    else:
+        for name in names:
+            contained(out_dir, out_dir / name)  # a symlink planted in OUT must not redirect our writes
+        manifest_at, embeddings_at, histogram_at, summary_path = (out_dir / name for name in names)
     manifest_path = mf.write_manifest(
-        rows, out_dir / mf.MANIFEST_FILENAME, model_id=model_id, prototype_set=prototype_set, config=config
+        rows, manifest_at, model_id=model_id, prototype_set=prototype_set, config=config
     )
-    embeddings_path = write_embeddings(embeddings, out_dir / EMBEDDINGS_FILENAME)
-    histogram_path = write_class_histogram(rows, target, out_dir / HISTOGRAM_FILENAME)
+    embeddings_path = write_embeddings(embeddings, embeddings_at)
+    histogram_path = write_class_histogram(rows, target, histogram_at)
     summary = summarize(rows, target, mf.read_metadata(manifest_path))
     summary.update(
         target=options.curation.target,
@@ -255,7 +321,6 @@ def _build_locked(options: BuildOptions, source: Source, on_progress: ProgressCa
         curation=curation_stats,
         seconds=round(time.perf_counter() - started, 2),
     )
-    summary_path = out_dir / SUMMARY_FILENAME
     atomic_write_json(summary_path, json_safe(summary), sort_keys=True, allow_nan=False)
     return BuildReport(manifest_path, embeddings_path, summary_path, histogram_path, rows, summary)
 
@@ -273,7 +338,7 @@ def load_target_or_fail(target: str) -> Any:
 # -- outputs -------------------------------------------------------------------------------------------
 
 
-def write_class_histogram(rows: pa.Table, target: Any, path: Path) -> Path:
+def write_class_histogram(rows: pa.Table, target: Any, path: Path | str) -> Path | str:
     """The class histogram of the kept clips against the target (the report draws the same one)."""
     from videonet_curate.report import plot_class_histogram
 

@@ -27,6 +27,7 @@ from videonet_curate.fetch.options import FetchConfigError, FetchOptions, parse_
 from videonet_curate.labeling import LabelingConfig
 from videonet_curate.sources.base import SourceOptions
 from videonet_curate.stages import StageOptions
+from videonet_curate.uri import StorageOptionError, StorageOptions, location
 
 
 def _default_workers() -> int:
@@ -34,11 +35,10 @@ def _default_workers() -> int:
     return max(1, (os.cpu_count() or 2) // 4)
 
 
-def _default_threads(model_workers: int, decode_workers: int | None) -> int:
-    """Torch threads per model actor: the cores the decoders leave, shared by the model actors."""
-    cores = os.cpu_count() or 1
-    decoders = decode_workers if decode_workers is not None else max(1, cores // 2)
-    return max(1, (cores - decoders) // model_workers) if cores > decoders else 1
+def _default_threads(model_workers: int) -> int:
+    """CPU threads per model actor: every core, shared by the model actors (and, through the OS, with
+    the decoders, which wait on a full queue while the model is behind)."""
+    return max(1, (os.cpu_count() or 1) // model_workers)
 
 
 @guarded
@@ -46,11 +46,20 @@ def build_command(
     source: str = typer.Option(
         "local", "--source", help="Where candidate clips come from: local, kinetics, urls."
     ),
-    input_path: Path = typer.Option(
-        None, "--input", help="local: a directory of videos (searched recursively)."
+    input_path: str = typer.Option(
+        None,
+        "--input",
+        help="local: a directory of videos (searched recursively), or a URI prefix (s3://bucket/videos).",
     ),
-    out: Path = typer.Option(
-        ..., "--out", help="Output directory: manifest.parquet, embeddings, plots, summary."
+    out: str = typer.Option(
+        ...,
+        "--out",
+        help="Output directory (or URI, s3://bucket/run): manifest.parquet, embeddings, plots, summary.",
+    ),
+    storage_option: list[str] = typer.Option(
+        None,
+        "--storage-option",
+        help="KEY=VALUE for URIs, e.g. endpoint_url=http://127.0.0.1:9000 (credentials: AWS_* variables).",
     ),
     model: str = typer.Option(
         "efficientnet-lite0",
@@ -130,7 +139,9 @@ def build_command(
         None,
         "--threads",
         min=1,
-        help="Torch threads per model actor (default: the cores the decoders leave).",
+        help="CPU threads per model actor: on the CPU it runs this many forwards at once, one torch "
+        "thread each (--fused/--no-ray: one forward on this many threads). Default: every core, shared "
+        "with the decoders.",
     ),
     device: str = typer.Option("auto", "--device", help="auto, cpu or cuda."),
     precision: str = typer.Option(
@@ -195,9 +206,7 @@ def build_command(
         level=logging.INFO if verbose else logging.WARNING, format="%(levelname)s %(message)s"
     )
     workers = model_workers or workers or _default_workers()
-    if fused:  # the old path: one actor does everything, so it gets every core
-        threads = threads or max(1, (os.cpu_count() or 1) // workers)
-    threads = threads or _default_threads(workers, decode_workers)
+    threads = threads or _default_threads(workers)
     try:
         for name, value in [
             ("--clip-seconds", clip_seconds),
@@ -224,6 +233,10 @@ def build_command(
             )
         except FetchConfigError as exc:  # e.g. a --cookies file that is not there: bad input
             raise BuildInputError(str(exc)) from None
+        try:
+            storage = StorageOptions.parse(storage_option)
+        except StorageOptionError as exc:
+            raise BuildInputError(str(exc)) from None
         source_options = SourceOptions(
             annotations=annotations,
             split=split,
@@ -238,8 +251,8 @@ def build_command(
         raise typer.Exit(EXIT_BAD_INPUT) from None
     options = BuildOptions(
         source=source,
-        out_dir=out,
-        input_path=input_path,
+        out_dir=location(out),
+        input_path=location(input_path) if input_path is not None else None,
         clip_seconds=clip_seconds,
         min_clip_seconds=min_clip_seconds,
         labeling=LabelingConfig(
@@ -268,6 +281,7 @@ def build_command(
         use_ray=not no_ray,
         gpus_per_worker=1.0 if resolved_device == "cuda" else 0.0,
         source_options=source_options,
+        storage=storage,
     )
     try:
         _check_model(model, templates, precision)

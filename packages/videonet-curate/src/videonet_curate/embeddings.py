@@ -15,6 +15,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from videonet_curate.manifest import atomic_write_table
+from videonet_curate.uri import arrow_location
 
 EMBEDDINGS_FILENAME = "embeddings.parquet"
 
@@ -64,7 +65,8 @@ def embedding_matrix(table: pa.Table) -> np.ndarray:
 
 def read_embeddings(path: str | os.PathLike[str]) -> pa.Table:
     """Read ``embeddings.parquet`` (only its two columns), checking the layout."""
-    table = pq.read_table(path, columns=["clip_id", "embedding"])
+    where, filesystem = arrow_location(path)
+    table = pq.read_table(where, columns=["clip_id", "embedding"], filesystem=filesystem)
     embedding_matrix(table.slice(0, 0))  # type check without copying
     return table
 

@@ -22,6 +22,7 @@ import numpy as np
 from videonet_curate import manifest as mf
 from videonet_curate.embeddings import embeddings_table
 from videonet_curate.shards import Shard, write_shard
+from videonet_curate.uri import clip_reference, location
 
 log = logging.getLogger(__name__)
 
@@ -121,7 +122,7 @@ def fetch_clip(
             return FetchedClip(
                 failed(row, "internal", f"no way to fetch source {candidate.get('source')!r}"), None
             )
-        got = materialize(candidate, Path(out_dir))
+        got = materialize(candidate, location(out_dir))
         for key in _MATERIALIZED_FIELDS:
             if got.get(key) is not None:
                 row[key] = got[key]
@@ -129,7 +130,7 @@ def fetch_clip(
             row["status"] = got.get("status") or mf.STATUS_FAILED
             return FetchedClip(row, None, time.perf_counter() - started)
         local_path = str(got["path"])
-    row["path"] = os.path.relpath(local_path, out_dir)
+    row["path"] = clip_reference(local_path, out_dir)  # relative to a local OUT; else a URI
     return FetchedClip(row, str(local_path), time.perf_counter() - started)
 
 
@@ -196,7 +197,7 @@ class ShardLabeler:
         from videonet_curate.model_stage import ClipModel
 
         self.config = config
-        self.out_dir = Path(out_dir)
+        self.out_dir = location(out_dir)
         self.materialize = materialize
         self.model = ClipModel(config)
         self.timings = {"materialize": 0.0, "sample": 0.0, "embed": 0.0, "score": 0.0}

@@ -20,7 +20,7 @@ import pyarrow.parquet as pq
 
 from videonet_curate import __version__
 from videonet_curate.storage import atomic_path
-from videonet_curate.uri import StorageOptions, is_uri
+from videonet_curate.uri import StorageOptions, arrow_location, exists, is_uri, join
 
 SCHEMA_VERSION = "1"
 MANIFEST_FILENAME = "manifest.parquet"
@@ -196,7 +196,8 @@ def build_metadata(
 
 def read_metadata(path: str | os.PathLike[str]) -> dict[str, Any]:
     """The videonet key-value metadata of a manifest file, decoded (config parsed from JSON)."""
-    raw = pq.read_schema(path).metadata or {}
+    where, filesystem = arrow_location(path)
+    raw = pq.read_schema(where, filesystem=filesystem).metadata or {}
     meta = {k.decode(): v.decode() for k, v in raw.items() if k.startswith(b"videonet.")}
     short = {k.removeprefix("videonet."): v for k, v in meta.items()}
     if "config" in short:
@@ -239,17 +240,23 @@ def write_manifest(
 
 
 def read_manifest(path: str | os.PathLike[str], *, validate_rows: bool = True) -> pa.Table:
-    """Read a manifest (a file, or a directory holding ``manifest.parquet``) and check the contract."""
-    path = Path(path)
-    if path.is_dir():
-        path = path / MANIFEST_FILENAME
-    if not path.exists():
+    """Read a manifest (a file, or a directory holding ``manifest.parquet``; or their URIs) and check
+    the contract."""
+    if is_uri(path):
+        if not str(path).endswith(".parquet"):
+            path = join(path, MANIFEST_FILENAME)
+    else:
+        path = Path(path)
+        if path.is_dir():
+            path = path / MANIFEST_FILENAME
+    if not exists(path):
         raise ManifestError(
             f"no manifest at {path}: pass the manifest.parquet written by `videonet-curate build` "
             "(or its output directory)"
         )
     try:
-        table = pq.read_table(path)
+        where, filesystem = arrow_location(path)
+        table = pq.read_table(where, filesystem=filesystem)
     except (pa.ArrowInvalid, OSError) as exc:
         raise ManifestError(f"{path} is not a readable Parquet file: {exc}") from exc
     version = (table.schema.metadata or {}).get(b"videonet.schema_version", b"").decode()
@@ -268,8 +275,18 @@ def kept_rows(table: pa.Table) -> pa.Table:
     return table.filter(pc.equal(table.column("status"), STATUS_KEPT))
 
 
-def resolve_clip_path(manifest_path: str | os.PathLike[str], relative: str) -> Path:
-    """The absolute path of a clip whose ``path`` column is relative to the manifest's directory."""
+def resolve_clip_path(manifest_path: str | os.PathLike[str], relative: str) -> Path | str:
+    """Where a clip is: its ``path`` column as is when that is a URI (``s3://``), the local path of a
+    ``file://`` URI, or the absolute path of a path relative to the manifest's directory."""
+    if is_uri(relative):
+        return relative
+    if relative.startswith("file://"):
+        return Path(relative[len("file://") :])
+    if is_uri(manifest_path):
+        raise ManifestError(
+            f"{manifest_path}: clip path {relative!r} is relative to a manifest in object storage; "
+            "such a manifest holds URIs (rebuild it, or copy the manifest next to its clips)"
+        )
     base = Path(manifest_path)
     if base.suffix == ".parquet":
         base = base.parent

@@ -10,6 +10,7 @@ H100). The precision is the scorer's (bf16 weights on a GPU by default, see ``re
 
 from __future__ import annotations
 
+import bisect
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -34,6 +35,37 @@ class ScoredBatch:
     ended_at: float = 0.0
 
 
+class BusySpans:
+    """Seconds covered by at least one of the intervals added (a model actor runs several calls at once on
+    the CPU, so summing their lengths would count overlapping calls twice). Keeps the merged spans, the
+    oldest folded into a total once there are more than ``keep``: memory stays flat on a long build (a
+    call still running that started before the folded spans could be counted twice; ``keep`` spans back
+    that does not happen in practice)."""
+
+    def __init__(self, keep: int = 1024) -> None:
+        self.keep = keep
+        self.spans: list[list[float]] = []  # disjoint, sorted [start, end]
+        self.folded_s = 0.0
+
+    def add(self, start: float, end: float) -> None:
+        at = bisect.bisect_left(self.spans, [start, end])
+        self.spans.insert(at, [start, end])
+        merged: list[list[float]] = []
+        for span in self.spans[max(0, at - 1) :]:
+            if merged and span[0] <= merged[-1][1]:
+                merged[-1][1] = max(merged[-1][1], span[1])
+            else:
+                merged.append(span)
+        self.spans[max(0, at - 1) :] = merged
+        if len(self.spans) > self.keep:
+            old, self.spans = self.spans[: self.keep // 2], self.spans[self.keep // 2 :]
+            self.folded_s += sum(e - s for s, e in old)
+
+    @property
+    def seconds(self) -> float:
+        return self.folded_s + sum(e - s for s, e in self.spans)
+
+
 def chunk_bounds(total: int, chunk: int) -> list[tuple[int, int]]:
     """``[(start, end), ...]`` cutting ``total`` frames into chunks of at most ``chunk``."""
     if chunk < 1:
@@ -44,12 +76,14 @@ def chunk_bounds(total: int, chunk: int) -> list[tuple[int, int]]:
 class ClipModel:
     """Holds one scorer (loaded once per actor) and labels batches of clips."""
 
-    def __init__(self, config: LabelingConfig) -> None:
+    def __init__(self, config: LabelingConfig, intra_op_threads: int | None = None) -> None:
+        """``intra_op_threads``: torch threads of one forward (default ``config.threads``); 1 where the
+        caller runs several forwards at once (the staged model actor on the CPU)."""
         import torch
 
         from videonet_curate.models import load_scorer
 
-        torch.set_num_threads(max(1, config.threads))
+        torch.set_num_threads(max(1, intra_op_threads or config.threads))
         self.config = config
         self.scorer = load_scorer(
             config.model,

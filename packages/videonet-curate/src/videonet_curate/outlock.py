@@ -4,6 +4,11 @@ Two builds into one ``--out`` would delete each other's shards (each removes the
 does not name). The lock is an ``flock`` on ``OUT/.lock``: the kernel drops it when its process dies, so
 the lock of a killed build (kill -9, a lost node) is stale at once and the next build takes it over.
 The file holds the holder's pid, host and start time, for the refusal message only.
+
+On object storage (``--out s3://bucket/run``) there is no flock; the lock is the object ``OUT/.lock``
+(objlock.py): created with a conditional PUT (``If-None-Match: *``, which S3 and S3-compatible stores
+that implement conditional writes honour: exactly one of two racing builds creates it), refreshed by a
+heartbeat, and taken over from a dead holder with ``If-Match`` on the ETag that was judged stale.
 """
 
 from __future__ import annotations
@@ -36,8 +41,16 @@ def _holder(path: Path) -> str:
 
 
 @contextmanager
-def build_lock(out_dir: Path) -> Iterator[Path]:
+def build_lock(out_dir: Path | str) -> Iterator[Path | str]:
     """Hold ``out_dir/.lock`` for the duration of a build, or raise :class:`OutputLocked` at once."""
+    from videonet_curate.uri import is_uri, join
+
+    if is_uri(out_dir):
+        from videonet_curate.objlock import object_lock
+
+        with object_lock(join(out_dir, LOCK_FILENAME), OutputLocked, flag_value=str(out_dir)) as uri:
+            yield uri
+        return
     path = Path(out_dir) / LOCK_FILENAME
     while True:
         fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)

@@ -67,7 +67,10 @@ def init_ray(address: str | None = None, num_cpus: int | None = None) -> None:
     import signal
 
     from videonet_curate import exits
+    from videonet_curate.uri import options_env
 
+    if options_env():  # --storage-option (an S3 endpoint, say) for every worker, on every node
+        kwargs["runtime_env"] = {"env_vars": options_env()}
     ours = signal.getsignal(signal.SIGTERM) is exits.on_signal
     if address:
         ray.init(address=address, **kwargs)

@@ -5,6 +5,11 @@ and its sorted clip ids. Re-running the same command therefore finds the same sh
 finished ones; a changed input or config gives new names, so stale outputs are never mixed in.
 A shard counts as finished only when its done-marker exists, and the marker is written last, after the
 shard's Parquet files were renamed into place.
+
+OUT may be a URI (``s3://bucket/run``): every file then goes through the storage layer (storage.py), where
+each object is written by one PUT of the whole file, visible complete or not at all; the marker's PUT starts
+only after the data's PUTs returned, and S3 reads are strongly consistent, so a marker that is visible
+means data that is visible. No temporary key is ever created in the bucket.
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ import pyarrow.parquet as pq
 from videonet_curate.manifest import atomic_write_table
 from videonet_curate.safepath import contained
 from videonet_curate.storage import atomic_write_text
+from videonet_curate.uri import arrow_location, exists, is_uri, join, list_files, read_text, remove
 
 SHARDS_DIRNAME = "shards"
 
@@ -64,23 +70,33 @@ def plan_shards(
 
 @dataclass(frozen=True)
 class ShardPaths:
-    rows: Path
-    embeddings: Path
-    done: Path
+    rows: Path | str  # str: a URI
+    embeddings: Path | str
+    done: Path | str
 
 
-def shard_paths(out_dir: Path, shard: Shard) -> ShardPaths:
-    base = Path(out_dir) / SHARDS_DIRNAME
+def _shards_dir(out_dir: Path | str) -> Path | str:
+    return join(out_dir, SHARDS_DIRNAME) if is_uri(out_dir) else Path(out_dir) / SHARDS_DIRNAME
+
+
+def shard_paths(out_dir: Path | str, shard: Shard) -> ShardPaths:
+    base = _shards_dir(out_dir)
+    name = (lambda n: join(base, n)) if is_uri(base) else (lambda n: base / n)
     return ShardPaths(
-        rows=base / f"{shard.name}.rows.parquet",
-        embeddings=base / f"{shard.name}.emb.parquet",
-        done=base / f"{shard.name}.done",
+        rows=name(f"{shard.name}.rows.parquet"),
+        embeddings=name(f"{shard.name}.emb.parquet"),
+        done=name(f"{shard.name}.done"),
     )
 
 
-def is_done(out_dir: Path, shard: Shard) -> bool:
+def _contained(out_dir: Path | str, path: Path | str) -> None:
+    if not is_uri(path):  # object stores have no links to follow
+        contained(out_dir, path)
+
+
+def is_done(out_dir: Path | str, shard: Shard) -> bool:
     paths = shard_paths(out_dir, shard)
-    return paths.done.exists() and paths.rows.exists() and paths.embeddings.exists()
+    return exists(paths.done) and exists(paths.rows) and exists(paths.embeddings)
 
 
 def write_shard(
@@ -92,7 +108,7 @@ def write_shard(
     """
     paths = shard_paths(out_dir, shard)
     for path in (paths.rows, paths.embeddings, paths.done):
-        contained(out_dir, path)
+        _contained(out_dir, path)
     atomic_write_table(rows, paths.rows)
     atomic_write_table(embeddings, paths.embeddings)
     marker = {"rows": rows.num_rows, "clips": len(shard.candidates), **dict(info or {})}
@@ -104,8 +120,10 @@ def read_done_info(out_dir: Path, shards: Sequence[Shard]) -> dict[str, Any]:
     """The info saved in the first finished shard's done-marker ({} when none is finished)."""
     for shard in shards:
         paths = shard_paths(out_dir, shard)
-        if paths.done.exists():
-            return json.loads(paths.done.read_text())
+        try:
+            return json.loads(read_text(paths.done))
+        except FileNotFoundError:
+            continue
     return {}
 
 
@@ -113,11 +131,18 @@ def read_shards(out_dir: Path, shards: Sequence[Shard]) -> Iterator[tuple[pa.Tab
     """The (rows, embeddings) tables of finished shards, in plan order."""
     for shard in shards:
         paths = shard_paths(out_dir, shard)
-        yield pq.read_table(paths.rows), pq.read_table(paths.embeddings)
+        yield _read_table(paths.rows), _read_table(paths.embeddings)
 
 
-def remove_stale(out_dir: Path, shards: Sequence[Shard]) -> int:
+def _read_table(path: Path | str) -> pa.Table:
+    where, filesystem = arrow_location(path)
+    return pq.read_table(where, filesystem=filesystem)
+
+
+def remove_stale(out_dir: Path | str, shards: Sequence[Shard]) -> int:
     """Delete shard files that belong to no shard of the current plan (and leftover temp files)."""
+    if is_uri(out_dir):
+        return _remove_stale_objects(str(_shards_dir(out_dir)), shards)
     base = Path(out_dir) / SHARDS_DIRNAME
     if not base.is_dir():
         return 0
@@ -128,5 +153,16 @@ def remove_stale(out_dir: Path, shards: Sequence[Shard]) -> int:
         name = path.name.split(".")[0] if not path.name.startswith(".") else ""
         if path.name.startswith(".") or name not in current:
             path.unlink(missing_ok=True)
+            removed += 1
+    return removed
+
+
+def _remove_stale_objects(base: str, shards: Sequence[Shard]) -> int:
+    current = {s.name for s in shards}
+    removed = 0
+    for rel in list_files(base):
+        name = rel.split(".")[0] if not rel.startswith(".") else ""
+        if "/" in rel or rel.startswith(".") or name not in current:
+            remove(join(base, rel))
             removed += 1
     return removed

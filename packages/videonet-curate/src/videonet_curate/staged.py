@@ -29,6 +29,7 @@ from videonet_curate.labeling import (
     start_row,
     write_labelled_shard,
 )
+from videonet_curate.model_stage import BusySpans
 from videonet_curate.shards import Shard
 from videonet_curate.stages import (
     DIED,
@@ -63,7 +64,7 @@ def queue_limits(plan: Mapping[str, StageSpec], call_frames: int) -> QueueLimits
     model = plan["model"]
     return QueueLimits(
         fetched=2 * decode.actors * (decode.concurrency + 1),
-        decoded_frames=2 * call_frames * model.actors,
+        decoded_frames=2 * call_frames * model.actors * model.concurrency,
     )
 
 
@@ -82,10 +83,15 @@ class StagedStats:
     peak_queued: dict[str, int] = field(default_factory=lambda: dict.fromkeys(STAGES, 0))
     peak_in_system: int = 0
     replaced: dict[str, int] = field(default_factory=dict)
-    model_busy_s: float = 0.0  # summed wall seconds of the model calls (all model actors)
+    model_busy: BusySpans = field(default_factory=BusySpans)  # wall seconds with a model call running
     model_window: tuple[float, float] | None = None  # wall clock of the first model call's start, last's end
     plan: dict[str, StageSpec] = field(default_factory=dict)
     stages: dict[str, ActorStage] = field(default_factory=dict)  # live during the run (tests kill actors)
+
+    @property
+    def model_busy_s(self) -> float:
+        """Wall seconds during which at least one model call was running (all model actors)."""
+        return self.model_busy.seconds
 
 
 class ShardBook:
@@ -165,16 +171,20 @@ def run_staged(
 
     stages: dict[str, ActorStage] = {}
     try:
-        stages["model"] = ActorStage(plan["model"], actor_of(workers.model, plan["model"], config), depth=2)
-        described = ray.get(stages["model"].actors[0].describe.remote())
+        # every stage's actors start at once (each imports torch and friends: seconds of CPU); the
+        # decoders get the model's preprocessing as an object ref they resolve when first called, so they
+        # need not wait for the model to load
+        stages["model"] = ActorStage(plan["model"], actor_of(workers.model, plan["model"], config))
+        described_ref = stages["model"].actors[0].describe.remote()
         stages["decode"] = ActorStage(
-            plan["decode"], actor_of(workers.decode, plan["decode"], config, described["spec"])
+            plan["decode"], actor_of(workers.decode, plan["decode"], config, [described_ref])
         )
         if needs_fetch:
             stages["fetch"] = ActorStage(
                 plan["fetch"], actor_of(workers.fetch, plan["fetch"], str(out_dir), materialize)
             )
         stats.stages = stages
+        described = ray.get(described_ref)
         loop = _Loop(shards, config, out_dir, stages, described, stats, on_progress, gpus_per_model > 0)
         return loop.run()
     finally:
@@ -345,7 +355,7 @@ class _Loop:
             return
         total = sum(n for *_, n in batch) or 1
         self.stats.done["model"] += len(batch)
-        self.stats.model_busy_s += scored.ended_at - scored.started_at
+        self.stats.model_busy.add(scored.started_at, scored.ended_at)
         first, last = self.stats.model_window or (scored.started_at, scored.ended_at)
         self.stats.model_window = (min(first, scored.started_at), max(last, scored.ended_at))
         for (index, _, _, n), row, embedding in zip(batch, scored.rows, scored.embeddings, strict=True):

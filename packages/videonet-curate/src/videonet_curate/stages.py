@@ -12,14 +12,15 @@ actor that died (killed, out of memory, a crashed decoder), sending its unfinish
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from videonet_curate.labeling import DecodedClip, FetchedClip, LabelingConfig, decode_clip_frames, fetch_clip
+from videonet_curate.uri import location
 
 log = logging.getLogger(__name__)
 
@@ -62,9 +63,13 @@ class StageSpec:
         }
 
 
-def default_decode_workers(cpus: float, model_cpus: float) -> int:
-    """Decoders for the cores the model actors leave free, at least one."""
-    return max(1, int(cpus - model_cpus))
+def default_decode_workers(cpus: float, model_cpus: float, on_gpu: bool = False) -> int:
+    """Decoders, at least one. With GPU models: the cores the model actors leave free. On the CPU: half
+    the cores, whatever the model asks for, because there the model's forwards and the decoders share
+    all the cores through the OS (each stage can take them all while the other waits on a queue)."""
+    if on_gpu:
+        return max(1, int(cpus - model_cpus))
+    return max(1, int(cpus) // 2)
 
 
 def plan_stages(
@@ -78,24 +83,29 @@ def plan_stages(
 ) -> dict[str, StageSpec]:
     """Actor counts and declared resources of each stage for a Ray cluster with ``cpus`` CPUs.
 
-    A model actor asks for its torch threads on the CPU, or one core and ``gpus_per_model`` GPUs; a fetch
-    actor for a quarter core; each decoder for one core. When that asks for more CPUs than the cluster
-    has (a small machine), the decode and model requests are scaled down together so every actor can be
-    placed: the stages then share the cores through the OS, as a busy stage leaves others idle.
+    A model actor asks for ``config.threads`` cores on the CPU, and runs that many forwards at once,
+    one torch thread each (single-threaded forwards side by side keep their speed on shared cores, where
+    intra-op threads stall at every barrier when a decoder takes their core); with a GPU it asks for one
+    core and ``gpus_per_model`` GPUs and runs one call at a time (its CUDA streams overlap the work). A
+    fetch actor asks for a quarter core; each decoder for one core. When that asks for more CPUs than the
+    cluster has (a small machine), the decode and model requests are scaled down together so every actor
+    can be placed: the stages then share the cores through the OS, as a busy stage leaves others idle.
     """
-    model_cpus = 1.0 if gpus_per_model > 0 else float(max(1, config.threads))
+    on_gpu = gpus_per_model > 0
+    model_cpus = 1.0 if on_gpu else float(max(1, config.threads))
+    model_calls = 1 if on_gpu else max(1, config.threads)
     model_workers = options.model_workers
     if gpus_per_model > 0 and gpus is not None:  # an actor that can never get its GPU would stall the run
         model_workers = max(1, min(model_workers, int(gpus // gpus_per_model)))
     fetch_actors = math.ceil(options.fetch_workers / FETCHES_PER_ACTOR) if fetch else 0
     fetch_cpus = FETCH_ACTOR_CPUS * fetch_actors
-    decoders = options.decode_workers or default_decode_workers(cpus, model_cpus * model_workers)
+    decoders = options.decode_workers or default_decode_workers(cpus, model_cpus * model_workers, on_gpu)
     wanted = model_cpus * model_workers + decoders * 1.0
     scale = min(1.0, max(cpus - fetch_cpus, 0.1) / wanted)
     specs = {
         "decode": StageSpec("decode", decoders, 2, round(scale, 3), 0.0, 512 * _MIB),
         "model": StageSpec(
-            "model", model_workers, 1, round(model_cpus * scale, 3), gpus_per_model, 1024 * _MIB
+            "model", model_workers, model_calls, round(model_cpus * scale, 3), gpus_per_model, 1024 * _MIB
         ),
     }
     if fetch_actors:
@@ -109,7 +119,7 @@ class FetchWorker:
     """Fetches candidates, several at once (a threaded actor)."""
 
     def __init__(self, out_dir: str, materialize: Callable[..., Mapping[str, Any]] | None) -> None:
-        self.out_dir = Path(out_dir)
+        self.out_dir = location(out_dir)  # a URI stays a string
         self.materialize = materialize
 
     def fetch(self, candidate: Mapping[str, Any]) -> FetchedClip:
@@ -119,13 +129,25 @@ class FetchWorker:
 class DecodeWorker:
     """Decodes clips to frames at the model's input size."""
 
-    def __init__(self, config: LabelingConfig, spec: Any) -> None:
-        self.config = config
-        self.spec = spec
+    def __init__(self, config: LabelingConfig, described: list[Any]) -> None:
+        """``described``: ``[ref]``, the object ref of a model actor's ``describe()`` (in a list, so Ray
+        does not wait for it before starting this actor); read on the first call."""
+        import videonet_curate.models.base  # noqa: F401 - import torch & co. now, while the model loads
+        import videonet_curate.video  # noqa: F401
+
+        # one decoder thread per clip: the actor decodes ``concurrency`` clips at once on its core(s);
+        # ``config.threads`` is the model's
+        self.config = dataclasses.replace(config, threads=1)
+        self._described = described
+        self.spec: Any = None
 
     def decode(self, fetched: FetchedClip) -> tuple[dict[str, Any], Any]:
         """(row and seconds, frames or None): two returns, so the driver reads the small one only and hands
         the frames' object ref straight to a model actor."""
+        if self.spec is None:
+            import ray
+
+            self.spec = ray.get(self._described[0])["spec"]
         decoded: DecodedClip = decode_clip_frames(fetched, self.config, self.spec)
         meta = {
             "row": decoded.row,
@@ -136,12 +158,14 @@ class DecodeWorker:
 
 
 class ModelWorker:
-    """Holds one scorer; labels batches of decoded clips."""
+    """Holds one scorer; labels batches of decoded clips. On the CPU it takes ``config.threads`` calls at
+    once (the actor's ``max_concurrency``), each forward on one torch thread (see :func:`plan_stages`)."""
 
     def __init__(self, config: LabelingConfig) -> None:
         from videonet_curate.model_stage import ClipModel
 
-        self.model = ClipModel(config)
+        on_gpu = config.device.startswith("cuda")
+        self.model = ClipModel(config, intra_op_threads=None if on_gpu else 1)
 
     def describe(self) -> dict[str, Any]:
         return {"spec": self.model.preprocess_spec, "info": self.model.info, "dim": self.model.embedding_dim}

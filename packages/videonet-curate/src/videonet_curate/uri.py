@@ -13,17 +13,22 @@ passed through :func:`mask_secrets` so no secret that happens to be in the envir
 
 from __future__ import annotations
 
+import json
 import os
 import re
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 _SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*)://")
 # option names whose values are secrets: never shown (repr, errors, recorded configs)
 _SECRET_WORDS = ("secret", "token", "password", "key", "credential")
 _ENV_SECRETS = ("AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_ACCESS_KEY_ID")
+# the options of this run, for code that gets a URI but no options (Ray actors, decoders): set by the CLI
+# with set_default_options, and carried to Ray workers in this environment variable (pipeline.init_ray)
+ENV_OPTIONS = "VIDEONET_STORAGE_OPTIONS"
 _BOOL = {"1": True, "true": True, "yes": True, "0": False, "false": False, "no": False}
 
 
@@ -117,6 +122,35 @@ class StorageOptions:
         return kwargs
 
 
+_default: StorageOptions | None = None
+
+
+def set_default_options(options: StorageOptions | None) -> None:
+    """Make ``options`` what every URI access without explicit options uses, in this process and (through
+    :data:`ENV_OPTIONS`, see :func:`options_env`) in the Ray workers it starts."""
+    global _default
+    _default = options or StorageOptions()
+    if options is not None and options.as_args():
+        os.environ[ENV_OPTIONS] = json.dumps(options.as_args())
+    else:
+        os.environ.pop(ENV_OPTIONS, None)
+
+
+def default_options() -> StorageOptions:
+    """The options set by :func:`set_default_options`, here or in the process that started this worker."""
+    global _default
+    if _default is None:
+        raw = os.environ.get(ENV_OPTIONS)
+        _default = StorageOptions.parse(json.loads(raw)) if raw else StorageOptions()
+    return _default
+
+
+def options_env() -> dict[str, str]:
+    """The environment variables that carry the default options to Ray workers ({} when there are none)."""
+    raw = os.environ.get(ENV_OPTIONS)
+    return {ENV_OPTIONS: raw} if raw else {}
+
+
 def _is_secret_name(name: str) -> bool:
     return any(word in name.lower() for word in _SECRET_WORDS)
 
@@ -176,8 +210,9 @@ def resolve(path: str | os.PathLike[str], options: StorageOptions | None = None)
         return fsspec.filesystem("file"), os.path.abspath(local_path(path))
     uri = str(path)
     protocol = protocol_of(uri)
+    options = options or default_options()
     try:
-        fs = fsspec.filesystem(protocol, **(options or StorageOptions()).fsspec_kwargs(protocol))
+        fs = fsspec.filesystem(protocol, **options.fsspec_kwargs(protocol))
     except (ImportError, ValueError) as exc:
         raise StorageError(
             f"{uri}: no filesystem for {protocol}:// ({mask_secrets(str(exc), options)}); "
@@ -191,6 +226,35 @@ def join(base: str | os.PathLike[str], *parts: str) -> str:
     if is_uri(base):
         return "/".join([str(base).rstrip("/"), *(p.strip("/") for p in parts)])
     return os.path.join(os.fspath(base), *parts)
+
+
+def relative(path: str | os.PathLike[str], base: str | os.PathLike[str]) -> str:
+    """``path`` relative to ``base`` as a POSIX string (both URIs, or both local paths)."""
+    if is_uri(path):
+        prefix = str(base).rstrip("/") + "/"
+        if not str(path).startswith(prefix):
+            raise ValueError(f"{path} is not under {base}")
+        return str(path)[len(prefix) :]
+    return os.path.relpath(os.fspath(path), os.fspath(base)).replace(os.sep, "/")
+
+
+def clip_reference(clip: str | os.PathLike[str], out: str | os.PathLike[str]) -> str:
+    """What a manifest's ``path`` column holds for ``clip``: the URI of a clip in object storage; for a
+    local clip, its path relative to a local OUT (the manifest's directory), or a ``file://`` URI when OUT
+    is itself a URI (no relative path leads from a bucket to a disk)."""
+    if is_uri(clip):
+        return str(clip)
+    if is_uri(out):
+        return "file://" + os.path.abspath(local_path(clip))
+    return os.path.relpath(local_path(clip), os.fspath(out))
+
+
+def is_under(path: str | os.PathLike[str], base: str | os.PathLike[str]) -> bool:
+    """True when the URI ``path`` is ``base`` or lies below it (False when either is a local path)."""
+    if not (is_uri(path) and is_uri(base)):
+        return False
+    a, b = str(path).rstrip("/"), str(base).rstrip("/")
+    return a == b or a.startswith(b + "/")
 
 
 def parent(path: str | os.PathLike[str]) -> str:
@@ -298,3 +362,34 @@ def download_file(uri: str, local: str | os.PathLike[str], options: StorageOptio
     fs, key = resolve(uri, options)
     with storage_errors(uri, options):
         fs.get_file(key, os.fspath(local))
+
+
+def arrow_location(path: str | os.PathLike[str], options: StorageOptions | None = None) -> tuple[str, Any]:
+    """``(path, filesystem)`` for pyarrow's readers (``pq.read_table(path, filesystem=fs)``): the local
+    path and None, or the key and the fsspec filesystem of a URI (pyarrow wraps it)."""
+    if not is_uri(path):
+        return local_path(path), None
+    fs, key = resolve(path, options)
+    fs.invalidate_cache(key)
+    return key, fs
+
+
+def location(path: str | os.PathLike[str]) -> Path | str:
+    """A URI as its string (``pathlib`` would fold ``s3://`` into ``s3:/``), a local path as a Path."""
+    return str(path) if is_uri(path) else Path(local_path(path))
+
+
+@contextmanager
+def using_options(options: StorageOptions | None) -> Iterator[None]:
+    """:func:`set_default_options` for the block, the previous defaults restored after it."""
+    global _default
+    saved, saved_env = _default, os.environ.get(ENV_OPTIONS)
+    set_default_options(options)
+    try:
+        yield
+    finally:
+        _default = saved
+        if saved_env is None:
+            os.environ.pop(ENV_OPTIONS, None)
+        else:
+            os.environ[ENV_OPTIONS] = saved_env

@@ -10,7 +10,14 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from videonet_curate.uri import StorageError, StorageOptionError, StorageOptions, is_uri
+from videonet_curate.uri import (
+    StorageError,
+    StorageOptionError,
+    StorageOptions,
+    is_uri,
+    location,
+    using_options,
+)
 from vito_train import __version__
 from vito_train.exits import EXIT_PARTIAL, run_with_exit_codes, verbose_requested
 from vito_train.outputs import OutputError, check_output_dir, check_output_file
@@ -67,8 +74,12 @@ def reject_video_only_overrides(overrides: list[str]) -> None:
 @app.command()
 def run(
     ctx: typer.Context,
-    manifest: Path | None = typer.Option(
-        None, "--manifest", "-m", help="manifest.parquet (or its directory): decode frames from the videos."
+    manifest: str | None = typer.Option(
+        None,
+        "--manifest",
+        "-m",
+        help="manifest.parquet (or its directory), or their URI (s3://bucket/run): decode frames from the "
+        "videos, which may themselves be URIs.",
     ),
     cache: str | None = typer.Option(
         None,
@@ -116,16 +127,17 @@ def run(
         config = resolve_config(preset, overrides)
         storage = StorageOptions.parse(storage_option)
         check_output_dir(out, "--out")
-        return train(
-            config,
-            manifest,
-            out,
-            progress=progress,
-            cache=cache,
-            images=images,
-            monitor=monitor,
-            storage=storage,
-        )
+        with using_options(storage):  # also for the clips of a manifest, in every DataLoader worker
+            return train(
+                config,
+                location(manifest) if manifest else None,
+                out,
+                progress=progress,
+                cache=cache,
+                images=images,
+                monitor=monitor,
+                storage=storage,
+            )
 
     input_errors = (
         ConfigError,
@@ -169,8 +181,11 @@ def run(
 @app.command()
 def prepare(
     ctx: typer.Context,
-    manifest: Path | None = typer.Option(
-        None, "--manifest", "-m", help="manifest.parquet (or its directory): cache the kept clips' frames."
+    manifest: str | None = typer.Option(
+        None,
+        "--manifest",
+        "-m",
+        help="manifest.parquet (or its directory), or their URI: cache the kept clips' frames.",
     ),
     images: str | None = typer.Option(
         None,
@@ -201,9 +216,18 @@ def prepare(
         options = StorageOptions.parse(storage_option)
         if not is_uri(out):
             check_output_dir(Path(out), "--out")
-        return prepare_command(
-            manifest, out, fps, short_side, quality, clips_per_shard, workers, images, options
-        )
+        with using_options(options):  # the manifest and its clips may be URIs too
+            return prepare_command(
+                location(manifest) if manifest else None,
+                out,
+                fps,
+                short_side,
+                quality,
+                clips_per_shard,
+                workers,
+                images,
+                options,
+            )
 
     code = run_with_exit_codes(
         body,

@@ -24,7 +24,7 @@ import torch
 from torch import nn
 from torch.profiler import record_function
 
-from videonet_curate.uri import StorageOptions, is_uri
+from videonet_curate.uri import StorageOptions, is_uri, location
 from vito_train.checkpoint import (
     LAST,
     load_checkpoint,
@@ -329,7 +329,7 @@ def train(
     ``max_gap_s`` is set to 0); ``monitor``: an image-set spec for the online kNN monitor.
     Returns a summary of this invocation. Under torchrun every rank calls it; rank 0 writes."""
     run_dir = Path(run_dir)
-    manifest = Path(manifest) if manifest else None
+    manifest = location(manifest) if manifest else None  # a URI stays a string
     cache = None if cache is None else str(cache) if is_uri(cache) else Path(cache)
     if images is not None and config.max_gap_s != 0:
         log.info("image mode: max_gap_s %.3g -> 0 (the two views come from one image)", config.max_gap_s)

@@ -78,8 +78,8 @@ class SourceOptions:
 class SourceArgs:
     """What a source is built from: the build's arguments that concern its input."""
 
-    out_dir: Path
-    input_path: Path | None = None  # local: the video directory; urls: the URL list
+    out_dir: Path | str  # a str: a URI (s3://bucket/run)
+    input_path: Path | str | None = None  # local: the video directory; urls: the URL list
     clip_seconds: float = 10.0
     min_clip_seconds: float = 1.0  # shorter clips are failed/too_short, whatever the source
     options: SourceOptions = field(default_factory=SourceOptions)

@@ -28,6 +28,7 @@ from typing import Any
 from videonet_curate import manifest as mf
 from videonet_curate.safepath import is_inside, printable
 from videonet_curate.sources.base import Gathered, Source, SourceInputError
+from videonet_curate.uri import StorageError, is_under, is_uri, join, list_files, relative
 from videonet_curate.video import VideoError, VideoInfo, clip_windows, probe_video
 
 SOURCE = "local"
@@ -37,8 +38,16 @@ SLUG_MAX_CHARS = 80
 def iter_video_files(input_dir: str | os.PathLike[str]) -> Iterator[Path]:
     """Every regular file under ``input_dir``, recursively, sorted by relative path; hidden entries skipped.
 
-    Directory symlinks are not followed (no cycles); file symlinks are yielded.
+    Directory symlinks are not followed (no cycles); file symlinks are yielded. A URI (``s3://b/media``)
+    yields the URIs of the objects under it, by the same rules (no key part starting with ``.``).
     """
+    if is_uri(input_dir):
+        yield from (
+            join(input_dir, rel)
+            for rel in list_files(input_dir)
+            if not any(part.startswith(".") for part in rel.split("/"))
+        )
+        return
     root = Path(input_dir)
     if not root.is_dir():
         raise NotADirectoryError(f"{root}: not a directory; pass --input DIR, a directory of video files")
@@ -55,6 +64,8 @@ def iter_video_files(input_dir: str | os.PathLike[str]) -> Iterator[Path]:
 
 def relative_source_id(path: str | os.PathLike[str], input_dir: str | os.PathLike[str]) -> str:
     """``path`` relative to ``input_dir`` as a POSIX string (the local source's ``source_id``)."""
+    if is_uri(path):
+        return relative(path, input_dir)
     return Path(os.path.relpath(Path(path), Path(input_dir))).as_posix()
 
 
@@ -202,7 +213,7 @@ def _probe_batch(args: tuple[list[str], str, float, float]) -> list[tuple[str, l
             results.append(("failed", [too_short_row(path, info, input_dir, min_clip_seconds)]))
             continue
         for cand in cands:
-            cand["locator"] = str(Path(path).resolve())
+            cand["locator"] = str(path) if is_uri(path) else str(Path(path).resolve())
         results.append(("ok", cands))
     return results
 
@@ -215,7 +226,7 @@ def _ray_map_ordered(fn: Callable[[Any], Any], items: Sequence[Any], num_cpus: f
 
 
 def discover_local(
-    input_dir: Path,
+    input_dir: Path | str,
     clip_seconds: float,
     *,
     use_ray: bool = True,
@@ -240,17 +251,19 @@ def discover_local(
     return candidates, failures
 
 
-def check_local_input(input_path: Path | None, out_dir: Path | None = None) -> Path:
+def check_local_input(input_path: Path | str | None, out_dir: Path | str | None = None) -> Path | str:
     """The --input directory, after checking it exists, holds files and does not contain --out."""
     if input_path is None:
         raise SourceInputError("--source local needs --input DIR: a directory of video files")
+    if is_uri(input_path):
+        return _check_input_uri(str(input_path), out_dir)
     if not input_path.exists():
         raise SourceInputError(f"--input {input_path} does not exist; pass a directory of video files")
     if not input_path.is_dir():
         raise SourceInputError(
             f"--input {input_path} is not a directory; pass the directory that holds the videos"
         )
-    if out_dir is not None and is_inside(out_dir, input_path):
+    if out_dir is not None and not is_uri(out_dir) and is_inside(out_dir, input_path):
         # refused rather than skipped: a rerun would otherwise have to know which folders are ours,
         # and an input tree is often read-only or shared
         raise SourceInputError(
@@ -260,6 +273,24 @@ def check_local_input(input_path: Path | None, out_dir: Path | None = None) -> P
     if not any(p.is_file() for p in input_path.rglob("*")):
         raise SourceInputError(f"--input {input_path} holds no files; pass a directory of video files")
     return input_path
+
+
+def _check_input_uri(input_uri: str, out_dir: str | os.PathLike[str] | None) -> str:
+    """An --input URI: it must hold objects, and must not hold --out."""
+    if out_dir is not None and is_under(out_dir, input_uri):
+        raise SourceInputError(
+            f"--out {out_dir} lies inside --input {input_uri}: the next build would read its own outputs "
+            "as input videos; pass an --out outside the input prefix"
+        )
+    try:
+        if not list_files(input_uri):
+            raise SourceInputError(
+                f"--input {input_uri} holds no objects; pass the prefix that holds the videos "
+                "(and --storage-option endpoint_url=... for an S3-compatible store)"
+            )
+    except StorageError as exc:
+        raise SourceInputError(f"--input {exc}") from None
+    return input_uri
 
 
 class LocalSource(Source):

@@ -30,6 +30,7 @@ from videonet_curate.fetch.plan import plan_fetch
 from videonet_curate.fetch.ratelimit import RayLimiterClient, start_limiter_actor
 from videonet_curate.safepath import http_url_problem, is_inside
 from videonet_curate.sources.base import Gathered, Source, SourceArgs, SourceInputError
+from videonet_curate.uri import download_file, exists, is_file, is_uri, join, upload_file
 
 log = logging.getLogger(__name__)
 
@@ -68,7 +69,38 @@ class Materializer:
 
     def __call__(self, candidate: Mapping[str, Any], out_dir: str | os.PathLike[str]) -> dict[str, Any]:
         limiter = RayLimiterClient(self.limiter_actor) if self.limiter_actor is not None else None
+        if is_uri(out_dir):
+            return materialize_to_uri(candidate, self.opts, join(out_dir, CLIPS_DIRNAME), limiter)
         return materialize(candidate, self.opts, Path(out_dir) / CLIPS_DIRNAME, limiter=limiter).as_row()
+
+
+def materialize_to_uri(
+    candidate: Mapping[str, Any], opts: FetchOptions, clips_uri: str, limiter: Any = None
+) -> dict[str, Any]:
+    """:func:`materialize` for an OUT in object storage: the clip is made in a local staging directory
+    (a clip already at ``clips_uri`` from an earlier run is staged from there and checked like a local
+    one), then uploaded in one PUT, so its key appears complete or not at all. The row's path is the URI
+    (a mirror's file stays where it is: its local path)."""
+    import shutil
+    import tempfile
+
+    from videonet_curate.fetch.materialize import clip_filename
+    from videonet_curate.safepath import is_safe_name
+
+    staging = Path(tempfile.mkdtemp(prefix="videonet-clip-"))
+    try:
+        final_uri = None
+        if opts.mirror_dir is None and is_safe_name(str(candidate.get("clip_id"))):
+            final_uri = join(clips_uri, clip_filename(str(candidate["clip_id"])))
+            if is_file(final_uri):  # finished before a crash: materialize decodes it again to keep it
+                download_file(final_uri, staging / clip_filename(str(candidate["clip_id"])))
+        row = materialize(candidate, opts, staging, limiter=limiter).as_row()
+        if final_uri is not None and row.get("path") is not None:
+            upload_file(row["path"], final_uri)
+            row["path"] = final_uri
+        return row
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
 
 
 def check_url_template(template: str) -> None:
@@ -96,10 +128,12 @@ def check_url_template(template: str) -> None:
         raise SourceInputError(f"--url-template {template!r} gives: {problem}")
 
 
-def check_retry_reasons(out_dir: Path, reasons: Sequence[str]) -> Path:
+def check_retry_reasons(out_dir: Path | str, reasons: Sequence[str]) -> Path | str:
     """The manifest ``--retry-failed`` works on, after checking that it exists and the reasons are codes."""
-    manifest_path = out_dir / mf.MANIFEST_FILENAME
-    if not manifest_path.is_file():
+    manifest_path = (
+        join(out_dir, mf.MANIFEST_FILENAME) if is_uri(out_dir) else Path(out_dir) / mf.MANIFEST_FILENAME
+    )
+    if not is_file(manifest_path):
         raise SourceInputError(f"--retry-failed needs an existing {manifest_path}; run the build once first")
     unknown = sorted(set(reasons) - set(mf.REASONS))
     if unknown:
@@ -110,7 +144,7 @@ def check_retry_reasons(out_dir: Path, reasons: Sequence[str]) -> Path:
 
 
 def retry_candidates(
-    out_dir: Path, reasons: Sequence[str]
+    out_dir: Path | str, reasons: Sequence[str]
 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """From OUT/manifest.parquet: (candidates to fetch again, rows carried over unchanged)."""
     table = mf.read_manifest(check_retry_reasons(out_dir, reasons))
@@ -133,10 +167,10 @@ def retry_candidates(
     return retry, carried
 
 
-def carry_embeddings(out_dir: Path, new: pa.Table, rows: pa.Table) -> pa.Table:
+def carry_embeddings(out_dir: Path | str, new: pa.Table, rows: pa.Table) -> pa.Table:
     """--retry-failed: the new embeddings plus the old ones of rows carried over from the manifest."""
-    path = out_dir / EMBEDDINGS_FILENAME
-    if not path.exists():
+    path = join(out_dir, EMBEDDINGS_FILENAME) if is_uri(out_dir) else Path(out_dir) / EMBEDDINGS_FILENAME
+    if not exists(path):
         return new
     old = read_embeddings(path)
     fresh = set(new.column("clip_id").to_pylist())
@@ -181,7 +215,7 @@ class RemoteSource(Source):
         opts, out_dir = self.fetch, self.args.out_dir
         if opts.url_template:
             check_url_template(opts.url_template)
-        if opts.mirror_dir is not None and is_inside(out_dir, opts.mirror_dir):
+        if opts.mirror_dir is not None and not is_uri(out_dir) and is_inside(out_dir, opts.mirror_dir):
             raise SourceInputError(
                 f"--out {out_dir} lies inside --mirror {opts.mirror_dir}: the next build would index its own "
                 "clips as mirror files; pass an --out outside the mirror"

@@ -56,16 +56,52 @@ def _read_head(path: Path) -> bytes:
 def open_video(
     path: str | os.PathLike[str], threads: int = 0
 ) -> Iterator[tuple[av.container.InputContainer, av.video.stream.VideoStream]]:
-    """Open ``path`` and its first video stream, mapping FFmpeg failures to typed errors."""
+    """Open ``path`` and its first video stream, mapping FFmpeg failures to typed errors.
+
+    ``path`` may be a URI (``s3://bucket/clip.mp4``, see :mod:`videonet_curate.uri`): FFmpeg then reads
+    through a buffered fsspec file object, with range requests where it seeks (no full download)."""
+    with ExitStack() as stack:
+        source, head = _open_source(path, stack)
+        with _opened(path, source, head, threads) as opened:
+            yield opened
+
+
+def _open_source(path: str | os.PathLike[str], stack: ExitStack) -> tuple[Any, Any]:
+    """(what ``av.open`` reads, a function giving the first 512 bytes) after the existence checks."""
+    from videonet_curate.uri import is_uri, resolve, storage_errors
+
+    if is_uri(path):
+        fs, key = resolve(path)
+        with storage_errors(str(path)):
+            if not fs.isfile(key):
+                raise FileNotFoundError(f"{path}: no such object (check the input URI)")
+            size = fs.size(key)
+        if size == 0:
+            raise NotAVideoError(path, "empty object (0 bytes); delete it or fetch it again")
+        with storage_errors(str(path)):
+            handle = stack.enter_context(fs.open(key, "rb", block_size=1 << 21))
+
+        def head() -> bytes:
+            handle.seek(0)
+            return handle.read(512)
+
+        return handle, head
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no such file (check the input directory)")
     if path.stat().st_size == 0:
         raise NotAVideoError(path, "empty file (0 bytes); delete it or fetch it again")
+    return str(path), lambda: _read_head(path)
+
+
+@contextmanager
+def _opened(
+    path: str | os.PathLike[str], source: Any, head: Any, threads: int
+) -> Iterator[tuple[av.container.InputContainer, av.video.stream.VideoStream]]:
     try:
-        container = av.open(str(path), metadata_errors="ignore")
+        container = av.open(source, metadata_errors="ignore")
     except av.error.FFmpegError as exc:
-        if looks_like_a_container(_read_head(path)):
+        if looks_like_a_container(head()):
             raise VideoDecodeError(
                 path,
                 f"starts like a video container but FFmpeg cannot read it ({exc.strerror}): "

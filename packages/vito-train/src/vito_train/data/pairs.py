@@ -23,6 +23,7 @@ from videonet_curate.manifest import (
     read_manifest,
     resolve_clip_path,
 )
+from videonet_curate.uri import exists, is_uri, join, list_files, location, parent
 
 log = logging.getLogger(__name__)
 
@@ -34,19 +35,26 @@ class TrainingDataError(ValueError):
 @dataclass(frozen=True)
 class Clip:
     clip_id: str
-    path: Path
+    path: Path | str  # str: a URI (s3://bucket/videos/x.mp4), read by range requests
     start_s: float
     end_s: float
 
 
-def _manifest_file(manifest: Path) -> Path:
+def _manifest_file(manifest: Path | str) -> Path | str:
+    if is_uri(manifest):
+        return manifest if str(manifest).endswith(".parquet") else join(manifest, "manifest.parquet")
     return manifest / "manifest.parquet" if manifest.is_dir() else manifest
 
 
-def verify_if_published(manifest: Path) -> bool:
+def verify_if_published(manifest: Path | str) -> bool:
     """Run ``videonet_curate.publish.verify_published`` on a published directory, when both exist."""
-    directory = manifest if manifest.is_dir() else manifest.parent
-    if not (directory / "checksums.sha256").exists():
+    if is_uri(manifest):
+        directory = parent(_manifest_file(manifest))
+        checksums = join(directory, "checksums.sha256")
+    else:
+        directory = manifest if manifest.is_dir() else manifest.parent
+        checksums = directory / "checksums.sha256"
+    if not exists(checksums):
         return False
     try:
         from videonet_curate.publish import verify_published  # built by another package; optional
@@ -68,9 +76,10 @@ def verify_if_published(manifest: Path) -> bool:
 
 
 def load_clips(manifest: str | Path, *, check_files: bool = True) -> list[Clip]:
-    """The kept clips of a manifest, with absolute paths; typed errors for every way this fails."""
-    manifest = Path(manifest)
-    if not manifest.exists():
+    """The kept clips of a manifest (a path or a URI), with absolute paths or URIs; typed errors for every
+    way this fails."""
+    manifest = location(manifest)
+    if not exists(manifest):
         raise TrainingDataError(
             f"manifest {manifest} does not exist: pass a manifest.parquet or its directory"
         )
@@ -97,7 +106,7 @@ def load_clips(manifest: str | Path, *, check_files: bool = True) -> list[Clip]:
     if bad_span:
         raise TrainingDataError(f"manifest {manifest}: kept clips with end_s <= start_s: {bad_span[:5]}")
     if check_files:
-        missing = [str(c.path) for c in clips if not c.path.is_file()]
+        missing = missing_files([c.path for c in clips])
         if missing:
             raise TrainingDataError(
                 f"manifest {manifest}: {len(missing)} of {len(clips)} kept clips point at missing files, "
@@ -105,6 +114,23 @@ def load_clips(manifest: str | Path, *, check_files: bool = True) -> list[Clip]:
                 "back or rebuild the manifest"
             )
     return clips
+
+
+def missing_files(paths: list[Path | str]) -> list[str]:
+    """The paths (or URIs) that are not files, in order. Object storage is listed once per prefix rather
+    than asked once per clip (a manifest of 500k clips would be 500k requests)."""
+    listed: dict[str, set[str]] = {}
+    missing = []
+    for path in dict.fromkeys(paths):  # a video cut into many clips is checked once
+        if is_uri(path):
+            prefix = parent(path)
+            if prefix not in listed:
+                listed[prefix] = {join(prefix, rel) for rel in list_files(prefix) if "/" not in rel}
+            if str(path) not in listed[prefix]:
+                missing.append(str(path))
+        elif not Path(path).is_file():
+            missing.append(str(path))
+    return missing
 
 
 def sample_generator(seed: int, index: int) -> np.random.Generator:

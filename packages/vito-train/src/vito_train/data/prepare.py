@@ -229,7 +229,7 @@ def prepare_cache(
             quality=int(quality),
             clips_per_shard=int(clips_per_shard),
             clip_ids=tuple(c.clip_id for c in clips),
-            manifest=str(Path(manifest).resolve()),
+            manifest=str(manifest) if is_uri(manifest) else str(Path(manifest).resolve()),
         )
         if len(set(plan.clip_ids)) != len(plan.clip_ids):
             raise CacheError(
