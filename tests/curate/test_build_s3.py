@@ -56,13 +56,10 @@ def _run(bucket, out: str, *args: str) -> subprocess.CompletedProcess[str]:
 
 def _manifest(bucket, out: str):
     from videonet_curate import manifest as mf
-    from videonet_curate.uri import set_default_options
+    from videonet_curate.uri import using_options
 
-    set_default_options(bucket.options())
-    try:
+    with using_options(bucket.options()):
         return mf.read_manifest(out)
-    finally:
-        set_default_options(None)
 
 
 def _outputs_only(bucket, prefix: str) -> None:
@@ -172,10 +169,9 @@ def test_a_build_on_s3_publishes_and_verifies(s3_build) -> None:
 def test_a_live_lock_refuses_a_second_build_and_a_stale_one_is_taken_over(s3_bucket) -> None:
     from videonet_curate.objlock import _S3Lock, object_lock
     from videonet_curate.outlock import OutputLocked
-    from videonet_curate.uri import set_default_options
+    from videonet_curate.uri import using_options
 
-    set_default_options(s3_bucket.options())
-    try:
+    with using_options(s3_bucket.options()):
         uri = s3_bucket.uri("run", ".lock")
         with object_lock(uri, OutputLocked, flag_value="OUT"):
             with pytest.raises(OutputLocked, match=rf"in use by another build \(pid {os.getpid()} "):
@@ -193,8 +189,6 @@ def test_a_live_lock_refuses_a_second_build_and_a_stale_one_is_taken_over(s3_buc
             record, _etag, _age = _S3Lock(uri).read()
             assert record["pid"] == os.getpid()
         assert s3_bucket.keys() == []
-    finally:
-        set_default_options(None)
 
 
 def test_bad_s3_arguments_exit_2_before_anything_is_written(s3_bucket) -> None:
@@ -221,3 +215,20 @@ def test_bad_s3_arguments_exit_2_before_anything_is_written(s3_bucket) -> None:
     )
     assert mirror.exit_code == 2 and "--mirror" in mirror.output, mirror.output
     assert s3_bucket.keys() == []
+
+
+def test_retry_failed_reads_the_manifest_and_embeddings_of_an_s3_out(s3_build) -> None:
+    """What --retry-failed reads from OUT (the old manifest's rows, the carried rows' embeddings) works on
+    a URI: no row of this build failed, so all are carried, each with its embedding."""
+    from videonet_curate.embeddings import empty_embeddings
+    from videonet_curate.sources.remote import carry_embeddings, retry_candidates
+    from videonet_curate.uri import using_options
+
+    bucket, _left, _resumed = s3_build
+    with using_options(bucket.options()):
+        retry, carried = retry_candidates(bucket.uri("run"), ["network", "blocked"])
+        assert retry == [] and len(carried) == 4
+        rows = _manifest(bucket, bucket.uri("run"))
+        embeddings = carry_embeddings(bucket.uri("run"), empty_embeddings(), rows)
+    kept = [r["clip_id"] for r in rows.to_pylist() if r["status"] in ("kept", "low_score")]
+    assert sorted(embeddings.column("clip_id").to_pylist()) == sorted(kept)
