@@ -194,6 +194,12 @@ def main() -> int:
             print(
                 f"  {name}: {parts}; total {total:.1f} = {total / (decode_s + embed_s):.2f}x the stages alone"
             )
+            # on a shared machine a build gets a share of the cores; its CPU seconds say what the
+            # orchestration costs whatever that share (1.0: nothing beyond the stages' own work)
+            print(
+                f"  {name}: the stages' CPU alone / the build's CPU {(decode_s + embed_s) / total:.2f}; "
+                f"cores the build got on average {total / (staged_s if name == 'staged' else fused_s):.2f}"
+            )
         print(f"load average {' '.join(f'{x:.1f}' for x in os.getloadavg())}")
 
         staged_busy, fused_busy = slow_source(args, config, fused_config, root)

@@ -14,6 +14,10 @@ bad input or a command that failed. Video mode is reported whatever it shows and
 exit status.
 
     python benchmarks/learning_check.py [--fashion-mnist DIR] [--videos DIR] [--out DIR] [--steps N]
+                                        [--set KEY=VALUE ...]
+
+``--set`` passes config overrides to `vito-train run` (e.g. ``image_size=64``); the probe then runs both
+encoders at the image size the run was trained at (read from its config.yaml).
 """
 
 from __future__ import annotations
@@ -32,7 +36,6 @@ from pathlib import Path
 SAMPLES = Path(os.environ.get("VIDEONET_SAMPLES", Path.home() / ".cache/videonet-curate/samples"))
 BIN = Path(sys.executable).parent
 PRESET = "learn-check-cpu"
-IMAGE_SIZE = 32
 ARCH = "resnet18"
 
 
@@ -58,14 +61,19 @@ def run(cmd: list[str], log: Path, env: dict[str, str] | None = None) -> tuple[f
     return time.perf_counter() - started, children_cpu_seconds() - cpu_started
 
 
-def train_args(steps: int | None) -> list[str]:
-    return ["--preset", PRESET, "--no-progress"] + (["--set", f"max_steps={steps}"] if steps else [])
+def train_args(args: argparse.Namespace) -> list[str]:
+    overrides = ([f"max_steps={args.steps}"] if args.steps else []) + list(args.set)
+    return ["--preset", PRESET, "--no-progress"] + [part for o in overrides for part in ("--set", o)]
 
 
 def probe(run_dir: Path, dataset: str, out: Path, args: argparse.Namespace) -> dict[str, dict[str, float]]:
-    """Linear and kNN-20 top-1 (percent) of the trained run and of random init, one probe call."""
+    """Linear and kNN-20 top-1 (percent) of the trained run and of random init, one probe call, both
+    at the image size the run trained at."""
+    import yaml
+
+    image_size = yaml.safe_load((run_dir / "config.yaml").read_text())["image_size"]
     cmd = [str(BIN / "vito-eval"), "probe", "--encoder", str(run_dir), "--encoder", f"random:{ARCH}"]
-    cmd += ["--dataset", dataset, "--image-size", str(IMAGE_SIZE), "--out", str(out)]
+    cmd += ["--dataset", dataset, "--image-size", str(image_size), "--out", str(out)]
     cmd += ["--train-limit", str(args.train_limit), "--test-limit", str(args.test_limit)]
     # a cache of its own: every check extracts both encoders' features, so its probe time is a cold one
     cmd += ["--cache-dir", str(out.with_suffix(".features"))]
@@ -80,6 +88,7 @@ def probe(run_dir: Path, dataset: str, out: Path, args: argparse.Namespace) -> d
             "knn20": 100 * result["knn"]["k20"]["top1"],
         }
     figures["probe_seconds"], figures["probe_cpu_seconds"] = seconds, cpu_seconds
+    figures["image_size"] = image_size
     return figures
 
 
@@ -91,7 +100,8 @@ def monitor_curve(run_dir: Path) -> list[tuple[int, float]]:
 def report(mode: str, figures: dict) -> None:
     t, r = figures["trained"], figures["random"]
     print(
-        f"\n{mode}: {figures['pairs']:,} pairs in {figures['train_seconds']:.0f} s of training "
+        f"\n{mode}, {figures['image_size']} px: {figures['pairs']:,} pairs in "
+        f"{figures['train_seconds']:.0f} s of training "
         f"({figures['train_cpu_seconds']:.0f} CPU s); probe {figures['probe_seconds']:.0f} s "
         f"({figures['probe_cpu_seconds']:.0f} CPU s)"
     )
@@ -106,7 +116,7 @@ def report(mode: str, figures: dict) -> None:
 def image_mode(args: argparse.Namespace, dataset: str) -> dict:
     run_dir = args.out / "image-run"
     cmd = [str(BIN / "vito-train"), "run", "--images", dataset, "--out", str(run_dir), "--monitor", dataset]
-    seconds = run(cmd + train_args(args.steps), args.out / "image-run.log")
+    seconds = run(cmd + train_args(args), args.out / "image-run.log")
     figures = probe(run_dir, dataset, args.out / "image-probe.json", args)
     return {**figures, **run_facts(run_dir, *seconds), "monitor": monitor_curve(run_dir)}
 
@@ -118,7 +128,7 @@ def video_mode(args: argparse.Namespace, dataset: str) -> dict:
     prepare = [str(BIN / "vito-train"), "prepare", "--manifest", str(curated), "--out", str(cache)]
     run(prepare + ["--short-side", "48", "--workers", "1"], args.out / "prepare.log")
     cmd = [str(BIN / "vito-train"), "run", "--cache", str(cache), "--out", str(run_dir), "--monitor", dataset]
-    seconds = run(cmd + train_args(args.steps), args.out / "video-run.log")
+    seconds = run(cmd + train_args(args), args.out / "video-run.log")
     figures = probe(run_dir, dataset, args.out / "video-probe.json", args)
     kept = json.loads((curated / "summary.json").read_text()).get("kept")  # clips curation kept
     return {**figures, **run_facts(run_dir, *seconds), "monitor": monitor_curve(run_dir), "kept_clips": kept}
@@ -145,6 +155,13 @@ def main() -> int:
     parser.add_argument("--videos", type=Path, default=SAMPLES / "videos")
     parser.add_argument("--out", type=Path, default=Path("out/learning-check"))
     parser.add_argument("--steps", type=int, default=None, help="Override the preset's max_steps.")
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="Config override for `vito-train run` (repeatable), e.g. image_size=64.",
+    )
     parser.add_argument("--train-limit", type=int, default=5000, help="Probe: labelled training images.")
     parser.add_argument("--test-limit", type=int, default=5000, help="Probe: test images (of 10,000).")
     parser.add_argument("--goal", type=float, default=3.0, help="Points over random init, both metrics.")
