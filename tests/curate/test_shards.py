@@ -66,3 +66,33 @@ def test_remove_stale_keeps_only_the_current_plan(tmp_path):
     removed = remove_stale(tmp_path, [new])
     assert removed == 4
     assert is_done(tmp_path, new) and not shard_paths(tmp_path, old).rows.exists()
+
+
+def test_shards_on_s3_commit_with_their_marker_and_are_found_by_one_listing(s3_bucket, tmp_path):
+    """The same writer with OUT on S3: objects only (no temporary key), the marker as the commit point,
+    finished shards found from one listing, stale ones removed; the same as on local disk."""
+    from videonet_curate.shards import done_shards, read_shards
+    from videonet_curate.uri import remove, using_options
+
+    old, new, other = plan_shards(_cands(2), 2, "old")[0], *plan_shards(_cands(4), 2, "new")
+    rows = mf.rows_to_table([])
+    emb = pa.table({"clip_id": pa.array([], pa.string()), "embedding": pa.array([], pa.list_(pa.float32()))})
+    out = s3_bucket.uri("run")
+    with using_options(s3_bucket.options()):
+        for shard in (old, new, other):
+            write_shard(out, shard, rows, emb, {"model_id": "m"})
+            write_shard(tmp_path, shard, rows, emb, {"model_id": "m"})
+        remove(shard_paths(out, other).done)  # written, not committed
+        (tmp_path / "shards" / f"{other.name}.done").unlink()
+        assert (
+            done_shards(out, [old, new, other])
+            == done_shards(tmp_path, [old, new, other])
+            == {old.name, new.name}
+        )
+        assert read_done_info(out, [new])["model_id"] == "m"
+        assert [r.num_rows for r, _ in read_shards(out, [new])] == [0]
+        assert remove_stale(out, [new, other]) == 3
+    assert s3_bucket.keys() == sorted(
+        f"run/shards/{n}" for n in (f"{new.name}.done", f"{new.name}.emb.parquet", f"{new.name}.rows.parquet",
+                                    f"{other.name}.emb.parquet", f"{other.name}.rows.parquet")
+    )  # fmt: skip

@@ -24,8 +24,8 @@ from videonet_curate.embeddings import empty_embeddings
 from videonet_curate.labeling import LabelingConfig, ShardLabeler
 from videonet_curate.shards import (
     Shard,
+    done_shards,
     fingerprint,
-    is_done,
     plan_shards,
     read_done_info,
     read_shards,
@@ -121,7 +121,8 @@ def label_shards(
     stages: StageOptions | None = None,
 ) -> list[dict[str, Any]]:
     """Run every unfinished shard; finished ones (done-marker present) are skipped."""
-    todo = [s for s in shards if not is_done(out_dir, s)]
+    done = done_shards(out_dir, shards)  # one listing on object storage
+    todo = [s for s in shards if s.name not in done]
     if not todo:
         return []
     stages = stages or StageOptions(model_workers=workers)
@@ -206,7 +207,7 @@ def run_labelling(
     """Plan, label (skipping finished shards) and merge."""
     run_fp = fingerprint(fingerprint_settings(config, **run_settings))
     shards = plan_shards(candidates, shard_size, run_fp)
-    skipped = sum(is_done(out_dir, s) for s in shards)
+    skipped = len(done_shards(out_dir, shards))
     summaries = label_shards(
         shards,
         config,
