@@ -23,8 +23,8 @@ test: setup
 test-fast: setup
 	$(VENV)/python -m pytest -q -m "not slow" $(PYTEST_PARALLEL) $(PYTEST_ARGS)
 
-test-multinode: setup  # opt-in: a head and three worker nodes on this machine, a build on S3 (~2.5 min)
-	VIDEONET_MULTINODE=1 $(VENV)/python -m pytest -q -m multinode tests/curate
+test-multinode: setup  # just the multi-node tests (also in `make test`): a head and three worker nodes, a build on S3
+	$(VENV)/python -m pytest -q -m multinode tests/curate
 
 bench: setup
 	for b in benchmarks/*.py; do echo "== $$b"; $(VENV)/python $$b || exit 1; done

@@ -4,8 +4,8 @@ build that runs to the end, and one whose worker node running a stage actor is k
 raylet and workers) once the first shard is committed; it finishes, or a rerun does, with every row
 accounted for. Also: a local --out that the nodes do not see is refused.
 
-Expensive (four Ray nodes on a small machine: ~2.5 min at load 8-12): opt-in, VIDEONET_MULTINODE=1
-(``make test-multinode``); `make test` skips it.
+Four Ray nodes on a small machine: 86 s on the idle 2-core machine (~2.5 min at load 8-12). Part of
+`make test`; `make test-multinode` runs these alone.
 """
 
 from __future__ import annotations
@@ -18,13 +18,7 @@ from pathlib import Path
 
 import pytest
 
-pytestmark = [
-    pytest.mark.slow,
-    pytest.mark.multinode,
-    pytest.mark.skipif(
-        os.environ.get("VIDEONET_MULTINODE") != "1", reason="opt-in: VIDEONET_MULTINODE=1 (three Ray nodes)"
-    ),
-]
+pytestmark = [pytest.mark.slow, pytest.mark.multinode]
 
 MEDIA = ("realshort.mp4", "bikes.mp4", "cockatoo.mp4")  # 1 + 3 + 4 clips of at most 4 s
 ARGS = ["--clip-seconds", "4", "--frames-per-clip", "2", "--shard-size", "1", "--threads", "1"]
