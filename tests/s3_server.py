@@ -47,6 +47,14 @@ class S3Bucket:
 
         return boto3.client("s3", endpoint_url=self.endpoint_url, region_name="us-east-1")
 
+    def read_manifest(self, out: str):
+        """The manifest under the URI ``out`` of this bucket, read with this server's options."""
+        from videonet_curate import manifest as mf
+        from videonet_curate.uri import using_options
+
+        with using_options(self.options()):
+            return mf.read_manifest(out)
+
     def keys(self, prefix: str = "") -> list[str]:
         """Every key in the bucket (under ``prefix``), sorted: what a user would see in the console."""
         pages = self.client().get_paginator("list_objects_v2").paginate(Bucket=self.name, Prefix=prefix)

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from cli_env import cli_env
 from typer.testing import CliRunner
 
 from videonet_curate.cli import app
@@ -24,10 +25,6 @@ pytestmark = pytest.mark.slow
 MEDIA = ("realshort.mp4", "bikes.mp4")  # 1 + 3 clips of at most 4 s
 COMMON = ["--clip-seconds", "4", "--frames-per-clip", "2", "--shard-size", "1", "--threads", "1"]
 OUTPUT_NAMES = {"manifest.parquet", "embeddings.parquet", "class_histogram.png", "summary.json"}
-
-
-def _env() -> dict[str, str]:
-    return {**os.environ, "RAY_USAGE_STATS_ENABLED": "0", "HF_HUB_OFFLINE": "1", "PYTHONUNBUFFERED": "1"}
 
 
 def _build_cmd(bucket, out: str, *args: str) -> list[str]:
@@ -50,16 +47,8 @@ def _build_cmd(bucket, out: str, *args: str) -> list[str]:
 
 def _run(bucket, out: str, *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        _build_cmd(bucket, out, *args), env=_env(), capture_output=True, text=True, timeout=600
+        _build_cmd(bucket, out, *args), env=cli_env(), capture_output=True, text=True, timeout=600
     )
-
-
-def _manifest(bucket, out: str):
-    from videonet_curate import manifest as mf
-    from videonet_curate.uri import using_options
-
-    with using_options(bucket.options()):
-        return mf.read_manifest(out)
 
 
 def _outputs_only(bucket, prefix: str) -> None:
@@ -104,7 +93,7 @@ def s3_build(s3_module_bucket, sample_videos: Path):
     out = bucket.uri("run")
     proc = subprocess.Popen(
         _build_cmd(bucket, out, "--no-ray"),
-        env=_env(),
+        env=cli_env(),
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
         start_new_session=True,
@@ -142,7 +131,7 @@ def test_kill_9_mid_build_then_rerun_leaves_outputs_only(s3_build) -> None:
 
 def test_the_s3_build_equals_a_local_build_with_uri_paths(s3_build, reference: Path) -> None:
     bucket, _left, _resumed = s3_build
-    table, local = _manifest(bucket, bucket.uri("run")), _manifest_local(reference)
+    table, local = bucket.read_manifest(bucket.uri("run")), _manifest_local(reference)
     assert table.num_rows == 4 and set(table.column("path").to_pylist()) == {
         bucket.uri("media", n) for n in MEDIA
     }
@@ -226,7 +215,7 @@ def test_retry_failed_reads_the_manifest_and_embeddings_of_an_s3_out(s3_build) -
     with using_options(bucket.options()):
         retry, carried = retry_candidates(bucket.uri("run"), ["network", "blocked"])
         assert retry == [] and len(carried) == 4
-        rows = _manifest(bucket, bucket.uri("run"))
+        rows = bucket.read_manifest(bucket.uri("run"))
         embeddings = carry_embeddings(bucket.uri("run"), empty_embeddings(), rows)
     kept = [r["clip_id"] for r in rows.to_pylist() if r["status"] in ("kept", "low_score")]
     assert sorted(embeddings.column("clip_id").to_pylist()) == sorted(kept)

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
+from cli_env import cli_env
 from loopback import Loopback, serve
 
 from videonet_curate.fetch.validate import decode_clip
@@ -55,16 +56,12 @@ def server(sample_videos: Path, tmp_path_factory: pytest.TempPathFactory) -> Loo
         yield lb
 
 
-def _env() -> dict[str, str]:
-    return {**os.environ, "RAY_USAGE_STATS_ENABLED": "0", "HF_HUB_OFFLINE": "1", "PYTHONUNBUFFERED": "1"}
-
-
 def _build_cmd(*args: str) -> list[str]:
     return [sys.executable, "-m", "videonet_curate", "build", *COMMON, *args]
 
 
 def _run(*args: str, timeout: float = 400) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(_build_cmd(*args), env=_env(), capture_output=True, text=True, timeout=timeout)
+    return subprocess.run(_build_cmd(*args), env=cli_env(), capture_output=True, text=True, timeout=timeout)
 
 
 def _manifest(out: Path) -> list[dict]:
@@ -265,7 +262,7 @@ def test_kill_9_then_rerun_matches_an_uninterrupted_run(server: Loopback, tmp_pa
         out = tmp_path / name.replace(" ", "-")
         proc = subprocess.Popen(
             _build_cmd(*args, "--out", str(out)),
-            env=_env(),
+            env=cli_env(),
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
             start_new_session=True,

@@ -10,13 +10,13 @@ Four Ray nodes on a small machine: 86 s on the idle 2-core machine (~2.5 min at 
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 import time
 from pathlib import Path
 
 import pytest
+from cli_env import cli_env
 
 pytestmark = [pytest.mark.slow, pytest.mark.multinode]
 
@@ -25,10 +25,6 @@ ARGS = ["--clip-seconds", "4", "--frames-per-clip", "2", "--shard-size", "1", "-
 # one decode and one model actor (1 CPU each) on two of the three nodes: the third takes the replacement
 STAGES = ["--decode-workers", "1", "--model-workers", "1", "--device", "cpu"]
 OBJECT_STORE = 200 * 1024**2  # per node; Ray's default (30% of memory) times three would not fit
-
-
-def _env() -> dict[str, str]:
-    return {**os.environ, "RAY_USAGE_STATS_ENABLED": "0", "HF_HUB_OFFLINE": "1", "PYTHONUNBUFFERED": "1"}
 
 
 @pytest.fixture(scope="module")
@@ -83,14 +79,6 @@ def _command(cluster, bucket, out: str, *extra: str, media: str | None = None) -
     ]  # fmt: skip
 
 
-def _rows(bucket, out: str):
-    from videonet_curate import manifest as mf
-    from videonet_curate.uri import using_options
-
-    with using_options(bucket.options()):
-        return mf.read_manifest(out)
-
-
 @pytest.fixture(scope="module")
 def local_media(sample_videos: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     media = tmp_path_factory.mktemp("media")
@@ -112,7 +100,7 @@ def test_a_local_out_that_the_nodes_do_not_see_is_refused(cluster, media_bucket,
     shell = f"mount -t tmpfs tmpfs {private} && exec " + " ".join(f"'{c}'" for c in command)
     result = subprocess.run(
         ["unshare", "-m", "--propagation", "private", "sh", "-c", shell],
-        env=_env(),
+        env=cli_env(),
         capture_output=True,
         text=True,
         timeout=600,
@@ -134,21 +122,21 @@ def test_a_build_on_two_worker_nodes_writes_to_s3_and_survives_losing_a_node(
     # local --input (every node sees this machine's disk: the per-node check passes), --out on S3
     whole = subprocess.run(
         _command(ray_cluster, bucket, bucket.uri("whole"), media=str(local_media)),
-        env=_env(),
+        env=cli_env(),
         capture_output=True,
         text=True,
         timeout=900,
     )
     print(f"full build on the cluster: {time.perf_counter() - started:.1f} s")
     assert whole.returncode == 0, whole.stdout[-3000:] + whole.stderr[-3000:]
-    expected = _rows(bucket, bucket.uri("whole")).select(["clip_id", "status", "label"]).to_pylist()
+    expected = bucket.read_manifest(bucket.uri("whole")).select(["clip_id", "status", "label"]).to_pylist()
     assert len(expected) == 8
 
     # the same build, one worker node killed once the first shard is committed
     out = bucket.uri("lost")
     proc = subprocess.Popen(
         _command(ray_cluster, bucket, out),
-        env=_env(),
+        env=cli_env(),
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -169,10 +157,10 @@ def test_a_build_on_two_worker_nodes_writes_to_s3_and_survives_losing_a_node(
     if proc.returncode not in (0, 1):  # the build gave up: the rerun resumes from the committed shards
         reran = True
         again = subprocess.run(
-            _command(ray_cluster, bucket, out), env=_env(), capture_output=True, text=True, timeout=900
+            _command(ray_cluster, bucket, out), env=cli_env(), capture_output=True, text=True, timeout=900
         )
         assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
     print(f"losing a node: exit {proc.returncode}, rerun needed: {reran}")
-    rows = _rows(bucket, out).select(["clip_id", "status", "label"]).to_pylist()
+    rows = bucket.read_manifest(out).select(["clip_id", "status", "label"]).to_pylist()
     assert rows == expected  # every row accounted for, labelled as in the uninterrupted build
     assert not any(k.endswith((".tmp", ".lock")) for k in bucket.keys("lost/"))
