@@ -136,7 +136,7 @@ def fetch_clip(
 
 def decode_clip_frames(fetched: FetchedClip, config: LabelingConfig, spec: Any) -> DecodedClip:
     """Sample the clip's frames and bring them to the model's input size (``spec``: its PreprocessSpec)."""
-    from videonet_curate.models.base import resize_frames
+    from videonet_curate.preprocess import resize_frames
     from videonet_curate.video import VideoError, read_frames_at, sample_timestamps
 
     row = fetched.row

@@ -132,7 +132,9 @@ class DecodeWorker:
     def __init__(self, config: LabelingConfig, described: list[Any]) -> None:
         """``described``: ``[ref]``, the object ref of a model actor's ``describe()`` (in a list, so Ray
         does not wait for it before starting this actor); read on the first call."""
-        import videonet_curate.models.base  # noqa: F401 - import torch & co. now, while the model loads
+        # import torch and PyAV now, while the model loads; not torchvision (nor the scorers): the resize
+        # is torch's own (preprocess.py), which saves each decode actor ~3 CPU s of start-up
+        import videonet_curate.preprocess  # noqa: F401
         import videonet_curate.video  # noqa: F401
 
         # one decoder thread per clip: the actor decodes ``concurrency`` clips at once on its core(s);
