@@ -143,14 +143,18 @@ class DecodeWorker:
         self._described = described
         self.spec: Any = None
 
-    def decode(self, fetched: FetchedClip) -> tuple[dict[str, Any], Any]:
-        """(row and seconds, frames or None): two returns, so the driver reads the small one only and hands
-        the frames' object ref straight to a model actor."""
+    def _spec(self) -> Any:
+        """The model's preprocessing; the first call waits for the model actor (frames already read)."""
         if self.spec is None:
             import ray
 
             self.spec = ray.get(self._described[0])["spec"]
-        decoded: DecodedClip = decode_clip_frames(fetched, self.config, self.spec)
+        return self.spec
+
+    def decode(self, fetched: FetchedClip) -> tuple[dict[str, Any], Any]:
+        """(row and seconds, frames or None): two returns, so the driver reads the small one only and hands
+        the frames' object ref straight to a model actor."""
+        decoded: DecodedClip = decode_clip_frames(fetched, self.config, self._spec)
         meta = {
             "row": decoded.row,
             "seconds": decoded.seconds,
