@@ -1,31 +1,40 @@
 """Cached-loader pairs/s from object storage (a loopback S3 server) against the same shards on local disk.
 
 The frame cache of the sample clips is prepared once on local disk, then uploaded unchanged to a bucket on
-moto's S3 server (server mode, HTTP on 127.0.0.1: the S3 REST protocol, the same s3fs client as in
+moto's S3 server (server mode, HTTP on 127.0.0.1: the S3 REST protocol, the same clients as in
 production; its latency is loopback's, so this measures the client side and the per-request overhead, not
 a WAN). The trainer's loader (``FramePairDataset`` over ``CacheFrameSource``, a DataLoader with
 ``--workers`` processes and prefetch factor 4, as ``build_rank_batches`` builds it) then reads batches of
 pairs from each, alternating local / S3 rounds so the machine's load hits both alike:
 
   local            pread of the two JPEGs per pair
-  s3+prefetch      byte-range GETs, all frames of a batch fetched concurrently (``__getitems__``)
+  s3+prefetch      the frames of a batch fetched together (``__getitems__``): byte ranges less than
+                   ``range_reads.MERGE_GAP`` apart coalesced into one GET, the GETs sent concurrently,
+                   with pyarrow's C++ S3 client (the default for s3://)
+  s3fs+prefetch    the same requests through fsspec's s3fs (botocore in Python), the client before
   s3-no-prefetch   byte-range GETs one frame at a time (what a per-sample dataset would do)
 
 Ratios s3 / local are printed per round and as the median; the goal is >= 0.9 with prefetching. On a small
 machine the S3 server's own CPU time competes with the loader for the same cores (a real store is another
-machine), so the CPU seconds the server process used during the s3+prefetch measurement are printed too.
+machine), so the CPU seconds the server process used during the s3+prefetch measurement are printed too,
+and pairs per CPU-second (loader, workers and server together: steadier than pairs/s on a shared machine).
+How many GETs a batch needs depends on how close its frames lie in the shards: ``--copies N`` makes the
+dataset N times larger (every shard again, clips renamed), so a batch's frames lie further apart.
 With ``--build``: `videonet-curate build --source local` of sample videos (a subprocess, on a local Ray,
 as users run it) three ways, alternating within each round: local input -> local OUT, local input ->
 ``--out s3://``, and ``--input s3://`` -> ``--out s3://``; wall seconds each and the ratios to local.
 
-    python benchmarks/storage.py [--pairs 640] [--rounds 3] [--workers 2] [--batch 32]
+    python benchmarks/storage.py [--pairs 640] [--rounds 3] [--workers 2] [--batch 32] [--copies 1]
     python benchmarks/storage.py --build [--rounds 2] [--videos 4]
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
+import resource
+import shutil
 import socket
 import statistics
 import subprocess
@@ -39,14 +48,26 @@ for package in ("videonet-curate", "vito-train"):
     sys.path.insert(0, str(ROOT / "packages" / package / "src"))
 sys.path.insert(0, str(ROOT / "tests" / "train"))
 
+import pyarrow as pa  # noqa: E402
+import pyarrow.parquet as pq  # noqa: E402
 import torch  # noqa: E402
 from torch.utils.data import DataLoader  # noqa: E402
 
 from videonet_curate.uri import StorageOptions, upload_file  # noqa: E402
-from vito_train.data.cache import FrameCache  # noqa: E402
+from vito_train.data.cache import (  # noqa: E402
+    FORMAT,
+    INDEX_FILE,
+    PLAN_FILE,
+    CachePlan,
+    FrameCache,
+    read_table,
+    shard_paths,
+)
 from vito_train.data.cache_source import CacheFrameSource  # noqa: E402
 from vito_train.data.frame_pairs import FramePairDataset, collate_pair_batch  # noqa: E402
+from vito_train.data.pairs import clip_for_index, sample_generator  # noqa: E402
 from vito_train.data.prepare import prepare_cache  # noqa: E402
+from vito_train.data.range_reads import coalesce  # noqa: E402
 from vito_train.distributed import RankBatchSampler  # noqa: E402
 
 IMAGE_SIZE, MIN_SCALE, MAX_GAP_S = 112, 0.3, 1.0
@@ -56,6 +77,12 @@ class NoPrefetchSource(CacheFrameSource):
     """The same source without batched fetching: every frame is its own request."""
 
     prefetch = None
+
+
+class FsspecCache(FrameCache):
+    """The same cache read through fsspec's s3fs (botocore in Python) instead of pyarrow's C++ client."""
+
+    range_client = "fsspec"
 
 
 def start_s3() -> tuple[subprocess.Popen, str]:
@@ -106,6 +133,68 @@ def build_cache(work: Path) -> Path:
     if not summary.complete:
         sys.exit(f"prepare failed: {summary}")
     return out
+
+
+def replicate_cache(cache: Path, copies: int) -> None:
+    """Make the cache ``copies`` times larger in place: every shard again under new shard numbers, its
+    clips renamed ``{clip_id}#{copy}`` (the same bytes: a larger dataset, so a batch's frames lie further
+    apart, as on a real cache whose shards far outnumber a batch's clips)."""
+    plan = CachePlan.from_json((cache / PLAN_FILE).read_text())
+    shards = plan.n_shards
+    clip_ids = list(plan.clip_ids)
+    for copy in range(1, copies):
+        for shard in range(shards):
+            (tar, index, done), (new_tar, new_index, new_done) = (
+                shard_paths(cache, s) for s in (shard, shard + copy * shards)
+            )
+            shutil.copyfile(tar, new_tar)
+            shutil.copyfile(done, new_done)
+            table = read_table(index)
+            renamed = [f"{c}#{copy}" for c in table.column("clip_id").to_pylist()]
+            table = table.set_column(0, "clip_id", pa.array(renamed, pa.string()))
+            pq.write_table(table, new_index)
+        clip_ids += [f"{c}#{copy}" for c in plan.clip_ids]
+    plan = dataclasses.replace(plan, clip_ids=tuple(clip_ids))
+    # the index as write_global_index writes it, over every shard (shard k of a copy is not the plan's
+    # k-th slice of clip ids when the last shard is short; readers only use the index)
+    tables = []
+    for shard in range(shards * copies):
+        table = read_table(shard_paths(cache, shard)[1])
+        tables.append(table.append_column("shard", pa.array([shard] * table.num_rows, pa.int32())))
+    index = pa.concat_tables(tables).replace_schema_metadata({"format": FORMAT, "plan": plan.to_json()})
+    pq.write_table(index, cache / INDEX_FILE)
+    (cache / PLAN_FILE).write_text(plan.to_json())
+
+
+def requests_per_batch(
+    dataset: FramePairDataset, cache: FrameCache, pairs: int, batch: int, first_step: int
+) -> tuple[float, float]:
+    """(GETs, bytes) a loader worker sends per batch with prefetching: the batch's first draws' frames,
+    coalesced as ``FrameCache.read_jpegs`` does (computed here from the same picks, not counted in the
+    workers)."""
+    n_items, requests, bytes_ = len(dataset.source), 0, 0
+    for step in range(first_step, first_step + pairs // batch):
+        frames = set()
+        for index in range(step * batch, (step + 1) * batch):
+            item = clip_for_index(dataset.seed, index, n_items)
+            picks = dataset.source.pick_pair(item, sample_generator(dataset.seed, index))
+            frames.update((item, f) for f in picks)
+        ranges = []
+        for item, f in frames:
+            clip = cache.clips[item]
+            start = int(clip.offsets[f])
+            ranges.append((str(clip.shard), start, start + int(clip.lengths[f])))
+        merged, _ = coalesce(ranges)
+        requests += len(merged)
+        bytes_ += sum(end - start for _, start, end in merged)
+    steps = pairs // batch
+    return requests / steps, bytes_ / steps
+
+
+def process_cpu_seconds() -> float:
+    """CPU seconds of this process and of its children that have ended (the loader workers)."""
+    own, children = (resource.getrusage(w) for w in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN))
+    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
 
 
 def pairs_per_s(dataset: FramePairDataset, pairs: int, batch: int, workers: int, first_step: int) -> float:
@@ -173,6 +262,9 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--batch", type=int, default=32)
+    parser.add_argument(
+        "--copies", type=int, default=1, help="the cache's shards N times over (a larger dataset)"
+    )
     parser.add_argument("--build", action="store_true", help="time builds to S3 against local disk instead")
     parser.add_argument("--videos", type=int, default=4, help="--build: the smallest N sample videos")
     args = parser.parse_args()
@@ -189,11 +281,14 @@ def main() -> None:
     try:
         with tempfile.TemporaryDirectory() as tmp:
             local = build_cache(Path(tmp))
+            if args.copies > 1:
+                replicate_cache(local, args.copies)
             files = [p for p in local.rglob("*") if p.is_file()]
             for path in files:
                 upload_file(path, f"s3://bench/cache/{path.relative_to(local).as_posix()}", options)
             tar_bytes = sum(p.stat().st_size for p in files if p.suffix == ".tar")
             local_cache, remote_cache = FrameCache(local), FrameCache("s3://bench/cache", options)
+            s3fs_cache = FsspecCache("s3://bench/cache", options)
             frames = sum(len(c.times) for c in local_cache.clips)
             print(
                 f"cache: {len(local_cache.clips)} clips, {frames} frames, {tar_bytes / 1e6:.1f} MB of shards;"
@@ -210,16 +305,28 @@ def main() -> None:
             kinds = {
                 "local": dataset(CacheFrameSource(local_cache, max_gap_s=MAX_GAP_S)),
                 "s3+prefetch": dataset(CacheFrameSource(remote_cache, max_gap_s=MAX_GAP_S)),
+                "s3fs+prefetch": dataset(CacheFrameSource(s3fs_cache, max_gap_s=MAX_GAP_S)),
                 "s3-no-prefetch": dataset(NoPrefetchSource(remote_cache, max_gap_s=MAX_GAP_S)),
             }
+            gets, got = requests_per_batch(
+                kinds["s3+prefetch"], local_cache, args.pairs * args.rounds, args.batch, 0
+            )
+            print(
+                f"s3+prefetch sends {gets / args.batch:.2f} GETs per pair ({got / gets / 1e6:.2f} MB each, "
+                f"{got / args.batch / 1e6:.2f} MB per pair); s3-no-prefetch about 2 GETs per pair "
+                f"of ~{sum(c.lengths.sum() for c in local_cache.clips) / frames / 1e3:.0f} KB"
+            )
             rates: dict[str, list[float]] = {k: [] for k in kinds}
+            cpu: dict[str, list[float]] = {k: [] for k in kinds}
             for round_ in range(args.rounds):
                 first_step = round_ * (args.pairs // args.batch)  # fresh samples each round, same for all
                 for kind, data in kinds.items():
                     cpu_before, wall_before = cpu_seconds(server.pid), time.perf_counter()
+                    ours_before = process_cpu_seconds()
                     rates[kind].append(pairs_per_s(data, args.pairs, args.batch, args.workers, first_step))
+                    used = cpu_seconds(server.pid) - cpu_before
+                    cpu[kind].append(args.pairs / (process_cpu_seconds() - ours_before + used))
                     if kind == "s3+prefetch":
-                        used = cpu_seconds(server.pid) - cpu_before
                         wall = time.perf_counter() - wall_before
                         cores = os.cpu_count() or 1
                         print(
@@ -233,10 +340,15 @@ def main() -> None:
                 )
             median = {k: statistics.median(v) for k, v in rates.items()}
             print("median: " + ", ".join(f"{k} {v:.1f} pairs/s" for k, v in median.items()))
-            for kind in ("s3+prefetch", "s3-no-prefetch"):
+            print(
+                "pairs per CPU-second (loader process, its workers and the S3 server together), median: "
+                + ", ".join(f"{k} {statistics.median(v):.1f}" for k, v in cpu.items())
+            )
+            for kind in ("s3+prefetch", "s3fs+prefetch", "s3-no-prefetch"):
                 ratio = statistics.median(s / loc for s, loc in zip(rates[kind], rates["local"], strict=True))
                 goal = " (goal >= 0.9)" if kind == "s3+prefetch" else ""
-                print(f"ratio {kind} / local: {ratio:.3f}{goal}")
+                per_cpu = statistics.median(s / loc for s, loc in zip(cpu[kind], cpu["local"], strict=True))
+                print(f"ratio {kind} / local: {ratio:.3f}{goal}; per CPU-second {per_cpu:.3f}")
     finally:
         server.terminate()
         server.wait()

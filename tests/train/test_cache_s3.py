@@ -22,6 +22,7 @@ from vito_train.data.cache import FrameCache, sample_key, shard_paths
 from vito_train.data.cache_source import CacheFrameSource
 from vito_train.data.frame_pairs import FramePairDataset
 from vito_train.data.prepare import prepare_cache
+from vito_train.data.range_reads import ArrowS3Ranges, FsspecRanges
 from vito_train.loop import train
 from vito_train.metrics import read_metrics
 
@@ -75,8 +76,13 @@ def test_prepare_to_s3_writes_the_same_cache_as_local_disk(s3_cache, s3_module_b
     assert remote.remote and not local.remote
     assert [c.clip_id for c in remote.clips] == [c.clip_id for c in local.clips]
     wanted = [(clip, f) for clip in remote.clips for f in (0, len(clip.times) - 1)]
-    by_range = remote.read_jpegs(wanted)  # byte ranges of the shard objects, fetched together
+    by_range = remote.read_jpegs(wanted)  # byte ranges of the shard objects, coalesced, fetched together
     assert by_range == [local.read_jpeg(clip, f) for clip, f in wanted]
+    assert isinstance(remote._range_client(), ArrowS3Ranges)  # pyarrow's C++ client by default ...
+    through_s3fs = FrameCache(s3_cache, s3_bucket.options())
+    through_s3fs.range_client = "fsspec"  # ... and s3fs reads the same bytes
+    assert through_s3fs.read_jpegs(wanted[::-1]) == by_range[::-1]
+    assert isinstance(through_s3fs._range_client(), FsspecRanges)
     # the same samples from either, whether fetched one by one or batched with prefetch
     a = FramePairDataset(CacheFrameSource(local, max_gap_s=1.0), seed=1, image_size=24, min_scale=0.5)
     b = FramePairDataset(CacheFrameSource(remote, max_gap_s=1.0), seed=1, image_size=24, min_scale=0.5)
@@ -102,6 +108,35 @@ def test_shards_are_webdataset_samples_one_per_clip(local_cache) -> None:
     decoded = next(iter(wds.WebDataset(tars[:1], shardshuffle=False).decode("rgb8")))
     image = decoded[sorted(k for k in decoded if k.endswith(".jpg"))[0]]
     assert isinstance(image, np.ndarray) and image.dtype == np.uint8 and image.shape[2] == 3
+
+
+def test_a_shard_gone_from_the_bucket_is_an_oserror_naming_it(s3_cache, s3_module_bucket) -> None:
+    bucket = s3_module_bucket
+    cache = FrameCache(s3_cache, bucket.options())
+    clip = cache.clips[0]
+    key = f"cache/shards/shard-{clip.shard:05d}.tar"
+    blob = bucket.client().get_object(Bucket=bucket.name, Key=key)["Body"].read()
+    bucket.client().delete_object(Bucket=bucket.name, Key=key)
+    try:
+        for client in ("pyarrow", "fsspec"):
+            reader = FrameCache(s3_cache, bucket.options())
+            reader.range_client = client
+            with pytest.raises(OSError, match=f"shard {clip.shard} of s3://"):
+                reader.read_jpegs([(clip, 0), (cache.clips[-1], 0)])
+    finally:
+        bucket.client().put_object(Bucket=bucket.name, Key=key, Body=blob)
+
+
+def test_a_frame_two_samples_of_a_batch_pick_is_fetched_once(s3_cache, s3_module_bucket) -> None:
+    source = CacheFrameSource(FrameCache(s3_cache, s3_module_bucket.options()), max_gap_s=1.0)
+    source.prefetch([(0, (1, 2)), (0, (2, 3))])
+
+    def no_single_reads(*args):
+        raise AssertionError("a prefetched frame was read again")
+
+    source.cache.read_jpeg = no_single_reads
+    first, second = source.read_pair(0, (1, 2)), source.read_pair(0, (2, 3))
+    assert np.array_equal(first[1], second[0])
 
 
 def test_sample_keys_survive_dots_in_clip_ids() -> None:

@@ -13,8 +13,8 @@ it; ``s3://bucket/cache`` works as well as a local directory)::
 
 The shards are plain tar files that ``tar -tf`` lists and ``webdataset.WebDataset`` iterates (one
 sample per clip with its frames and times). Training does not iterate them: it reads the two frames a
-sample needs at their recorded offsets (one ``pread`` locally, byte-range GETs on object storage,
-fetched concurrently for a whole batch), so a rank or a loader worker reads only the bytes of its own
+sample needs at their recorded offsets (one ``pread`` locally; on object storage the byte ranges of a
+whole batch, those a few MB apart coalesced into one GET, fetched concurrently: range_reads.py), so a rank or a loader worker reads only the bytes of its own
 samples, nothing is copied whole to local disk, and sample ``g`` stays a pure function of the seed (the
 exact-resume and any-world-size guarantees of ``distributed.py`` hold unchanged). Every file is written
 under a temporary name and renamed (on object storage: uploaded whole), and a shard's done-marker only
@@ -42,6 +42,7 @@ from videonet_curate.manifest import atomic_write_table
 from videonet_curate.storage import atomic_path, atomic_write_text
 from videonet_curate.uri import StorageOptions, is_uri, join, read_text, resolve, storage_errors
 from videonet_curate.uri import exists as uri_exists
+from vito_train.data.range_reads import RangeClient, coalesce, range_client
 
 log = logging.getLogger(__name__)
 
@@ -50,9 +51,6 @@ READABLE_FORMATS = (FORMAT, "vito-frame-cache/1")
 PLAN_FILE = "plan.json"
 INDEX_FILE = "index.parquet"
 SHARDS_DIR = "shards"
-MERGE_GAP = (
-    256 * 1024
-)  # object storage: ranges closer than this are one GET (a request costs more than 256 KiB)
 
 INDEX_SCHEMA = pa.schema(
     [
@@ -263,7 +261,12 @@ class FrameCache:
     listed in ``bad_shards`` (training goes on with the rest). File descriptors (local) and the
     object-storage client are opened lazily per process, so a cache object can be handed to
     DataLoader workers (fork or spawn).
+
+    ``range_client`` picks the object-storage client (range_reads.py): "auto" (pyarrow's C++ S3 client
+    when it can express the storage options, else fsspec), "pyarrow" or "fsspec".
     """
+
+    range_client = "auto"
 
     def __init__(self, root: str | os.PathLike[str], options: StorageOptions | None = None) -> None:
         self.root = str(root).rstrip("/") if is_uri(root) else Path(root)
@@ -294,7 +297,7 @@ class FrameCache:
                 f"frame cache {self.root} holds no readable clip (bad shards: {self.bad_shards})"
             )
         self._fds: dict[int, int] = {}
-        self._fs: Any = None
+        self._ranges: RangeClient | None = None
         self._fd_pid = os.getpid()
 
     @property
@@ -359,7 +362,7 @@ class FrameCache:
 
     def _in_this_process(self) -> None:
         if self._fd_pid != os.getpid():  # forked into a worker: the parent's descriptors are not ours
-            self._fds, self._fs, self._fd_pid = {}, None, os.getpid()
+            self._fds, self._ranges, self._fd_pid = {}, None, os.getpid()
 
     def _fd(self, shard: int) -> int:
         self._in_this_process()
@@ -369,15 +372,15 @@ class FrameCache:
             self._fds[shard] = fd
         return fd
 
-    def _filesystem(self) -> Any:
-        # resolved in the process that reads: an async S3 client must not cross a fork
+    def _range_client(self) -> RangeClient:
+        # made in the process that reads: an S3 client (its threads, connections) must not cross a fork
         self._in_this_process()
-        if self._fs is None:
-            self._fs = resolve(self.root, self.options)[0]
-        return self._fs
+        if self._ranges is None:
+            self._ranges = range_client(str(self.root), self.options, self.range_client)
+        return self._ranges
 
-    def _shard_key(self, shard: int) -> str:
-        return resolve(shard_paths(self.root, shard)[0], self.options)[1]
+    def _shard_keys(self, shards: Iterable[int]) -> dict[int, str]:
+        return {s: resolve(shard_paths(self.root, s)[0], self.options)[1] for s in set(shards)}
 
     def read_jpeg(self, clip: CachedClip, frame: int) -> bytes:
         """The JPEG bytes of one frame (raises OSError when the shard cannot be read)."""
@@ -403,34 +406,34 @@ class FrameCache:
         return out
 
     def _read_ranges(self, frames: list[tuple[CachedClip, int]]) -> list[bytes]:
-        """Byte ranges of the shard objects: ranges closer than ``MERGE_GAP`` are merged (the two frames
-        of a pair usually lie within a second of each other in one tar), then all requests are sent at
-        once (fsspec's ``cat_ranges``: concurrent GETs)."""
-        from fsspec.utils import merge_offset_ranges
-
-        fs = self._filesystem()
-        keys = [self._shard_key(clip.shard) for clip, _ in frames]
-        starts = [int(clip.offsets[f]) for clip, f in frames]
-        ends = [s + int(clip.lengths[f]) for s, (clip, f) in zip(starts, frames, strict=True)]
-        paths, merged_starts, merged_ends = merge_offset_ranges(keys, starts, ends, max_gap=MERGE_GAP)
+        """Byte ranges of the shard objects, coalesced into few large GETs (range_reads.MERGE_GAP: the
+        frames of a batch that lie within a few MB of each other in one tar are one request), all sent
+        at once."""
+        keys = self._shard_keys(clip.shard for clip, _ in frames)
+        ranges = [
+            (keys[clip.shard], int(clip.offsets[f]), int(clip.offsets[f]) + int(clip.lengths[f]))
+            for clip, f in frames
+        ]
+        requests, holder = coalesce(ranges)
         with storage_errors(str(self.root), self.options):
-            blobs = fs.cat_ranges(paths, merged_starts, merged_ends, on_error="return")
+            blobs = self._range_client().fetch(requests)
         out = []
-        for key, start, end, (clip, _frame) in zip(keys, starts, ends, frames, strict=True):
-            for path, m_start, m_end, blob in zip(paths, merged_starts, merged_ends, blobs, strict=True):
-                if path == key and m_start <= start and end <= m_end:
-                    if isinstance(blob, BaseException):
-                        raise OSError(f"shard {clip.shard} of {self.root}: {type(blob).__name__}: {blob}")
-                    out.append(blob[start - m_start : end - m_start])
-                    break
+        for (_key, start, end), index, (clip, _frame) in zip(ranges, holder, frames, strict=True):
+            blob, request_start = blobs[index], requests[index][1]
+            if isinstance(blob, BaseException):
+                raise OSError(f"shard {clip.shard} of {self.root}: {type(blob).__name__}: {blob}")
+            out.append(blob[start - request_start : end - request_start])
         return out
 
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()
-        state["_fds"], state["_fs"] = {}, None
+        state["_fds"], state["_ranges"] = {}, None
         return state
 
     def close(self) -> None:
         for fd in self._fds.values():
             os.close(fd)
         self._fds = {}
+        if self._ranges is not None and hasattr(self._ranges, "close"):
+            self._ranges.close()
+        self._ranges = None

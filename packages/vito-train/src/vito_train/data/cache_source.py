@@ -59,7 +59,8 @@ class CacheFrameSource:
         return min(pick.index, len(clip.times) - 1)
 
     def _decode(self, item: int, frame: int) -> np.ndarray:
-        data = self._prefetched.pop((item, frame), None)
+        # get, not pop: two samples of one batch may pick the same frame (kept until the next batch)
+        data = self._prefetched.get((item, frame))
         if data is None:
             data = self.cache.read_jpeg(self.clips[item], frame)
         # HWC view of the CHW tensor: no copy, the augmentation permutes it back
