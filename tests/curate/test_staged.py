@@ -176,6 +176,23 @@ def test_killed_stage_actors_are_replaced_without_losing_or_repeating_a_row(
     assert len(summaries) == len(shards) and sorted(ids) == [f"c{i:05d}" for i in range(count)]
 
 
+def test_a_model_that_cannot_load_fails_the_run_on_the_driver(ray_local, tmp_path: Path) -> None:
+    """The loop starts before the model has loaded (decoding overlaps the load); a model actor that cannot
+    load still stops the run with its own error, and no shard is written with rows failed by it."""
+    workers = _fake_workers(model_delay_s=0.0)
+
+    class Broken(workers.model):
+        def __init__(self, config):
+            raise RuntimeError("no weights for this model")
+
+    shards = plan_shards(_candidates(16, local=True), 8, "fp")
+    broken = StageWorkers(fetch=workers.fetch, decode=workers.decode, model=Broken)
+    config = LabelingConfig(frames_per_clip=2, batch_frames=4)
+    with pytest.raises(Exception, match="no weights for this model"):
+        run_staged(shards, config, tmp_path, StageOptions(), workers=broken)
+    assert not any(is_done(tmp_path, s) for s in shards)
+
+
 # -- a real build against a slow host --------------------------------------------------------------------
 def test_slow_source_build_matches_the_fused_run(ray_local, sample_videos: Path, tmp_path: Path) -> None:
     from videonet_curate.build import BuildOptions, build

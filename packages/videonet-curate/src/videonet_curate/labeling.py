@@ -134,9 +134,13 @@ def fetch_clip(
     return FetchedClip(row, str(local_path), time.perf_counter() - started)
 
 
-def decode_clip_frames(fetched: FetchedClip, config: LabelingConfig, spec: Any) -> DecodedClip:
-    """Sample the clip's frames and bring them to the model's input size (``spec``: its PreprocessSpec)."""
-    from videonet_curate.models.base import resize_frames
+def decode_clip_frames(
+    fetched: FetchedClip, config: LabelingConfig, spec: Any | Callable[[], Any]
+) -> DecodedClip:
+    """Sample the clip's frames and bring them to the model's input size (``spec``: its PreprocessSpec,
+    or a function giving it, called once the frames are read: a decode actor reads its first clips while
+    the model actor is still loading the model that has the spec)."""
+    from videonet_curate.preprocess import resize_frames
     from videonet_curate.video import VideoError, read_frames_at, sample_timestamps
 
     row = fetched.row
@@ -150,15 +154,26 @@ def decode_clip_frames(fetched: FetchedClip, config: LabelingConfig, spec: Any) 
             return DecodedClip(
                 failed(row, "decode_error", "no frame could be decoded in the clip window"), None
             )
-        resized = resize_frames(np.asarray(frames), spec).contiguous().numpy()
     except VideoError as exc:
         return DecodedClip(failed(row, exc.reason, str(exc)), None, time.perf_counter() - started)
     except Exception as exc:  # a decoder bug must not sink the shard; record it
-        log.exception("unexpected error sampling %s", fetched.path)
-        detail = f"{type(exc).__name__}: {exc}"
-        return DecodedClip(failed(row, "decode_error", detail), None, time.perf_counter() - started)
+        return _unexpected(row, fetched.path, exc, started)
+    if callable(spec):  # outside the try: a model that failed to load is not a bad clip
+        waited = time.perf_counter()
+        spec = spec()
+        started += time.perf_counter() - waited  # waiting for the model is not decoding time
+    try:
+        resized = resize_frames(np.asarray(frames), spec).contiguous().numpy()
+    except Exception as exc:
+        return _unexpected(row, fetched.path, exc, started)
     row["frames_sampled"] = len(resized)
     return DecodedClip(row, resized, time.perf_counter() - started)
+
+
+def _unexpected(row: dict[str, Any], path: str, exc: Exception, started: float) -> DecodedClip:
+    log.exception("unexpected error sampling %s", path)
+    detail = f"{type(exc).__name__}: {exc}"
+    return DecodedClip(failed(row, "decode_error", detail), None, time.perf_counter() - started)
 
 
 def shard_summary(name: str, rows: list[dict[str, Any]], timings: Mapping[str, float]) -> dict[str, Any]:

@@ -172,8 +172,8 @@ def run_staged(
     stages: dict[str, ActorStage] = {}
     try:
         # every stage's actors start at once (each imports torch and friends: seconds of CPU); the
-        # decoders get the model's preprocessing as an object ref they resolve when first called, so they
-        # need not wait for the model to load
+        # decoders get the model's preprocessing as an object ref they resolve once their first clip's
+        # frames are read, and the loop starts at once: decoding begins while the model loads
         stages["model"] = ActorStage(plan["model"], actor_of(workers.model, plan["model"], config))
         described_ref = stages["model"].actors[0].describe.remote()
         stages["decode"] = ActorStage(
@@ -184,8 +184,7 @@ def run_staged(
                 plan["fetch"], actor_of(workers.fetch, plan["fetch"], str(out_dir), materialize)
             )
         stats.stages = stages
-        described = ray.get(described_ref)
-        loop = _Loop(shards, config, out_dir, stages, described, stats, on_progress, gpus_per_model > 0)
+        loop = _Loop(shards, config, out_dir, stages, described_ref, stats, on_progress, gpus_per_model > 0)
         return loop.run()
     finally:
         for stage in stages.values():
@@ -203,14 +202,16 @@ class _Loop:
         config: LabelingConfig,
         out_dir: Path,
         stages: dict[str, ActorStage],
-        described: Mapping[str, Any],
+        described: Any,
         stats: StagedStats,
         on_progress: Callable[..., None] | None,
         on_gpu: bool,
     ) -> None:
         self.shards, self.config, self.out_dir = shards, config, out_dir
         self.fetch, self.decode, self.model = stages.get("fetch"), stages["decode"], stages["model"]
-        self.info, self.dim = described["info"], described["dim"]
+        self.described = described  # the ref of the model's describe(): its info and dim, once loaded
+        self.info: Mapping[str, Any] | None = None
+        self.dim = 0
         self.stats, self.on_progress = stats, on_progress
         self.call_frames = frames_per_call(config, on_gpu)
         self.limits = queue_limits({**{s.spec.name: s.spec for s in stages.values()}}, self.call_frames)
@@ -235,15 +236,27 @@ class _Loop:
             waiting = [ref for stage in self._stages() for ref in stage.calls]
             if not waiting:
                 raise RuntimeError("staged build stalled: nothing in flight but shards unfinished")
+            if self.info is None:
+                waiting.insert(0, self.described)
             ready, _ = ray.wait(waiting, num_returns=1)
             ready, _ = (
                 ray.wait(waiting, num_returns=len(waiting), timeout=0) if len(waiting) > 1 else (ready, [])
             )
+            if self.info is None and self.described in ready:  # first: a model that failed raises here
+                self._describe()
             for ref in ready:
-                self._collect(ref)
+                if ref != self.described:
+                    self._collect(ref)
             self._report()
         self._report(force=True)
         return self.summaries
+
+    def _describe(self) -> None:
+        """Read the model's info and dim (raises the model actor's error if it could not load)."""
+        import ray
+
+        described = ray.get(self.described)
+        self.info, self.dim = described["info"], described["dim"]
 
     def _stages(self) -> list[ActorStage]:
         return [s for s in (self.fetch, self.decode, self.model) if s is not None]
@@ -368,6 +381,8 @@ class _Loop:
             return
         shard = self.shards[index]
         rows, embeddings, timings = self.book.pop(index)
+        if self.info is None:  # a shard of failed rows only, done before the model loaded
+            self._describe()
         write_labelled_shard(self.out_dir, shard, rows, embeddings, self.info, self.dim)
         self.summaries.append(shard_summary(shard.name, rows, timings))
         self._report(force=True)

@@ -132,7 +132,9 @@ class DecodeWorker:
     def __init__(self, config: LabelingConfig, described: list[Any]) -> None:
         """``described``: ``[ref]``, the object ref of a model actor's ``describe()`` (in a list, so Ray
         does not wait for it before starting this actor); read on the first call."""
-        import videonet_curate.models.base  # noqa: F401 - import torch & co. now, while the model loads
+        # import torch and PyAV now, while the model loads; not torchvision (nor the scorers): the resize
+        # is torch's own (preprocess.py), which saves each decode actor ~3 CPU s of start-up
+        import videonet_curate.preprocess  # noqa: F401
         import videonet_curate.video  # noqa: F401
 
         # one decoder thread per clip: the actor decodes ``concurrency`` clips at once on its core(s);
@@ -141,14 +143,18 @@ class DecodeWorker:
         self._described = described
         self.spec: Any = None
 
-    def decode(self, fetched: FetchedClip) -> tuple[dict[str, Any], Any]:
-        """(row and seconds, frames or None): two returns, so the driver reads the small one only and hands
-        the frames' object ref straight to a model actor."""
+    def _spec(self) -> Any:
+        """The model's preprocessing; the first call waits for the model actor (frames already read)."""
         if self.spec is None:
             import ray
 
             self.spec = ray.get(self._described[0])["spec"]
-        decoded: DecodedClip = decode_clip_frames(fetched, self.config, self.spec)
+        return self.spec
+
+    def decode(self, fetched: FetchedClip) -> tuple[dict[str, Any], Any]:
+        """(row and seconds, frames or None): two returns, so the driver reads the small one only and hands
+        the frames' object ref straight to a model actor."""
+        decoded: DecodedClip = decode_clip_frames(fetched, self.config, self._spec)
         meta = {
             "row": decoded.row,
             "seconds": decoded.seconds,

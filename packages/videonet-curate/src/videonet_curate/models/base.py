@@ -12,50 +12,23 @@ from __future__ import annotations
 import logging
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-from torchvision.transforms import InterpolationMode
 from torchvision.transforms.v2 import functional as TF
 
 from videonet_curate.imagenet import NUM_CLASSES
+from videonet_curate.preprocess import ModelError, PreprocessSpec, resize_frames  # torch-only, re-exported
 
 logger = logging.getLogger(__name__)
 
 PRECISIONS: dict[str, torch.dtype] = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 
 
-class ModelError(RuntimeError):
-    """Base class of the errors raised while building a scorer."""
-
-
 class UnknownModelError(ModelError, ValueError):
     """A ``--model`` spec that names no known model, architecture or pretrained tag."""
-
-
-@dataclass(frozen=True)
-class PreprocessSpec:
-    """How frames become network input: resize the shorter side to ``round(size / crop_pct)`` and
-    centre-crop ``size`` x ``size`` (``resize_mode="shortest"``; ``"squash"`` resizes straight to
-    ``size`` x ``size``), scale to [0, 1], then ``(x - mean) / std`` per channel."""
-
-    size: int
-    crop_pct: float
-    mean: tuple[float, float, float]
-    std: tuple[float, float, float]
-    interpolation: str = "bicubic"
-    resize_mode: str = "shortest"
-
-    def __post_init__(self) -> None:
-        if self.resize_mode not in ("shortest", "squash"):
-            raise ModelError(f"unsupported resize_mode {self.resize_mode!r}: only 'shortest' and 'squash'")
-
-    @property
-    def resize_to(self) -> int:
-        return int(round(self.size / self.crop_pct))
 
 
 def preprocess_frames(
@@ -67,31 +40,11 @@ def preprocess_frames(
 ) -> torch.Tensor:
     """uint8 frames ``(N, H, W, 3)`` RGB -> normalised ``(N, 3, size, size)`` on ``device``.
 
-    The uint8 frames travel to the device first (4x fewer bytes than floats); torchvision resizes
-    the whole batch at once with antialiasing, as PIL does for the single images models were trained on.
+    The uint8 frames travel to the device first (4x fewer bytes than floats), then the whole batch is
+    resized at once with antialiasing (:func:`videonet_curate.preprocess.resize_frames`), as PIL does for
+    the single images models were trained on.
     """
     return normalize_frames(resize_frames(frames, spec, device=device), spec, dtype=dtype)
-
-
-def resize_frames(
-    frames: np.ndarray | torch.Tensor, spec: PreprocessSpec, *, device: torch.device | str = "cpu"
-) -> torch.Tensor:
-    """uint8 frames ``(N, H, W, 3)`` RGB -> uint8 ``(N, 3, size, size)``: the resize and crop of
-    :func:`preprocess_frames` alone, so a decode stage can hand the model frames at its input size."""
-    batch = torch.as_tensor(frames)
-    if batch.ndim == 3:
-        batch = batch[None]
-    if batch.ndim != 4 or batch.shape[-1] != 3 or batch.dtype != torch.uint8:
-        raise ValueError(
-            f"frames must be uint8 RGB of shape (N, H, W, 3), got {tuple(batch.shape)} {batch.dtype}: "
-            "decode with PyAV's frame.to_ndarray(format='rgb24')"
-        )
-    batch = batch.to(device, non_blocking=True).permute(0, 3, 1, 2)
-    mode = InterpolationMode(spec.interpolation)
-    if spec.resize_mode == "squash":
-        return TF.resize(batch, [spec.size, spec.size], interpolation=mode, antialias=True)
-    batch = TF.resize(batch, [spec.resize_to], interpolation=mode, antialias=True)
-    return TF.center_crop(batch, [spec.size, spec.size])
 
 
 def normalize_frames(
