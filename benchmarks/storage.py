@@ -11,7 +11,8 @@ pairs from each, alternating local / S3 rounds so the machine's load hits both a
   s3+prefetch      the frames of a batch fetched together (``__getitems__``): byte ranges less than
                    ``range_reads.MERGE_GAP`` apart coalesced into one GET, the GETs sent concurrently,
                    with pyarrow's C++ S3 client (the default for s3://)
-  s3fs+prefetch    the same requests through fsspec's s3fs (botocore in Python), the client before
+  s3fs+prefetch    the same requests through fsspec's s3fs (botocore in Python)
+  before+prefetch  as before 2026-12-02: s3fs, ranges merged only when less than 256 KiB apart
   s3-no-prefetch   byte-range GETs one frame at a time (what a per-sample dataset would do)
 
 Ratios s3 / local are printed per round and as the median; the goal is >= 0.9 with prefetching. On a small
@@ -83,6 +84,12 @@ class FsspecCache(FrameCache):
     """The same cache read through fsspec's s3fs (botocore in Python) instead of pyarrow's C++ client."""
 
     range_client = "fsspec"
+
+
+class BeforeCache(FsspecCache):
+    """As the cache read object storage before 2026-12-02 (s3fs, ranges merged only when < 256 KiB apart)."""
+
+    merge_gap = 256 * 1024
 
 
 def start_s3() -> tuple[subprocess.Popen, str]:
@@ -289,6 +296,7 @@ def main() -> None:
             tar_bytes = sum(p.stat().st_size for p in files if p.suffix == ".tar")
             local_cache, remote_cache = FrameCache(local), FrameCache("s3://bench/cache", options)
             s3fs_cache = FsspecCache("s3://bench/cache", options)
+            before_cache = BeforeCache("s3://bench/cache", options)
             frames = sum(len(c.times) for c in local_cache.clips)
             print(
                 f"cache: {len(local_cache.clips)} clips, {frames} frames, {tar_bytes / 1e6:.1f} MB of shards;"
@@ -306,6 +314,7 @@ def main() -> None:
                 "local": dataset(CacheFrameSource(local_cache, max_gap_s=MAX_GAP_S)),
                 "s3+prefetch": dataset(CacheFrameSource(remote_cache, max_gap_s=MAX_GAP_S)),
                 "s3fs+prefetch": dataset(CacheFrameSource(s3fs_cache, max_gap_s=MAX_GAP_S)),
+                "before+prefetch": dataset(CacheFrameSource(before_cache, max_gap_s=MAX_GAP_S)),
                 "s3-no-prefetch": dataset(NoPrefetchSource(remote_cache, max_gap_s=MAX_GAP_S)),
             }
             gets, got = requests_per_batch(
@@ -318,6 +327,7 @@ def main() -> None:
             )
             rates: dict[str, list[float]] = {k: [] for k in kinds}
             cpu: dict[str, list[float]] = {k: [] for k in kinds}
+            client_cpu: dict[str, list[float]] = {k: [] for k in kinds}  # without the server's share
             for round_ in range(args.rounds):
                 first_step = round_ * (args.pairs // args.batch)  # fresh samples each round, same for all
                 for kind, data in kinds.items():
@@ -325,7 +335,9 @@ def main() -> None:
                     ours_before = process_cpu_seconds()
                     rates[kind].append(pairs_per_s(data, args.pairs, args.batch, args.workers, first_step))
                     used = cpu_seconds(server.pid) - cpu_before
-                    cpu[kind].append(args.pairs / (process_cpu_seconds() - ours_before + used))
+                    ours = process_cpu_seconds() - ours_before
+                    cpu[kind].append(args.pairs / (ours + used))
+                    client_cpu[kind].append(args.pairs / ours)
                     if kind == "s3+prefetch":
                         wall = time.perf_counter() - wall_before
                         cores = os.cpu_count() or 1
@@ -344,11 +356,21 @@ def main() -> None:
                 "pairs per CPU-second (loader process, its workers and the S3 server together), median: "
                 + ", ".join(f"{k} {statistics.median(v):.1f}" for k, v in cpu.items())
             )
-            for kind in ("s3+prefetch", "s3fs+prefetch", "s3-no-prefetch"):
+            print(
+                "pairs per CPU-second of the loader alone (what a store on another machine leaves), median: "
+                + ", ".join(f"{k} {statistics.median(v):.1f}" for k, v in client_cpu.items())
+            )
+            for kind in ("s3+prefetch", "s3fs+prefetch", "before+prefetch", "s3-no-prefetch"):
                 ratio = statistics.median(s / loc for s, loc in zip(rates[kind], rates["local"], strict=True))
                 goal = " (goal >= 0.9)" if kind == "s3+prefetch" else ""
-                per_cpu = statistics.median(s / loc for s, loc in zip(cpu[kind], cpu["local"], strict=True))
-                print(f"ratio {kind} / local: {ratio:.3f}{goal}; per CPU-second {per_cpu:.3f}")
+                per_cpu, client = (
+                    statistics.median(s / loc for s, loc in zip(c[kind], c["local"], strict=True))
+                    for c in (cpu, client_cpu)
+                )
+                print(
+                    f"ratio {kind} / local: {ratio:.3f}{goal}; per CPU-second {per_cpu:.3f} "
+                    f"(loader alone {client:.3f})"
+                )
     finally:
         server.terminate()
         server.wait()

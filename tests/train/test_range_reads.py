@@ -88,3 +88,12 @@ def test_pyarrow_reads_s3_unless_the_options_need_fsspec(monkeypatch) -> None:
     with pytest.raises(ValueError, match="pyarrow's S3 client cannot express"):
         range_client("s3://b/cache", profile, "pyarrow")
     assert arrow_s3_filesystem("memory://b/cache", endpoint) is None
+
+
+def test_a_pyarrow_without_s3_falls_back_to_fsspec(monkeypatch) -> None:
+    import pyarrow.fs
+
+    monkeypatch.delattr(pyarrow.fs, "S3FileSystem")  # as in a pyarrow built without S3
+    options = StorageOptions(endpoint_url="http://127.0.0.1:9")
+    assert arrow_s3_filesystem("s3://b/cache", options) is None
+    assert isinstance(range_client("s3://b/cache", options), FsspecRanges)

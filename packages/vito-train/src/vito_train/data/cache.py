@@ -14,11 +14,12 @@ it; ``s3://bucket/cache`` works as well as a local directory)::
 The shards are plain tar files that ``tar -tf`` lists and ``webdataset.WebDataset`` iterates (one
 sample per clip with its frames and times). Training does not iterate them: it reads the two frames a
 sample needs at their recorded offsets (one ``pread`` locally; on object storage the byte ranges of a
-whole batch, those a few MB apart coalesced into one GET, fetched concurrently: range_reads.py), so a rank or a loader worker reads only the bytes of its own
-samples, nothing is copied whole to local disk, and sample ``g`` stays a pure function of the seed (the
-exact-resume and any-world-size guarantees of ``distributed.py`` hold unchanged). Every file is written
-under a temporary name and renamed (on object storage: uploaded whole), and a shard's done-marker only
-after its tar and index, so a crash leaves no partial shard visible.
+whole batch, those a few MB apart coalesced into one GET, fetched concurrently: range_reads.py), so a
+rank or a loader worker reads only the bytes of its own samples and the holes between them, nothing is
+copied whole to local disk, and sample ``g`` stays a pure function of the seed (the exact-resume and
+any-world-size guarantees of ``distributed.py`` hold unchanged). Every file is written under a temporary
+name and renamed (on object storage: uploaded whole), and a shard's done-marker only after its tar and
+index, so a crash leaves no partial shard visible.
 
 Caches of format ``vito-frame-cache/1`` (members ``{clip_id}/{frame:06d}.jpg``) are still read.
 """
@@ -42,7 +43,7 @@ from videonet_curate.manifest import atomic_write_table
 from videonet_curate.storage import atomic_path, atomic_write_text
 from videonet_curate.uri import StorageOptions, is_uri, join, read_text, resolve, storage_errors
 from videonet_curate.uri import exists as uri_exists
-from vito_train.data.range_reads import RangeClient, coalesce, range_client
+from vito_train.data.range_reads import MERGE_GAP, RangeClient, coalesce, range_client
 
 log = logging.getLogger(__name__)
 
@@ -263,10 +264,12 @@ class FrameCache:
     DataLoader workers (fork or spawn).
 
     ``range_client`` picks the object-storage client (range_reads.py): "auto" (pyarrow's C++ S3 client
-    when it can express the storage options, else fsspec), "pyarrow" or "fsspec".
+    when it can express the storage options, else fsspec), "pyarrow" or "fsspec"; ``merge_gap`` how far
+    apart two ranges of a shard may lie and still be one GET.
     """
 
     range_client = "auto"
+    merge_gap = MERGE_GAP  # object storage: ranges closer than this in one shard share a GET
 
     def __init__(self, root: str | os.PathLike[str], options: StorageOptions | None = None) -> None:
         self.root = str(root).rstrip("/") if is_uri(root) else Path(root)
@@ -414,7 +417,7 @@ class FrameCache:
             (keys[clip.shard], int(clip.offsets[f]), int(clip.offsets[f]) + int(clip.lengths[f]))
             for clip, f in frames
         ]
-        requests, holder = coalesce(ranges)
+        requests, holder = coalesce(ranges, self.merge_gap)
         with storage_errors(str(self.root), self.options):
             blobs = self._range_client().fetch(requests)
         out = []

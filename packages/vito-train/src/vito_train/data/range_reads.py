@@ -150,7 +150,7 @@ def arrow_s3_filesystem(root: str, options: StorageOptions | None) -> Any | None
         if region:
             kwargs["region"] = region
         return pafs.S3FileSystem(**kwargs)
-    except (ImportError, OSError, ValueError):  # no S3 in this pyarrow build, region lookup refused
+    except (ImportError, AttributeError, OSError, ValueError):  # no S3 in this pyarrow build, region refused
         return None
 
 
