@@ -437,6 +437,6 @@ class FrameCache:
         for fd in self._fds.values():
             os.close(fd)
         self._fds = {}
-        if self._ranges is not None and hasattr(self._ranges, "close"):
+        if self._ranges is not None:
             self._ranges.close()
         self._ranges = None

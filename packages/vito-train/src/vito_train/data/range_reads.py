@@ -77,6 +77,9 @@ class RangeClient(Protocol):
 
     def fetch(self, requests: Sequence[Range]) -> list[bytes | BaseException]: ...
 
+    def close(self) -> None:
+        """Release what the client holds (threads, open objects); it is not used again."""
+
 
 class FsspecRanges:
     """fsspec's concurrent ``cat_ranges`` (s3fs: asyncio GETs): every protocol fsspec knows."""
@@ -89,6 +92,9 @@ class FsspecRanges:
             return []
         paths, starts, ends = (list(column) for column in zip(*requests, strict=True))
         return self.fs.cat_ranges(paths, starts, ends, on_error="return")
+
+    def close(self) -> None:
+        """Nothing to release: fsspec caches its filesystem instances and their connections."""
 
 
 class ArrowS3Ranges:
