@@ -1,12 +1,17 @@
-"""Staged build vs its bound and vs the fused actor, on the CPU, side by side in one run.
+"""Staged build vs its bound and vs the fused actor, on the CPU, side by side in one run, in rounds.
 
 1. Throughput on the sample clips (``--source local``, copied ``--copies`` times): the whole `build`
    against the bound its stages allow on the same cores: the CPU seconds of decoding and of embedding the
    same clips alone, one thread each, summed and divided by the cores Ray has. Goal: build/bound >= 0.9.
-   Today's fused actor (one actor per shard that decodes and embeds in sequence, ``--fused``) is measured
-   the same way. Ray is started once before the builds (its start-up is printed, not charged: a cluster
-   build joins a running Ray); everything else a build does is in its time: actor start-up and model
-   load, labelling, merge, de-duplication, rebalancing, the manifest, embeddings, histogram and summary.
+   The "alone" reference and the build are measured in alternating rounds (alone, staged, alone, staged,
+   ...; ``--rounds``): on a shared or throttled machine the alone CPU seconds themselves move by 10% or more
+   between runs, so every round's figures are printed and build/bound is the median build throughput over
+   the median bound, with the per-round ratios and their spread beside it. Today's fused actor (one actor
+   per shard that decodes and embeds in sequence, ``--fused``) is measured the same way, in the first
+   ``--fused-rounds`` rounds (after that round's staged build). Ray is started once before the builds (its
+   start-up is printed, not charged: a cluster build joins a running Ray); everything else a build does is
+   in its time: actor start-up and model load, labelling, merge, de-duplication, rebalancing, the manifest,
+   embeddings, histogram and summary.
 2. Where the time goes: the CPU seconds of every process of each build (driver, model and decode actors,
    Ray's own daemons; Linux /proc) next to the stages' CPU seconds alone, and the fixed cost of a build: a
    build of the 2 clips of one short video. The default input (6 copies: 162 clips) is large enough that
@@ -16,8 +21,9 @@
    the span from its first call's start to its last call's end. Goal >= 0.8 with ``--fetch-workers``
    high enough, where the fused actor sits idle through every download.
 
-    nice -n 5 python benchmarks/curate_stages.py [--copies 6] [--delay-s 0.5] [--slow-clips 24]
+    nice -n 5 python benchmarks/curate_stages.py [--rounds 2] [--fused-rounds 1] [--copies 6]
 
+About 10 minutes on an idle 2-core machine with the defaults (a round: ~2.5 min alone, ~1.5 min staged).
 Ends with the line ``build/bound X.XX model-busy-under-slow-source Y.YY`` (the staged path's figures).
 """
 
@@ -27,9 +33,12 @@ import argparse
 import os
 import platform
 import shutil
+import statistics
 import sys
 import tempfile
 import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -53,11 +62,15 @@ SMALL = "carphone_pristine.mp4"  # 4 s: the 2-clip build that measures a build's
 SERVED = ("bikes.mp4", "box.mp4", "cockatoo.mp4", "cup.mp4")
 
 
-def parse_args() -> argparse.Namespace:
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     default = Path(os.environ.get("VIDEONET_SAMPLES", Path.home() / ".cache/videonet-curate/samples"))
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--samples", type=Path, default=default / "videos")
     parser.add_argument("--copies", type=int, default=6, help="copies of each sample video (more clips)")
+    parser.add_argument("--rounds", type=int, default=2, help="alternating rounds of alone + staged build")
+    parser.add_argument(
+        "--fused-rounds", type=int, default=1, help="rounds that also build with the fused actor (0: none)"
+    )
     parser.add_argument("--clip-seconds", type=float, default=2.0)
     parser.add_argument("--frames", type=int, default=8)
     parser.add_argument("--batch-frames", type=int, default=32)
@@ -67,9 +80,97 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--delay-s", type=float, default=0.5, help="slow host: wait before every answer")
     parser.add_argument("--slow-clips", type=int, default=24)
     parser.add_argument("--fetch-workers", type=int, default=16)
-    return parser.parse_args()
+    args = parser.parse_args(argv)
+    if args.rounds < 1 or not 0 <= args.fused_rounds <= args.rounds:
+        parser.error(
+            f"--rounds {args.rounds} --fused-rounds {args.fused_rounds}: need 0 <= fused <= rounds >= 1"
+        )
+    return args
 
 
+# -- the figures of a run (pure) -------------------------------------------------------------------------
+@dataclass
+class Build:
+    """One timed build: wall seconds and CPU seconds by process role."""
+
+    seconds: float
+    cpu: dict[str, float]
+
+    @property
+    def cpu_total(self) -> float:
+        return sum(self.cpu.values())
+
+
+@dataclass
+class Round:
+    """One round: the stages alone (CPU and wall seconds), then the staged build (and maybe the fused)."""
+
+    load: float  # 1-minute load average at the round's start
+    decode_s: float
+    embed_s: float
+    alone_wall: float
+    staged: Build
+    fused: Build | None = None
+
+    @property
+    def alone_s(self) -> float:
+        return self.decode_s + self.embed_s
+
+
+def bound_rate(clips: int, alone_cpu_s: float, cores: int) -> float:
+    """Clips per second the stages allow on ``cores`` cores: their CPU seconds alone spread over them."""
+    return clips / (alone_cpu_s / cores)
+
+
+@dataclass
+class Summary:
+    """Medians over the rounds (and each figure's per-round values, for the spread)."""
+
+    bounds: list[float]  # clips/s per round
+    staged_rates: list[float]
+    fused_rates: list[float] = field(default_factory=list)
+
+    @property
+    def bound(self) -> float:
+        return statistics.median(self.bounds)
+
+    @property
+    def ratio(self) -> float:
+        """build/bound: the median build throughput over the median bound."""
+        return statistics.median(self.staged_rates) / self.bound
+
+    @property
+    def round_ratios(self) -> list[float]:
+        return [rate / bound for rate, bound in zip(self.staged_rates, self.bounds, strict=True)]
+
+    @property
+    def fused_ratio(self) -> float | None:
+        return statistics.median(self.fused_rates) / self.bound if self.fused_rates else None
+
+
+def summarize(rounds: Sequence[Round], clips: int, cores: int) -> Summary:
+    return Summary(
+        bounds=[bound_rate(clips, r.alone_s, cores) for r in rounds],
+        staged_rates=[clips / r.staged.seconds for r in rounds],
+        fused_rates=[clips / r.fused.seconds for r in rounds if r.fused is not None],
+    )
+
+
+def spread(values: Sequence[float], fmt: str = ".2f") -> str:
+    """``median (min-max)`` of ``values``."""
+    return f"{statistics.median(values):{fmt}} ({min(values):{fmt}}-{max(values):{fmt}})"
+
+
+def median_by_role(builds: Sequence[Build]) -> dict[str, float]:
+    roles = {role for b in builds for role in b.cpu}
+    return {role: statistics.median(b.cpu.get(role, 0.0) for b in builds) for role in roles}
+
+
+def cpu_parts(cpu: dict[str, float]) -> str:
+    return ", ".join(f"{role} {s:.1f}" for role, s in sorted(cpu.items(), key=lambda kv: -kv[1]))
+
+
+# -- the measurements --------------------------------------------------------------------------------------
 def cpu_seconds(fn) -> tuple[object, float, float]:
     """(value, CPU seconds, wall seconds) of ``fn()``."""
     started, wall = time.process_time(), time.perf_counter()
@@ -77,55 +178,62 @@ def cpu_seconds(fn) -> tuple[object, float, float]:
     return value, time.process_time() - started, time.perf_counter() - wall
 
 
-def stage_bound(candidates: list[dict], config: LabelingConfig) -> tuple[float, float, float]:
-    """CPU seconds of decoding every clip, then of embedding and scoring them, one thread, in this process;
-    and the wall seconds of both (on a loaded machine they wait for a core, as the build does)."""
-    import torch
+class Alone:
+    """The stages alone, one thread, in this process: the model loaded once (its load is not timed, as a
+    build's is), then per call the CPU seconds of decoding every clip and of embedding and scoring them."""
 
-    torch.set_num_threads(1)
-    config = LabelingConfig(**{**config.__dict__, "threads": 1})  # one decoder thread, one torch thread
-    model = ClipModel(config)
-    model.score([({"clip_id": "warm"}, decode_frames(candidates[0], config, model))])  # warm-up
-    decoded, decode_s, decode_wall = cpu_seconds(
-        lambda: [decode_frames(c, config, model) for c in candidates]
-    )
-    batches, batch = [], []
-    for frames in decoded:
-        batch.append(({"clip_id": "x"}, frames))
-        if sum(len(f) for _, f in batch) >= config.batch_frames:
-            batches.append(batch)
-            batch = []
-    batches.append(batch)
-    _, embed_s, embed_wall = cpu_seconds(lambda: [model.score(b) for b in batches if b])
-    return decode_s, embed_s, decode_wall + embed_wall
+    def __init__(self, config: LabelingConfig) -> None:
+        import torch
+
+        torch.set_num_threads(1)
+        self.config = LabelingConfig(**{**config.__dict__, "threads": 1})  # one decoder, one torch thread
+        self.model = ClipModel(self.config)
+
+    def decode(self, candidate: dict):
+        fetched = fetch_clip(candidate, "/", None)
+        return decode_clip_frames(fetched, self.config, self.model.preprocess_spec).frames
+
+    def measure(self, candidates: list[dict]) -> tuple[float, float, float]:
+        """(decode CPU s, embed+score CPU s, wall s of both: on a loaded machine they wait for a core)."""
+        self.model.score([({"clip_id": "warm"}, self.decode(candidates[0]))])  # warm-up
+        decoded, decode_s, decode_wall = cpu_seconds(lambda: [self.decode(c) for c in candidates])
+        batches, batch = [], []
+        for frames in decoded:
+            batch.append(({"clip_id": "x"}, frames))
+            if sum(len(f) for _, f in batch) >= self.config.batch_frames:
+                batches.append(batch)
+                batch = []
+        batches.append(batch)
+        _, embed_s, embed_wall = cpu_seconds(lambda: [self.model.score(b) for b in batches if b])
+        return decode_s, embed_s, decode_wall + embed_wall
 
 
-def decode_frames(candidate: dict, config: LabelingConfig, model: ClipModel):
-    fetched = fetch_clip(candidate, "/", None)
-    return decode_clip_frames(fetched, config, model.preprocess_spec).frames
-
-
-def timed_build(options: BuildOptions) -> tuple[float, int, dict[str, float]]:
-    """(wall seconds, rows, CPU seconds by process role) of one whole build."""
+def timed_build(options: BuildOptions) -> tuple[Build, int]:
+    """(the build's wall and CPU seconds by process role, rows) of one whole build."""
     with TreeCPU() as cpu:
         started = time.perf_counter()
         report = build(options)
         seconds = time.perf_counter() - started
-    return seconds, report.summary["rows"], dict(cpu.by_role())
+    return Build(seconds, dict(cpu.by_role())), report.summary["rows"]
 
 
 def busy_fraction(busy_s: float, window: tuple[float, float] | None) -> float:
     return busy_s / (window[1] - window[0]) if window and window[1] > window[0] else 0.0
 
 
-def main() -> int:
-    args = parse_args()
+def load_now() -> float:
+    return os.getloadavg()[0]
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     from videonet_curate.build_cli import _default_threads
 
     threads = args.threads or _default_threads(1)
     config = LabelingConfig(frames_per_clip=args.frames, batch_frames=args.batch_frames, threads=threads)
+    fused_config = LabelingConfig(**{**config.__dict__, "threads": args.cores})  # one forward, every core
     root = Path(tempfile.mkdtemp(prefix="curate-stages-"))
     try:
         inputs = root / "in"
@@ -137,21 +245,15 @@ def main() -> int:
         clips = len(candidates)
         print(
             f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
-            f"Ray gets {args.cores}"
+            f"Ray gets {args.cores}; load average at the start "
+            f"{' '.join(f'{x:.1f}' for x in os.getloadavg())}"
         )
         print(
-            f"{clips} clips of <= {args.clip_seconds:g} s, {args.frames} frames each, "
-            f"batch {args.batch_frames}"
+            f"{clips} clips of <= {args.clip_seconds:g} s, {args.frames} frames each, batch "
+            f"{args.batch_frames}; {args.rounds} rounds of alone + staged, the fused build in the first "
+            f"{args.fused_rounds}"
         )
-        decode_s, embed_s, alone_wall = stage_bound(candidates, config)
-        bound = clips / ((decode_s + embed_s) / args.cores)
-        wall_bound = clips / (alone_wall / args.cores)
-        print(
-            f"alone, one thread: decode {decode_s:.1f} CPU s, embed+score {embed_s:.1f} CPU s "
-            f"-> bound {bound:.2f} clips/s on {args.cores} cores; by wall time (same load) "
-            f"{alone_wall:.1f} s -> {wall_bound:.2f} clips/s"
-        )
-
+        alone = Alone(config)
         started = time.perf_counter()
         init_ray(num_cpus=args.cores)
         print(f"Ray start-up: {time.perf_counter() - started:.1f} s (once, before the builds; not charged)")
@@ -160,55 +262,45 @@ def main() -> int:
         small = root / "small"
         small.mkdir()
         shutil.copy(args.samples / SMALL, small / SMALL)
-        fixed_s, fixed_rows, _ = timed_build(
+        fixed, fixed_rows = timed_build(
             BuildOptions(out_dir=root / "fixed", input_path=small, labeling=config, stages=stages, **base)
         )
         base["input_path"] = inputs
-        staged_s, rows, staged_cpu = timed_build(
-            BuildOptions(out_dir=root / "staged", labeling=config, stages=stages, **base)
-        )
-        fused_config = LabelingConfig(**{**config.__dict__, "threads": args.cores})  # one forward, every core
-        fused_s, _, fused_cpu = timed_build(
-            BuildOptions(
-                out_dir=root / "fused", labeling=fused_config, stages=StageOptions(fused=True), **base
+
+        rounds: list[Round] = []
+        for index in range(args.rounds):
+            load = load_now()
+            decode_s, embed_s, alone_wall = alone.measure(candidates)
+            out = root / f"round{index}"
+            staged, rows = timed_build(
+                BuildOptions(out_dir=out / "staged", labeling=config, stages=stages, **base)
             )
-        )
-        staged_ratio, fused_ratio = clips / staged_s / bound, clips / fused_s / bound
-        print(f"{'path':<8}{'seconds':>9}{'clips/s':>9}{'of bound':>10}{'of wall bound':>15}")
-        for name, seconds, ratio in (("staged", staged_s, staged_ratio), ("fused", fused_s, fused_ratio)):
-            rate = clips / seconds
-            print(f"{name:<8}{seconds:>9.1f}{rate:>9.2f}{ratio:>10.2f}{rate / wall_bound:>15.2f}")
-        assert rows == clips, (rows, clips)
-        print(
-            f"fixed cost of a staged build: {fixed_s:.1f} s for {fixed_rows} clips of one short video "
-            f"({fixed_s / staged_s:.0%} of the staged build above)"
-        )
-        print(
-            f"CPU seconds inside each build, by process (alone: decode {decode_s:.1f} + embed {embed_s:.1f}):"
-        )
-        for name, by_role in (("staged", staged_cpu), ("fused", fused_cpu)):
-            total = sum(by_role.values())
-            parts = ", ".join(
-                f"{role} {cpu:.1f}" for role, cpu in sorted(by_role.items(), key=lambda kv: -kv[1])
-            )
-            print(
-                f"  {name}: {parts}; total {total:.1f} = {total / (decode_s + embed_s):.2f}x the stages alone"
-            )
-            # on a shared machine a build gets a share of the cores; its CPU seconds say what the
-            # orchestration costs whatever that share (1.0: nothing beyond the stages' own work)
-            print(
-                f"  {name}: the stages' CPU alone / the build's CPU {(decode_s + embed_s) / total:.2f}; "
-                f"cores the build got on average {total / (staged_s if name == 'staged' else fused_s):.2f}"
-            )
-        print(f"load average {' '.join(f'{x:.1f}' for x in os.getloadavg())}")
+            assert rows == clips, (rows, clips)
+            fused = None
+            if index < args.fused_rounds:
+                fused, rows = timed_build(
+                    BuildOptions(
+                        out_dir=out / "fused", labeling=fused_config, stages=StageOptions(fused=True), **base
+                    )
+                )
+                assert rows == clips, (rows, clips)
+            shutil.rmtree(out, ignore_errors=True)
+            rounds.append(Round(load, decode_s, embed_s, alone_wall, staged, fused))
+            print_round(index, args, clips, rounds[-1])
+        summary = summarize(rounds, clips, args.cores)
+        print_summary(args, clips, rounds, summary, fixed, fixed_rows)
 
         staged_busy, fused_busy = slow_source(args, config, fused_config, root)
         print(
             f"slow source ({args.delay_s:g} s per request, {args.slow_clips} clips): model busy "
             f"staged {staged_busy:.2f} (--fetch-workers {args.fetch_workers}), fused {fused_busy:.2f}"
         )
-        print(f"fused: build/bound {fused_ratio:.2f} model-busy-under-slow-source {fused_busy:.2f}")
-        print(f"build/bound {staged_ratio:.2f} model-busy-under-slow-source {staged_busy:.2f}")
+        print(f"load average at the end {' '.join(f'{x:.1f}' for x in os.getloadavg())}")
+        if summary.fused_ratio is not None:
+            print(
+                f"fused: build/bound {summary.fused_ratio:.2f} model-busy-under-slow-source {fused_busy:.2f}"
+            )
+        print(f"build/bound {summary.ratio:.2f} model-busy-under-slow-source {staged_busy:.2f}")
     finally:
         import ray
 
@@ -216,6 +308,65 @@ def main() -> int:
             ray.shutdown()
         shutil.rmtree(root, ignore_errors=True)
     return 0
+
+
+def print_round(index: int, args: argparse.Namespace, clips: int, r: Round) -> None:
+    bound = bound_rate(clips, r.alone_s, args.cores)
+    print(
+        f"round {index + 1}/{args.rounds} (load {r.load:.1f} at its start): alone decode {r.decode_s:.1f} + "
+        f"embed+score {r.embed_s:.1f} CPU s -> bound {bound:.2f} clips/s (by wall time "
+        f"{clips / (r.alone_wall / args.cores):.2f})"
+    )
+    for name, b in (("staged", r.staged), ("fused", r.fused)):
+        if b is None:
+            continue
+        print(
+            f"  {name} {b.seconds:.1f} s = {clips / b.seconds:.2f} clips/s = {clips / b.seconds / bound:.2f} "
+            f"of the round's bound; CPU s {cpu_parts(b.cpu)}; total {b.cpu_total:.1f} = "
+            f"{b.cpu_total / r.alone_s:.2f}x the stages alone, {b.cpu_total / b.seconds:.2f} cores on average"
+        )
+
+
+def print_summary(
+    args: argparse.Namespace,
+    clips: int,
+    rounds: Sequence[Round],
+    summary: Summary,
+    fixed: Build,
+    fixed_rows: int,
+) -> None:
+    staged_s = [r.staged.seconds for r in rounds]
+    print(f"medians over {len(rounds)} rounds, (min-max):")
+    print(
+        f"  alone: decode {spread([r.decode_s for r in rounds], '.1f')} + embed+score "
+        f"{spread([r.embed_s for r in rounds], '.1f')} CPU s -> bound {spread(summary.bounds)} clips/s"
+    )
+    print(
+        f"  staged: {spread(staged_s, '.1f')} s = {spread(summary.staged_rates)} clips/s; build/bound "
+        f"{summary.ratio:.2f} (median rate / median bound); per round "
+        f"{', '.join(f'{x:.2f}' for x in summary.round_ratios)}, median of those "
+        f"{statistics.median(summary.round_ratios):.2f}"
+    )
+    staged_builds = [r.staged for r in rounds]
+    alone_s = statistics.median(r.alone_s for r in rounds)
+    total = statistics.median(b.cpu_total for b in staged_builds)
+    print(
+        f"  staged CPU s by process: {cpu_parts(median_by_role(staged_builds))}; total {total:.1f} = "
+        f"{total / alone_s:.2f}x the stages alone ({alone_s:.1f})"
+    )
+    fused_builds = [r.fused for r in rounds if r.fused is not None]
+    if fused_builds:
+        fused_s = [b.seconds for b in fused_builds]
+        print(
+            f"  fused (measured in {len(fused_builds)} of the {len(rounds)} rounds): "
+            f"{spread(fused_s, '.1f')} s = {spread(summary.fused_rates)} clips/s = "
+            f"{summary.fused_ratio:.2f} of the median bound; CPU s "
+            f"{cpu_parts(median_by_role(fused_builds))}"
+        )
+    print(
+        f"fixed cost of a staged build: {fixed.seconds:.1f} s for {fixed_rows} clips of one short video "
+        f"({fixed.seconds / statistics.median(staged_s):.0%} of the median staged build above)"
+    )
 
 
 def slow_source(
