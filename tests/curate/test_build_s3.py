@@ -200,7 +200,10 @@ def test_bad_s3_arguments_exit_2_before_anything_is_written(s3_bucket) -> None:
             *s3_bucket.option_args,
         ],
     )
-    assert mirror.exit_code == 2 and "--mirror" in mirror.output, mirror.output
+    # an empty prefix (a typo, or the wrong endpoint) is bad input, before anything is written
+    assert mirror.exit_code == 2 and f"--mirror {s3_bucket.uri('m')} holds no objects" in mirror.output, (
+        mirror.output
+    )
     assert s3_bucket.keys() == []
 
 
