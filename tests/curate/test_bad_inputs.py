@@ -286,13 +286,14 @@ def test_option_errors_are_exit_2(root: Path) -> None:
 
 
 def test_build_refuses_uris_instead_of_making_a_directory_named_s3(root: Path, monkeypatch) -> None:
-    """Only --out and a local source's --input take URIs (test_build_s3.py); elsewhere a URI is refused."""
+    """Only --out, --mirror and a local source's --input take URIs (test_build_s3.py,
+    test_kinetics_mirror_s3.py); elsewhere a URI is refused."""
     monkeypatch.chdir(root)  # where a URI folded into a relative path would land
     out = str(root / "out")
     cases = [
         (
             ["--source", "urls", "--input", "s3://bucket/urls.csv", "--out", out],
-            "--input s3://bucket/urls.csv: --input takes a local path",
+            "--input s3://bucket/urls.csv: --input of --source urls takes a local path",
         ),
     ]
     for args, names in cases:

@@ -178,6 +178,77 @@ def test_a_live_lock_refuses_a_second_build_and_a_stale_one_is_taken_over(s3_buc
         assert s3_bucket.keys() == []
 
 
+def test_a_build_whose_lock_is_taken_over_stops_with_130_and_writes_nothing(
+    s3_bucket, sample_videos: Path, tmp_path: Path, monkeypatch, caplog
+) -> None:
+    """A build on node-a stalls (here: held before its first step) past the stale age; a build on
+    node-b takes its lock over. node-a's next heartbeat finds its ETag gone: the build is interrupted
+    (exit 130) before it writes anything, and leaves node-b's lock alone."""
+    import threading
+    import types
+
+    from videonet_curate import build as build_module
+    from videonet_curate import objlock
+    from videonet_curate.outlock import OutputLocked
+    from videonet_curate.uri import using_options
+
+    if threading.current_thread() is not threading.main_thread():
+        pytest.skip("_thread.interrupt_main reaches the main thread only")
+    host = ["node-a"]
+    monkeypatch.setattr(objlock, "socket", types.SimpleNamespace(gethostname=lambda: host[0]))
+    monkeypatch.setattr(objlock, "HEARTBEAT_S", 0.2)
+    holding, taken, release = threading.Event(), threading.Event(), threading.Event()
+    real_build_locked = build_module._build_locked
+
+    def stalled_build_locked(*args, **kwargs):
+        holding.set()
+        deadline = time.monotonic() + 10  # < objlock's own 15 s beat: only the shortened one can stop it
+        while time.monotonic() < deadline:  # short sleeps: the interruption lands between them
+            time.sleep(0.05)
+        return real_build_locked(*args, **kwargs)  # never reached unless the lock loss went unnoticed
+
+    monkeypatch.setattr(build_module, "_build_locked", stalled_build_locked)
+    uri = s3_bucket.uri("run", ".lock")
+
+    def node_b() -> None:
+        assert holding.wait(60)
+        host[0] = "node-b"
+        with using_options(s3_bucket.options()):
+            # stale_s < 0: node-a's lock counts as abandoned at once (a real one waits for 90 s)
+            with objlock.object_lock(uri, OutputLocked, flag_value="OUT", stale_s=-5.0):
+                taken.set()
+                release.wait(60)
+
+    taker = threading.Thread(target=node_b, daemon=True)
+    taker.start()
+    media = tmp_path / "media"
+    media.mkdir()
+    (media / "realshort.mp4").symlink_to(sample_videos / "realshort.mp4")
+    try:
+        result = CliRunner().invoke(
+            app,
+            [
+                "build",
+                "--input",
+                str(media),
+                "--out",
+                s3_bucket.uri("run"),
+                "--no-ray",
+                *s3_bucket.option_args,
+            ],
+        )
+        assert taken.is_set() and result.exit_code == 130, result.output
+        assert "took this build's lock over" in caplog.text
+        assert s3_bucket.keys() == ["run/.lock"]  # no shard, no manifest: nothing mixed
+        with using_options(s3_bucket.options()):
+            record, _etag, _age = objlock._S3Lock(uri).read()
+        assert record["host"] == "node-b"  # the lost build did not delete the new holder's lock
+    finally:
+        release.set()
+        taker.join(30)
+    assert s3_bucket.keys() == []  # node-b released it
+
+
 def test_bad_s3_arguments_exit_2_before_anything_is_written(s3_bucket) -> None:
     runner = CliRunner()
     missing = runner.invoke(
@@ -200,7 +271,10 @@ def test_bad_s3_arguments_exit_2_before_anything_is_written(s3_bucket) -> None:
             *s3_bucket.option_args,
         ],
     )
-    assert mirror.exit_code == 2 and "--mirror" in mirror.output, mirror.output
+    # an empty prefix (a typo, or the wrong endpoint) is bad input, before anything is written
+    assert mirror.exit_code == 2 and f"--mirror {s3_bucket.uri('m')} holds no objects" in mirror.output, (
+        mirror.output
+    )
     assert s3_bucket.keys() == []
 
 

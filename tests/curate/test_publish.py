@@ -166,3 +166,22 @@ def test_published_files_follow_the_umask(tmp_path: Path) -> None:
     assert result.directory.stat().st_mode & 0o777 == 0o775
     for path in result.directory.rglob("*"):
         assert path.stat().st_mode & 0o777 == (0o775 if path.is_dir() else 0o664), path
+
+
+def test_publish_and_verify_take_file_uris(published: Path, tmp_path: Path, monkeypatch) -> None:
+    """file:///abs/dir is the local directory: never a relative directory named "file:"."""
+    monkeypatch.chdir(tmp_path)  # where a URI folded into a relative path would land
+    runner = CliRunner()
+    build_dir = write_build_output(tmp_path / "out")
+    to = tmp_path / "dataset"
+    done = runner.invoke(app, ["publish", f"file://{build_dir}", "--to", f"file://{to}"])
+    assert done.exit_code == 0, done.output
+    assert (to / CHECKSUMS_FILENAME).is_file() and not (tmp_path / "file:").exists()
+    verify_published(to)
+    ok = runner.invoke(app, ["verify", f"file://{published}"])
+    assert ok.exit_code == 0 and "verifies" in ok.output, ok.output
+    (to / "manifest.parquet").write_bytes(b"tampered")
+    bad = runner.invoke(app, ["verify", f"file://{to}"])
+    assert bad.exit_code == 1 and "manifest.parquet" in bad.output, bad.output
+    missing = runner.invoke(app, ["verify", f"file://{tmp_path}/absent"])
+    assert missing.exit_code == 2 and "is not a directory" in missing.output, missing.output

@@ -3,10 +3,10 @@
 The CLI parses arguments into :class:`BuildOptions` and calls :func:`build`; everything a user sees at
 the end (manifest, embeddings, class histogram, summary) is written here, atomically.
 
-OUT (and a local source's --input) may be a URI (``s3://bucket/run``): every file then goes through the
-storage layer (uri.py, storage.py) and the lock is an object (objlock.py). With ``--address`` a local
-OUT, --input or --mirror must be a mount that every node of the cluster sees at the same path: checked
-here by a task on each node (cluster_paths.py).
+OUT (and a local source's --input, a Kinetics --mirror) may be a URI (``s3://bucket/run``): every file
+then goes through the storage layer (uri.py, storage.py) and the lock is an object (objlock.py). With
+``--address`` a local OUT, --input or --mirror must be a mount that every node of the cluster sees at the
+same path: checked here by a task on each node (cluster_paths.py).
 """
 
 from __future__ import annotations
@@ -118,22 +118,20 @@ def check_output_uri(out: str) -> None:
 
 
 def check_paths(options: BuildOptions) -> None:
-    """Which options take URIs: --out, and --input of --source local; --mirror and the list files of the
-    network sources are local (on a cluster: a mount every node sees). A URI given to a local-only option
-    is refused rather than becoming a local directory named ``s3:``."""
+    """Which options take URIs: --out, --input of --source local and --mirror; the list files of the
+    network sources (--annotations, a --source urls list) are local (on a cluster: a mount every node
+    sees). A URI given to a local-only option is refused rather than becoming a local directory named
+    ``s3:``."""
     from videonet_curate.uri import looks_like_uri
 
-    mirror = options.source_options.fetch.mirror_dir
-    local_only = [("--mirror", mirror)]
-    if options.source != "local":
-        local_only.append(("--input", options.input_path))
-    for flag, value in local_only:
-        if value is not None and looks_like_uri(value):
-            written = re.sub(r"^([A-Za-z][A-Za-z0-9+.-]+):/(?!/)", r"\1://", os.fspath(value))
-            raise BuildInputError(
-                f"{flag} {written}: {flag} takes a local path (on a cluster: a mount every node sees at the "
-                "same path); only --out, and --input of --source local, take URIs"
-            )
+    value = options.input_path
+    if options.source != "local" and value is not None and looks_like_uri(value):
+        written = re.sub(r"^([A-Za-z][A-Za-z0-9+.-]+):/(?!/)", r"\1://", os.fspath(value))
+        raise BuildInputError(
+            f"--input {written}: --input of --source {options.source} takes a local path (on a cluster: a "
+            "mount every node sees at the same path); only --out, --mirror and --input of --source local "
+            "take URIs"
+        )
 
 
 def check_ray_address(address: str | None, timeout_s: float = 3.0) -> None:

@@ -159,8 +159,11 @@ def build_command(
     split: str = typer.Option(None, "--split", help="kinetics: keep rows of this split (train, val, test)."),
     classes: str = typer.Option(None, "--classes", help="kinetics: keep these labels (comma-separated)."),
     limit: int = typer.Option(None, "--limit", min=1, help="kinetics/urls: only the first N selected rows."),
-    mirror: Path = typer.Option(
-        None, "--mirror", help="kinetics: local copy {youtube_id}_{start:06d}_{end:06d}.mp4 (no network)."
+    mirror: str = typer.Option(
+        None,
+        "--mirror",
+        help="kinetics: a copy {youtube_id}_{start:06d}_{end:06d}.mp4, a directory or a URI prefix "
+        "(s3://bucket/kinetics); no downloads.",
     ),
     url_template: str = typer.Option(
         None, "--url-template", help="kinetics: HTTP mirror, e.g. http://host/{youtube_id}.mp4."
@@ -219,7 +222,7 @@ def build_command(
         resolved_device = _resolve_device(device, address)
         try:  # the fetch options, typed once here and carried by the source options into the source
             fetch = FetchOptions(
-                mirror_dir=mirror,
+                mirror_dir=location(mirror) if mirror is not None else None,
                 url_template=url_template,
                 min_height=min_height,
                 max_retries=max_retries,

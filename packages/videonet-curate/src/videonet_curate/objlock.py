@@ -178,9 +178,10 @@ def object_lock(
 
 
 class _Heartbeat(threading.Thread):
-    def __init__(self, lock: _S3Lock, body: bytes, etag: str, every_s: float = HEARTBEAT_S) -> None:
+    def __init__(self, lock: _S3Lock, body: bytes, etag: str, every_s: float | None = None) -> None:
         super().__init__(name="videonet-lock-heartbeat", daemon=True)
-        self.lock, self.body, self.etag, self.every_s = lock, body, etag, every_s
+        self.lock, self.body, self.etag = lock, body, etag
+        self.every_s = HEARTBEAT_S if every_s is None else every_s  # read when taken: tests shorten it
         self.lost = False
         self._stop_event = threading.Event()
         self._guard = threading.Lock()

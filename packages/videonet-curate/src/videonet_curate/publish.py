@@ -47,6 +47,7 @@ from videonet_curate.uri import (
     is_uri,
     join,
     list_files,
+    location,
     remove,
     upload_file,
 )
@@ -107,7 +108,9 @@ def publish(
     options: StorageOptions | None = None,
 ) -> PublishResult:
     """Publish the manifest in ``out_dir`` as a self-describing, checksummed directory ``to_dir``
-    (either may be a URI; ``options`` say how to reach object storage)."""
+    (either may be a URI, ``file:///abs/dir`` being a local path; ``options`` say how to reach object
+    storage)."""
+    out_dir, to_dir = location(out_dir), location(to_dir)  # file:// would become a directory "file:"
     with tempfile.TemporaryDirectory(prefix="videonet-publish-") as scratch:
         manifest_path, build_dir = _local_manifest(out_dir, Path(scratch), with_embeddings, options)
         if is_uri(to_dir) or is_uri(out_dir):
@@ -322,7 +325,7 @@ def verify_published(directory: str | os.PathLike[str], options: StorageOptions 
     if is_uri(directory):
         _verify_uri(str(directory).rstrip("/"), options)
         return
-    directory = Path(directory)
+    directory = Path(location(directory))  # a plain path, or file:///abs/dir
     if not directory.is_dir():
         raise PublishedDatasetError(directory, "not a directory")
     entries = read_checksums(directory)

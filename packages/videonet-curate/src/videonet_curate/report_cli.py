@@ -13,7 +13,7 @@ from videonet_curate.manifest import ManifestError
 from videonet_curate.publish import PublishedDatasetError, PublishError, publish, verify_published
 from videonet_curate.report import write_report
 from videonet_curate.targets import TargetError
-from videonet_curate.uri import StorageError, StorageOptionError, StorageOptions, is_uri
+from videonet_curate.uri import StorageError, StorageOptionError, StorageOptions, is_uri, local_path
 
 STORAGE_OPTION_HELP = (
     "key=value for object storage, repeatable: endpoint_url=http://HOST:PORT, region=..., anon=true, "
@@ -57,10 +57,13 @@ def report_command(
 @guarded
 def publish_command(
     out: str = typer.Argument(
-        ..., help="A build output directory (or URI, e.g. s3://bucket/run) holding manifest.parquet."
+        ...,
+        help="A build output directory (or URI: s3://bucket/run, file:///abs/run) holding manifest.parquet.",
     ),
     to: str = typer.Option(
-        ..., "--to", help="The directory or URI (s3://bucket/dataset) to publish into (new or empty)."
+        ...,
+        "--to",
+        help="The directory or URI (s3://bucket/dataset, file:///abs/dir) to publish into (new or empty).",
     ),
     with_embeddings: bool = typer.Option(False, "--with-embeddings", help="Also publish embeddings.parquet."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace a non-empty --to directory."),
@@ -91,14 +94,15 @@ def publish_command(
 @guarded
 def verify_command(
     directory: str = typer.Argument(
-        ..., help="A directory (or URI, e.g. s3://bucket/dataset) written by `videonet-curate publish`."
+        ...,
+        help="A directory (or URI: s3://bucket/dataset, file:///abs/dir) written by `publish`.",
     ),
     storage_option: list[str] = typer.Option([], "--storage-option", help=STORAGE_OPTION_HELP),
     verbose: bool = typer.Option(False, "--verbose", "-v", help="Log more; print traces of internal errors."),
 ) -> None:
     """Check checksums and schema of a published dataset; exit 1 naming the file on any mismatch."""
     _logging(verbose)
-    if not is_uri(directory) and not Path(directory).is_dir():
+    if not is_uri(directory) and not Path(local_path(directory)).is_dir():
         error_line(f"{directory} is not a directory; pass a directory written by `videonet-curate publish`")
         raise typer.Exit(EXIT_BAD_INPUT)
     try:

@@ -29,6 +29,7 @@ from videonet_curate.fetch.taxonomy import Failure, FetchFailed
 from videonet_curate.fetch.validate import check_min_duration, decode_clip, shortfall_note
 from videonet_curate.fetch.ytdlp import download
 from videonet_curate.safepath import contained, glob_literal, is_safe_name, printable
+from videonet_curate.uri import basename, location
 from videonet_curate.video import VideoScan
 
 log = logging.getLogger(__name__)
@@ -41,7 +42,7 @@ PARTIAL_DIRNAME = ".partial"  # downloads in progress, under clips_dir; never a 
 class Materialized:
     """What became of one candidate's bytes. ``start_s``/``end_s`` are times within ``path``."""
 
-    path: Path | None
+    path: Path | str | None  # a URI for a clip read in place from a mirror in object storage
     start_s: float
     end_s: float
     status: str  # mf.STATUS_KEPT (bytes ready), mf.STATUS_FAILED or mf.STATUS_MISSING
@@ -141,7 +142,7 @@ def _result(
 
 
 @lru_cache(maxsize=4)
-def _cached_mirror_index(root: str) -> dict[str, Path]:
+def _cached_mirror_index(root: str) -> dict[str, Path | str]:
     return index_mirror(root)
 
 
@@ -152,10 +153,10 @@ def _from_mirror(candidate: Mapping[str, Any], opts: FetchOptions) -> Materializ
     if path is None:
         failure = Failure("missing_from_mirror", f"{candidate['clip_id']} is not under {opts.mirror_dir}")
         return _result(candidate, path=None, clip=None, failure=failure, attempts=0, status=mf.STATUS_MISSING)
-    path = Path(path)
+    path = location(path)  # a URI stays one: the clip is read from the store, never copied
     try:
         clip = decode_clip(path)
-        check_min_duration(clip, opts.min_clip_seconds, path.name)
+        check_min_duration(clip, opts.min_clip_seconds, basename(path))
     except FetchFailed as exc:
         return _result(candidate, path=None, clip=None, failure=exc.failure, attempts=1)
     # mirror files are used in place: they already are the segment (or what the source video held of it)

@@ -7,6 +7,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from videonet_curate.uri import is_uri
+
 
 class FetchConfigError(ValueError):
     """A fetch option that cannot be used as given (the message names the option and the fix)."""
@@ -85,7 +87,8 @@ def parse_ytdlp_options(pairs: Iterable[str]) -> dict[str, Any]:
 class FetchOptions:
     """How candidates become local files. Picklable: it travels to Ray workers."""
 
-    mirror_dir: Path | None = None  # local Kinetics copy; no network when set
+    # Kinetics copy, a local directory or a URI prefix (s3://bucket/kinetics); no downloads when set
+    mirror_dir: Path | str | None = None
     url_template: str | None = None  # e.g. http://host/{youtube_id}.mp4 (full videos) or .../{clip_id}.mp4
     min_height: int = 360  # smallest format at or above this height
     max_retries: int = 3  # extra attempts for transient failures
@@ -120,8 +123,12 @@ class FetchOptions:
             )
         if self.cookies is not None and not Path(self.cookies).is_file():
             raise FetchConfigError(f"--cookies {self.cookies}: no such file (a Netscape cookies.txt)")
-        if self.mirror_dir is not None and not Path(self.mirror_dir).is_dir():
-            raise FetchConfigError(f"--mirror {self.mirror_dir}: not a directory")
+        # a URI is checked by the build once the storage options are known (RemoteSource.check)
+        if self.mirror_dir is not None and not is_uri(self.mirror_dir) and not Path(self.mirror_dir).is_dir():
+            raise FetchConfigError(
+                f"--mirror {self.mirror_dir}: not a directory; pass the directory (or URI prefix, "
+                "s3://bucket/kinetics) that holds the {youtube_id}_{start:06d}_{end:06d}.mp4 files"
+            )
         # a second line of defence for options that did not come through parse_ytdlp_options
         bad = set(self.ytdlp_options) - set(YTDLP_OPTION_ALLOWLIST)
         if bad:

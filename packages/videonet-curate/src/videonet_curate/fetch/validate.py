@@ -12,6 +12,7 @@ import logging
 from pathlib import Path
 
 from videonet_curate.fetch.taxonomy import Failure, FetchFailed
+from videonet_curate.uri import StorageError, basename, is_uri, resolve, storage_errors
 from videonet_curate.video import VideoError, VideoScan, scan_video
 
 log = logging.getLogger(__name__)
@@ -26,19 +27,39 @@ def _looks_like_text(head: bytes) -> bool:
     )
 
 
-def decode_clip(path: Path) -> VideoScan:
-    """Decode every video frame of ``path``; raise :class:`FetchFailed` (not_a_video/decode_error) if it fails."""
+def _size_and_head(path: Path | str) -> tuple[int, bytes]:
+    """The size of a local file or an object (URI), 0 when absent, and its first 512 bytes."""
+    if is_uri(path):
+        fs, key = resolve(path)
+        with storage_errors(str(path)):
+            try:
+                size = int(fs.size(key) or 0)
+            except FileNotFoundError:
+                return 0, b""
+            return size, fs.cat_file(key, start=0, end=512) if size else b""
+    path = Path(path)
     size = path.stat().st_size if path.exists() else 0
     if size == 0:
-        raise FetchFailed(Failure("not_a_video", f"{path.name} is empty (0 bytes)"))
+        return 0, b""
     with open(path, "rb") as handle:
-        head = handle.read(512)
-    if _looks_like_text(head):
-        raise FetchFailed(Failure("not_a_video", f"{path.name} holds text/HTML, not a video ({size} bytes)"))
+        return size, handle.read(512)
+
+
+def decode_clip(path: Path | str) -> VideoScan:
+    """Decode every video frame of ``path`` (a local file, or an object: a URI, read with range requests);
+    raise :class:`FetchFailed` (not_a_video/decode_error, network when the store cannot be read)."""
+    name = basename(path)
     try:
+        size, head = _size_and_head(path)
+        if size == 0:
+            raise FetchFailed(Failure("not_a_video", f"{name} is empty (0 bytes)"))
+        if _looks_like_text(head):
+            raise FetchFailed(Failure("not_a_video", f"{name} holds text/HTML, not a video ({size} bytes)"))
         return scan_video(path)
     except VideoError as exc:
-        raise FetchFailed(Failure(exc.reason, f"{path.name}: {exc.message} ({size} bytes)")) from exc
+        raise FetchFailed(Failure(exc.reason, f"{name}: {exc.message} ({size} bytes)")) from exc
+    except StorageError as exc:  # the store, not the clip: worth another build (--retry-failed network)
+        raise FetchFailed(Failure("network", str(exc))) from exc
 
 
 def check_min_duration(clip: VideoScan, min_clip_s: float, name: str) -> None:

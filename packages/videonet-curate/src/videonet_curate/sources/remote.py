@@ -30,7 +30,16 @@ from videonet_curate.fetch.plan import plan_fetch
 from videonet_curate.fetch.ratelimit import RayLimiterClient, start_limiter_actor
 from videonet_curate.safepath import http_url_problem, is_inside
 from videonet_curate.sources.base import Gathered, Source, SourceArgs, SourceInputError
-from videonet_curate.uri import download_file, exists, is_file, is_uri, join, upload_file
+from videonet_curate.uri import (
+    StorageError,
+    download_file,
+    exists,
+    is_file,
+    is_under,
+    is_uri,
+    join,
+    upload_file,
+)
 
 log = logging.getLogger(__name__)
 
@@ -80,7 +89,7 @@ def materialize_to_uri(
     """:func:`materialize` for an OUT in object storage: the clip is made in a local staging directory
     (a clip already at ``clips_uri`` from an earlier run is staged from there and checked like a local
     one), then uploaded in one PUT, so its key appears complete or not at all. The row's path is the URI
-    (a mirror's file stays where it is: its local path)."""
+    (a mirror's file stays where it is: its local path or its URI)."""
     import shutil
     import tempfile
 
@@ -126,6 +135,31 @@ def check_url_template(template: str) -> None:
     problem = http_url_problem(str(example))
     if problem:
         raise SourceInputError(f"--url-template {template!r} gives: {problem}")
+
+
+def check_mirror(mirror: Path | str, out_dir: Path | str) -> None:
+    """--mirror must not hold --out (the next build would index its own files as mirror files), and a
+    URI prefix must hold something (one cheap request here; the listing itself is plan_fetch's)."""
+    if is_uri(mirror) and is_uri(out_dir):
+        inside = is_under(out_dir, mirror)
+    else:
+        inside = not is_uri(mirror) and not is_uri(out_dir) and is_inside(out_dir, mirror)
+    if inside:
+        raise SourceInputError(
+            f"--out {out_dir} lies inside --mirror {mirror}: the next build would index its own "
+            "clips as mirror files; pass an --out outside the mirror"
+        )
+    if is_uri(mirror):
+        try:
+            found = exists(mirror)
+        except StorageError as exc:
+            raise SourceInputError(f"--mirror {exc}") from None
+        if not found:
+            raise SourceInputError(
+                f"--mirror {mirror} holds no objects (or its bucket cannot be reached); pass the prefix "
+                "that holds the {youtube_id}_{start:06d}_{end:06d}.mp4 files, and --storage-option "
+                "endpoint_url=... for a store other than AWS"
+            )
 
 
 def check_retry_reasons(out_dir: Path | str, reasons: Sequence[str]) -> Path | str:
@@ -185,7 +219,7 @@ def carry_embeddings(out_dir: Path | str, new: pa.Table, rows: pa.Table) -> pa.T
 
 
 class RemoteSource(Source):
-    """A source whose clips are downloaded (or taken from a local mirror) by the workers."""
+    """A source whose clips are downloaded (or taken from a mirror, local or a URI) by the workers."""
 
     def __init__(self, args: SourceArgs) -> None:
         super().__init__(args)
@@ -215,11 +249,8 @@ class RemoteSource(Source):
         opts, out_dir = self.fetch, self.args.out_dir
         if opts.url_template:
             check_url_template(opts.url_template)
-        if opts.mirror_dir is not None and not is_uri(out_dir) and is_inside(out_dir, opts.mirror_dir):
-            raise SourceInputError(
-                f"--out {out_dir} lies inside --mirror {opts.mirror_dir}: the next build would index its own "
-                "clips as mirror files; pass an --out outside the mirror"
-            )
+        if opts.mirror_dir is not None:
+            check_mirror(opts.mirror_dir, out_dir)
         self.check_input()
         if self.retry_reasons:
             check_retry_reasons(out_dir, self.retry_reasons)  # the rows come from the manifest
