@@ -25,7 +25,10 @@ With ``--build``: `videonet-curate build --source local` of sample videos (a sub
 as users run it) three ways, alternating within each round: local input -> local OUT, local input ->
 ``--out s3://``, and ``--input s3://`` -> ``--out s3://``; wall seconds each and the ratios to local.
 
+``--merge-gaps 1024,256`` adds the default reader with other merge gaps (KiB): fewer bytes, more GETs.
+
     python benchmarks/storage.py [--pairs 640] [--rounds 3] [--workers 2] [--batch 32] [--copies 1]
+                                 [--merge-gaps KIB,...]
     python benchmarks/storage.py --build [--rounds 2] [--videos 4]
 """
 
@@ -68,7 +71,7 @@ from vito_train.data.cache_source import CacheFrameSource  # noqa: E402
 from vito_train.data.frame_pairs import FramePairDataset, collate_pair_batch  # noqa: E402
 from vito_train.data.pairs import clip_for_index, sample_generator  # noqa: E402
 from vito_train.data.prepare import prepare_cache  # noqa: E402
-from vito_train.data.range_reads import coalesce  # noqa: E402
+from vito_train.data.range_reads import MERGE_GAP, coalesce  # noqa: E402
 from vito_train.distributed import RankBatchSampler  # noqa: E402
 
 IMAGE_SIZE, MIN_SCALE, MAX_GAP_S = 112, 0.3, 1.0
@@ -90,6 +93,11 @@ class BeforeCache(FsspecCache):
     """As the cache read object storage before 2026-12-02 (s3fs, ranges merged only when < 256 KiB apart)."""
 
     merge_gap = 256 * 1024
+
+
+def gap_cache(kib: int) -> type[FrameCache]:
+    """The default reader (pyarrow) with ranges merged when less than ``kib`` KiB apart."""
+    return type(f"Gap{kib}KiBCache", (FrameCache,), {"merge_gap": kib * 1024})
 
 
 def start_s3() -> tuple[subprocess.Popen, str]:
@@ -174,7 +182,12 @@ def replicate_cache(cache: Path, copies: int) -> None:
 
 
 def requests_per_batch(
-    dataset: FramePairDataset, cache: FrameCache, pairs: int, batch: int, first_step: int
+    dataset: FramePairDataset,
+    cache: FrameCache,
+    pairs: int,
+    batch: int,
+    first_step: int,
+    max_gap: int = MERGE_GAP,
 ) -> tuple[float, float]:
     """(GETs, bytes) a loader worker sends per batch with prefetching: the batch's first draws' frames,
     coalesced as ``FrameCache.read_jpegs`` does (computed here from the same picks, not counted in the
@@ -191,7 +204,7 @@ def requests_per_batch(
             clip = cache.clips[item]
             start = int(clip.offsets[f])
             ranges.append((str(clip.shard), start, start + int(clip.lengths[f])))
-        merged, _ = coalesce(ranges)
+        merged, _ = coalesce(ranges, max_gap)
         requests += len(merged)
         bytes_ += sum(end - start for _, start, end in merged)
     steps = pairs // batch
@@ -272,6 +285,11 @@ def main() -> None:
     parser.add_argument(
         "--copies", type=int, default=1, help="the cache's shards N times over (a larger dataset)"
     )
+    parser.add_argument(
+        "--merge-gaps",
+        default="",
+        help="also read S3 with these merge gaps in KiB (comma-separated), e.g. 1024,256",
+    )
     parser.add_argument("--build", action="store_true", help="time builds to S3 against local disk instead")
     parser.add_argument("--videos", type=int, default=4, help="--build: the smallest N sample videos")
     args = parser.parse_args()
@@ -317,6 +335,18 @@ def main() -> None:
                 "before+prefetch": dataset(CacheFrameSource(before_cache, max_gap_s=MAX_GAP_S)),
                 "s3-no-prefetch": dataset(NoPrefetchSource(remote_cache, max_gap_s=MAX_GAP_S)),
             }
+            gaps = [int(kib) for kib in args.merge_gaps.split(",") if kib.strip()]
+            for kib in gaps:
+                cache = gap_cache(kib)("s3://bench/cache", options)
+                kinds[f"s3-gap-{kib}KiB"] = dataset(CacheFrameSource(cache, max_gap_s=MAX_GAP_S))
+            for kib in [MERGE_GAP // 1024, *gaps]:
+                n, size = requests_per_batch(
+                    kinds["s3+prefetch"], local_cache, args.pairs * args.rounds, args.batch, 0, kib * 1024
+                )
+                print(
+                    f"merge gap {kib} KiB: {n / args.batch:.3f} GETs per pair, "
+                    f"{size / args.batch / 1e6:.3f} MB per pair ({size / n / 1e6:.2f} MB per GET)"
+                )
             gets, got = requests_per_batch(
                 kinds["s3+prefetch"], local_cache, args.pairs * args.rounds, args.batch, 0
             )
@@ -327,6 +357,7 @@ def main() -> None:
             )
             rates: dict[str, list[float]] = {k: [] for k in kinds}
             cpu: dict[str, list[float]] = {k: [] for k in kinds}
+            server_ms: dict[str, list[float]] = {k: [] for k in kinds}  # the S3 server's CPU per pair
             client_cpu: dict[str, list[float]] = {k: [] for k in kinds}  # without the server's share
             for round_ in range(args.rounds):
                 first_step = round_ * (args.pairs // args.batch)  # fresh samples each round, same for all
@@ -337,6 +368,7 @@ def main() -> None:
                     used = cpu_seconds(server.pid) - cpu_before
                     ours = process_cpu_seconds() - ours_before
                     cpu[kind].append(args.pairs / (ours + used))
+                    server_ms[kind].append(used / args.pairs * 1e3)
                     client_cpu[kind].append(args.pairs / ours)
                     if kind == "s3+prefetch":
                         wall = time.perf_counter() - wall_before
@@ -357,10 +389,14 @@ def main() -> None:
                 + ", ".join(f"{k} {statistics.median(v):.1f}" for k, v in cpu.items())
             )
             print(
+                "S3 server CPU ms per pair, median: "
+                + ", ".join(f"{k} {statistics.median(v):.2f}" for k, v in server_ms.items() if k != "local")
+            )
+            print(
                 "pairs per CPU-second of the loader alone (what a store on another machine leaves), median: "
                 + ", ".join(f"{k} {statistics.median(v):.1f}" for k, v in client_cpu.items())
             )
-            for kind in ("s3+prefetch", "s3fs+prefetch", "before+prefetch", "s3-no-prefetch"):
+            for kind in [k for k in kinds if k != "local"]:
                 ratio = statistics.median(s / loc for s, loc in zip(rates[kind], rates["local"], strict=True))
                 goal = " (goal >= 0.9)" if kind == "s3+prefetch" else ""
                 per_cpu, client = (
