@@ -69,13 +69,14 @@ class BusySpans:
 
 
 _M_TRIM_THRESHOLD, _M_MMAP_MAX = -1, -4  # mallopt parameters (glibc's malloc.h)
-KEEP_FREED_BYTES = 2**30
+KEEP_FREED_BYTES = 2**31 - 2**20  # mallopt takes a C int: just under 2 GiB
 
 
 def keep_freed_memory(keep_bytes: int = KEEP_FREED_BYTES) -> bool:
     """Make glibc's malloc reuse freed memory instead of handing it back to the kernel: every block comes
     from the heap (``M_MMAP_MAX`` 0) and up to ``keep_bytes`` free at its top stay mapped
-    (``M_TRIM_THRESHOLD``). Process-wide; False where the C library is not glibc (nothing changed).
+    (``M_TRIM_THRESHOLD``; two forwards at once free more than 1 GiB at a time). Process-wide; False
+    where the C library is not glibc (nothing changed).
 
     Why: a CPU forward allocates activations of tens of MB per layer (a batch of 32 at 224 px: 51 MB after
     the stem). glibc maps every block above its mmap threshold (32 MB at most) afresh and unmaps it on
