@@ -39,6 +39,10 @@ def test_plan_fits_the_cluster_and_declares_each_stage() -> None:
         StageOptions(model_workers=4), config, cpus=16, gpus_per_model=1.0, fetch=False, gpus=1.0
     )
     assert one_gpu["model"].actors == 1  # three more would wait for a GPU forever
+    # a CPU model actor starts with one glibc arena (its forwards reuse their activations' pages)
+    assert plan["model"].ray_options()["runtime_env"] == {"env_vars": {"MALLOC_ARENA_MAX": "1"}}
+    assert "runtime_env" not in gpu["model"].ray_options()
+    assert "runtime_env" not in plan["decode"].ray_options()
     limits = queue_limits(gpu, call_frames=256)
     assert limits.decoded_frames == 2 * 256 * 2 and limits.fetched == 2 * 6 * 3
 
