@@ -83,5 +83,7 @@ def one_torch_thread():
     torch.set_num_threads(before)
 
 
-# the loopback S3 server (moto) and a bucket per test: see s3_server.py
+# the loopback S3 server (moto) and a bucket per test: see s3_server.py (its assert helpers get pytest's
+# detailed failure messages like a test module's)
+pytest.register_assert_rewrite("s3_server")
 from s3_server import s3_bucket, s3_endpoint, s3_module_bucket  # noqa: E402, F401

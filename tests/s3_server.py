@@ -20,6 +20,8 @@ FAKE_CREDENTIALS = {
     "AWS_SECRET_ACCESS_KEY": "testing-secret-key-never-printed",
     "AWS_DEFAULT_REGION": "us-east-1",
 }
+# what `videonet-curate build` writes beside its shards/
+BUILD_OUTPUT_NAMES = {"manifest.parquet", "embeddings.parquet", "class_histogram.png", "summary.json"}
 
 
 @dataclass(frozen=True)
@@ -59,6 +61,18 @@ class S3Bucket:
         """Every key in the bucket (under ``prefix``), sorted: what a user would see in the console."""
         pages = self.client().get_paginator("list_objects_v2").paginate(Bucket=self.name, Prefix=prefix)
         return sorted(obj["Key"] for page in pages for obj in page.get("Contents", []))
+
+    def assert_build_outputs_only(self, prefix: str) -> None:
+        """Under ``prefix`` a finished build left its outputs and complete shards and nothing else: no
+        temporary key, no lock, no clip copied out of a mirror (``clips/``)."""
+        names = [k.removeprefix(prefix + "/") for k in self.keys(prefix + "/")]
+        shards = [n for n in names if n.startswith("shards/")]
+        assert set(names) - set(shards) == BUILD_OUTPUT_NAMES, names
+        stems = {n.split(".")[0] for n in shards}
+        assert sorted(shards) == sorted(
+            f"{s}.{ext}" for s in stems for ext in ("done", "emb.parquet", "rows.parquet")
+        )
+        assert not any(n.endswith(".tmp") or "/." in f"/{n}" for n in names)
 
 
 def _free_port() -> int:

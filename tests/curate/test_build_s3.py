@@ -24,7 +24,6 @@ pytestmark = pytest.mark.slow
 
 MEDIA = ("realshort.mp4", "bikes.mp4")  # 1 + 3 clips of at most 4 s
 COMMON = ["--clip-seconds", "4", "--frames-per-clip", "2", "--shard-size", "1", "--threads", "1"]
-OUTPUT_NAMES = {"manifest.parquet", "embeddings.parquet", "class_histogram.png", "summary.json"}
 
 
 def _build_cmd(bucket, out: str, *args: str) -> list[str]:
@@ -49,18 +48,6 @@ def _run(bucket, out: str, *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         _build_cmd(bucket, out, *args), env=cli_env(), capture_output=True, text=True, timeout=600
     )
-
-
-def _outputs_only(bucket, prefix: str) -> None:
-    """Under ``prefix``: the build's outputs and complete shards, nothing temporary, no lock left."""
-    names = [k.removeprefix(prefix + "/") for k in bucket.keys(prefix + "/")]
-    shards = [n for n in names if n.startswith("shards/")]
-    assert set(names) - set(shards) == OUTPUT_NAMES, names
-    stems = {n.split(".")[0] for n in shards}
-    assert sorted(shards) == sorted(
-        f"{s}.{ext}" for s in stems for ext in ("done", "emb.parquet", "rows.parquet")
-    )
-    assert not any(n.endswith(".tmp") or "/." in f"/{n}" for n in names)
 
 
 def _manifest_local(out: Path):
@@ -121,7 +108,7 @@ def test_kill_9_mid_build_then_rerun_leaves_outputs_only(s3_build) -> None:
     assert "run/.lock" in left and "run/manifest.parquet" not in left
     done_before = sum(k.endswith(".done") for k in left)
     assert "taking over the lock" in resumed.stderr
-    _outputs_only(bucket, "run")
+    bucket.assert_build_outputs_only("run")
     summary = json.loads(
         bucket.client().get_object(Bucket=bucket.name, Key="run/summary.json")["Body"].read()
     )

@@ -23,20 +23,6 @@ pytestmark = pytest.mark.slow
 SLICE = Path(__file__).resolve().parents[1] / "data" / "kinetics-slice.csv"
 # row of the slice -> (sample video, folder in the mirror); the third row has no file: missing
 MIRRORED = {0: ("cup.mp4", "abseiling"), 1: ("realshort.mp4", "")}
-OUTPUT_NAMES = {"manifest.parquet", "embeddings.parquet", "class_histogram.png", "summary.json"}
-
-
-def _outputs_only(bucket, prefix: str) -> None:
-    """Under ``prefix``: the build's outputs and complete shards; no temporary key, no lock, no clip
-    copied out of the mirror (``clips/``)."""
-    names = [k.removeprefix(prefix + "/") for k in bucket.keys(prefix + "/")]
-    shards = [n for n in names if n.startswith("shards/")]
-    assert set(names) - set(shards) == OUTPUT_NAMES, names
-    stems = {n.split(".")[0] for n in shards}
-    assert sorted(shards) == sorted(
-        f"{s}.{ext}" for s in stems for ext in ("done", "emb.parquet", "rows.parquet")
-    )
-    assert not any(n.endswith(".tmp") or "/." in f"/{n}" for n in names)
 
 
 @pytest.fixture(scope="module")
@@ -107,7 +93,7 @@ def test_a_kinetics_mirror_build_into_s3_reads_the_clips_from_the_mirror(builds,
         bucket.client().get_object(Bucket=bucket.name, Key=f"{name}/summary.json")["Body"].read()
     )
     assert summary["source"]["mirror_hits"] == 2, summary
-    _outputs_only(bucket, name)
+    bucket.assert_build_outputs_only(name)
 
 
 def test_an_s3_mirror_gives_the_manifest_of_the_same_local_mirror(builds) -> None:
