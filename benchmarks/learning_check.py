@@ -36,7 +36,6 @@ from pathlib import Path
 SAMPLES = Path(os.environ.get("VIDEONET_SAMPLES", Path.home() / ".cache/videonet-curate/samples"))
 BIN = Path(sys.executable).parent
 PRESET = "learn-check-cpu"
-ARCH = "resnet18"
 
 
 def children_cpu_seconds() -> float:
@@ -67,12 +66,13 @@ def train_args(args: argparse.Namespace) -> list[str]:
 
 
 def probe(run_dir: Path, dataset: str, out: Path, args: argparse.Namespace) -> dict[str, dict[str, float]]:
-    """Linear and kNN-20 top-1 (percent) of the trained run and of random init, one probe call, both
-    at the image size the run trained at."""
+    """Linear and kNN-20 top-1 (percent) of the trained run and of random init of the same architecture,
+    one probe call, both at the image size the run trained at."""
     import yaml
 
-    image_size = yaml.safe_load((run_dir / "config.yaml").read_text())["image_size"]
-    cmd = [str(BIN / "vito-eval"), "probe", "--encoder", str(run_dir), "--encoder", f"random:{ARCH}"]
+    config = yaml.safe_load((run_dir / "config.yaml").read_text())
+    image_size, arch = config["image_size"], config["arch"]
+    cmd = [str(BIN / "vito-eval"), "probe", "--encoder", str(run_dir), "--encoder", f"random:{arch}"]
     cmd += ["--dataset", dataset, "--image-size", str(image_size), "--out", str(out)]
     cmd += ["--train-limit", str(args.train_limit), "--test-limit", str(args.test_limit)]
     # a cache of its own: every check extracts both encoders' features, so its probe time is a cold one
@@ -88,7 +88,7 @@ def probe(run_dir: Path, dataset: str, out: Path, args: argparse.Namespace) -> d
             "knn20": 100 * result["knn"]["k20"]["top1"],
         }
     figures["probe_seconds"], figures["probe_cpu_seconds"] = seconds, cpu_seconds
-    figures["image_size"] = image_size
+    figures["image_size"], figures["arch"] = image_size, arch
     return figures
 
 
@@ -98,16 +98,16 @@ def monitor_curve(run_dir: Path) -> list[tuple[int, float]]:
 
 
 def report(mode: str, figures: dict) -> None:
-    t, r = figures["trained"], figures["random"]
+    t, r, arch = figures["trained"], figures["random"], figures["arch"]
     print(
-        f"\n{mode}, {figures['image_size']} px: {figures['pairs']:,} pairs in "
+        f"\n{mode}, {arch} at {figures['image_size']} px: {figures['pairs']:,} pairs in "
         f"{figures['train_seconds']:.0f} s of training "
         f"({figures['train_cpu_seconds']:.0f} CPU s); probe {figures['probe_seconds']:.0f} s "
         f"({figures['probe_cpu_seconds']:.0f} CPU s)"
     )
     print(f"  {'encoder':<24} {'linear top-1':>12} {'kNN-20 top-1':>12}")
-    print(f"  {'trained (' + ARCH + ')':<24} {t['linear']:>12.1f} {t['knn20']:>12.1f}")
-    print(f"  {'random:' + ARCH:<24} {r['linear']:>12.1f} {r['knn20']:>12.1f}")
+    print(f"  {'trained (' + arch + ')':<24} {t['linear']:>12.1f} {t['knn20']:>12.1f}")
+    print(f"  {'random:' + arch:<24} {r['linear']:>12.1f} {r['knn20']:>12.1f}")
     print(f"  {'difference':<24} {t['linear'] - r['linear']:>+12.1f} {t['knn20'] - r['knn20']:>+12.1f}")
     if figures.get("monitor"):
         print("  online kNN monitor (step, kNN-20 top-1):", figures["monitor"])

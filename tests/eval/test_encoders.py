@@ -140,3 +140,22 @@ def test_vito_checkpoint_of_another_architecture(vito_run: Path, tmp_path: Path)
     save_file(torchvision.models.resnet18().state_dict(), str(bad), metadata={"arch": "resnet50"})
     with pytest.raises(EncoderError, match="bad.safetensors"):
         load_encoder(str(bad))
+
+
+def test_resnet10_run_and_its_random_init_are_the_same_architecture(tmp_path: Path) -> None:
+    """vito-train's resnet10 (torchvision's ResNet class, one BasicBlock per stage): a run of it loads
+    through `load_encoder`, and `random:resnet10` is the same network, so the two are compared fairly."""
+    from vito_train.checkpoint import LAST, save_checkpoint
+    from vito_train.model import OnlineNetwork, build_encoder
+
+    encoder = build_encoder("resnet10", "gap", projector_hidden=8, projector_dim=8)
+    run = tmp_path / "run"
+    run.mkdir()
+    state = {"online": OnlineNetwork(encoder, predictor_hidden=8).state_dict(), "config": {}}
+    save_checkpoint(run / LAST, {**state, "arch": "resnet10", "pooling": "gap", "step": 3})
+    trained, random = load_encoder(str(run)), load_encoder("random:resnet10")
+    shapes = {k: v.shape for k, v in random.model.state_dict().items()}
+    assert shapes == {k: v.shape for k, v in trained.model.state_dict().items()}
+    assert "layer4.0.conv1.weight" in shapes and "layer4.1.conv1.weight" not in shapes  # one block a stage
+    assert trained.embed(IMAGES).shape == random.embed(IMAGES).shape == (2, 512)
+    assert random.weights_hash == load_encoder("random:resnet10").weights_hash  # seeded

@@ -4,7 +4,8 @@ Spec forms accepted by `load_encoder` (the CLI's ``--encoder``):
 
 - ``RUN`` or ``FILE.safetensors`` (or ``vito:PATH``): a VITO run directory or export, via
   `vito_train.export.load_backbone` (and `load_pooled_encoder` for ``features="attn"``);
-- ``random:ARCH[:SEED]``: a randomly initialised torchvision (or timm) architecture, seed 0 by default;
+- ``random:ARCH[:SEED]``: a randomly initialised torchvision (or timm, or vito-train's resnet10) architecture,
+  seed 0 by default;
 - ``efficientnet-lite0``: the ImageNet classifier that videonet-curate ships, pooled pre-logit features;
 - ``torchvision:ARCH:PATH``: a torchvision architecture with a local weights file (.pth/.pt/.safetensors);
 - ``timm:NAME:PATH``: a timm architecture with a local checkpoint, loaded by timm itself.
@@ -302,12 +303,15 @@ def _timm_encoder(name: str, arch: str, model: nn.Module, source: str, whash: st
 def load_random(name: str, arch: str, seed: int = 0) -> Encoder:
     """An untrained network, initialised under a fixed seed: the floor every encoder must beat."""
     import timm
+    from vito_train.model.backbone import EXTRA_ARCHS, build_resnet
 
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         if arch in torchvision.models.list_models():
             model = torchvision.models.get_model(arch, weights=None)
             enc = _torchvision_encoder(name, arch, model, "random")
+        elif arch in EXTRA_ARCHS:  # vito-train's own torchvision ResNets (resnet10): what a run of it starts from
+            enc = _torchvision_encoder(name, arch, build_resnet(arch), "random")
         elif timm.is_model(arch):
             model = timm.create_model(arch, pretrained=False)
             enc = _timm_encoder(name, arch, model, "random", state_dict_sha256(model))

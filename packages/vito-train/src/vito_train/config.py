@@ -19,7 +19,7 @@ import yaml
 
 log = logging.getLogger(__name__)
 
-ARCHS = ("resnet18", "resnet34", "resnet50", "resnet101")
+ARCHS = ("resnet10", "resnet18", "resnet34", "resnet50", "resnet101")
 OPTIMIZERS = ("lars", "sgd", "adamw")
 POOLINGS = ("gap", "attention", "multiscale")
 

@@ -81,7 +81,10 @@ class PairAugmentation:
     ) -> tuple[torch.Tensor, torch.Tensor]:
         images = [chw_tensor(frame_1), chw_tensor(frame_2)]
         with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed)
+            # the CPU generator only, as CropPairAugmentation: torch.manual_seed also queues lazy seeding
+            # of every accelerator backend, formatting a stack trace each time (a third of a 32 px
+            # sample's augmentation time on CPU), and would re-seed a GPU's generator outside this fork
+            torch.default_generator.manual_seed(seed)
             return self.views[0](images[0]), self.views[1](images[1])
 
 

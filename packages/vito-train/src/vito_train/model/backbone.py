@@ -9,8 +9,10 @@ from __future__ import annotations
 import torch
 import torchvision
 from torch import nn
+from torchvision.models.resnet import BasicBlock, ResNet
 
 STAGE_CHANNELS = {
+    "resnet10": (256, 512),
     "resnet18": (256, 512),
     "resnet34": (256, 512),
     "resnet50": (1024, 2048),
@@ -18,11 +20,22 @@ STAGE_CHANNELS = {
 }
 
 
+# Built from torchvision's own ResNet class (same modules, state-dict keys and initialisation) but
+# not among torchvision's named models: ResNet-10 is ResNet-18 with one BasicBlock per stage instead
+# of two (as in timm's resnet10t and solo-learn's small backbones), about half the compute, for
+# short CPU budgets where the number of epochs matters more than depth.
+EXTRA_ARCHS = {"resnet10": (BasicBlock, [1, 1, 1, 1])}
+
+
 def build_resnet(arch: str) -> nn.Module:
     """A randomly initialised torchvision ResNet with ``fc`` replaced by Identity."""
     if arch not in STAGE_CHANNELS:
         raise ValueError(f"unsupported arch {arch!r}; expected one of {sorted(STAGE_CHANNELS)}")
-    resnet = getattr(torchvision.models, arch)(weights=None)
+    if arch in EXTRA_ARCHS:
+        block, layers = EXTRA_ARCHS[arch]
+        resnet = ResNet(block, layers)
+    else:
+        resnet = getattr(torchvision.models, arch)(weights=None)
     resnet.fc = nn.Identity()
     return resnet
 
