@@ -303,6 +303,7 @@ def _timm_encoder(name: str, arch: str, model: nn.Module, source: str, whash: st
 def load_random(name: str, arch: str, seed: int = 0) -> Encoder:
     """An untrained network, initialised under a fixed seed: the floor every encoder must beat."""
     import timm
+
     from vito_train.model.backbone import EXTRA_ARCHS, build_resnet
 
     with torch.random.fork_rng(devices=[]):
@@ -310,7 +311,7 @@ def load_random(name: str, arch: str, seed: int = 0) -> Encoder:
         if arch in torchvision.models.list_models():
             model = torchvision.models.get_model(arch, weights=None)
             enc = _torchvision_encoder(name, arch, model, "random")
-        elif arch in EXTRA_ARCHS:  # vito-train's own torchvision ResNets (resnet10): what a run of it starts from
+        elif arch in EXTRA_ARCHS:  # vito-train's own ResNets (resnet10): what a run of that arch starts from
             enc = _torchvision_encoder(name, arch, build_resnet(arch), "random")
         elif timm.is_model(arch):
             model = timm.create_model(arch, pretrained=False)
