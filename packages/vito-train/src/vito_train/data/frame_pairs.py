@@ -79,17 +79,24 @@ class FramePairDataset(Dataset):
 
     def __getitems__(self, indices: list[int]) -> list[dict[str, Any]]:
         """A batch (the DataLoader's batched fetch): a source that can (``prefetch``: object storage)
-        first fetches the frames of every sample's first draw together; the samples are the same as
-        ``__getitem__``'s one by one."""
+        first sends the fetches of every sample's first draw together, and the samples are made in the
+        order their frames arrive (returned in batch order); each is the same as ``__getitem__``'s,
+        which depends on its index alone."""
         prefetch = getattr(self.source, "prefetch", None)
-        if prefetch is not None:
-            n_items = len(self.source)
-            wanted = []
-            for index in indices:
-                item = clip_for_index(self.seed, index, n_items)
-                wanted.append((item, self.source.pick_pair(item, sample_generator(self.seed, index))))
-            prefetch(wanted)
-        return [self[index] for index in indices]
+        if prefetch is None:
+            return [self[index] for index in indices]
+        n_items = len(self.source)
+        wanted = []
+        for index in indices:
+            item = clip_for_index(self.seed, index, n_items)
+            wanted.append((item, self.source.pick_pair(item, sample_generator(self.seed, index))))
+        order = prefetch(wanted)
+        if order is None:
+            return [self[index] for index in indices]
+        samples: dict[int, dict[str, Any]] = {}
+        for position in order:
+            samples[position] = self[indices[position]]
+        return [samples[p] if p in samples else self[index] for p, index in enumerate(indices)]
 
     def __getitem__(self, index: int) -> dict[str, Any]:
         rng = sample_generator(self.seed, index)
