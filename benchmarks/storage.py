@@ -10,7 +10,8 @@ pairs from each, alternating local / S3 rounds so the machine's load hits both a
   local            pread of the two JPEGs per pair
   s3+prefetch      the frames of a batch fetched together (``__getitems__``): byte ranges less than
                    ``range_reads.MERGE_GAP`` apart coalesced into one GET, the GETs sent concurrently,
-                   with pyarrow's C++ S3 client (the default for s3://)
+                   with pyarrow's C++ S3 client (the default for s3://); each sample is made as soon as
+                   the GET holding its frames has arrived
   s3fs+prefetch    the same requests through fsspec's s3fs (botocore in Python)
   before+prefetch  as before 2026-12-02: s3fs, ranges merged only when less than 256 KiB apart
   s3-no-prefetch   byte-range GETs one frame at a time (what a per-sample dataset would do)

@@ -83,15 +83,15 @@ def test_padding_crop_and_bad_specs_match_torchvision() -> None:
 
 
 def test_the_decode_stage_does_not_import_torchvision(sample_videos) -> None:
-    """A decode actor's work in a fresh interpreter: its constructor, the model's spec arriving pickled
-    (as Ray hands it over), one clip decoded; then nothing of torchvision, timm or open_clip is loaded."""
+    """A decode actor's work in a fresh interpreter: its constructor given the model's spec pickled (as
+    Ray hands it over; no model actor to ask: ``described`` is ``[None]``), one clip decoded; then nothing
+    of torchvision, timm or open_clip is loaded."""
     spec = pickle.dumps(EFFICIENTNET_LITE0_PREPROCESS)
     code = (
         "import pickle, sys\n"
         "from videonet_curate.labeling import FetchedClip, LabelingConfig\n"
         "from videonet_curate.stages import DecodeWorker\n"
-        "worker = DecodeWorker(LabelingConfig(), [None])\n"
-        f"worker.spec = pickle.loads({spec!r})\n"
+        f"worker = DecodeWorker(LabelingConfig(), [None], pickle.loads({spec!r}))\n"
         f"row = {{'clip_id': 'c', 'start_s': 0.0, 'end_s': 2.0}}\n"
         f"meta, frames = worker.decode(FetchedClip(row, {str(sample_videos / 'bikes.mp4')!r}))\n"
         "assert frames.shape == (8, 3, 224, 224), (meta, None if frames is None else frames.shape)\n"

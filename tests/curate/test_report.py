@@ -97,3 +97,17 @@ def test_report_command(tmp_path: Path) -> None:
     result = CliRunner().invoke(app, ["report", str(out), "--target", "imagenet"])
     assert result.exit_code == 0, result.output
     assert (out / "report" / "index.html").is_file()
+
+
+def test_report_command_takes_a_file_uri_and_refuses_object_storage(tmp_path: Path) -> None:
+    out = write_build_output(tmp_path / "out", with_embeddings=False)
+    runner = CliRunner()
+    result = runner.invoke(app, ["report", f"file://{out}"])
+    assert result.exit_code == 0, result.output
+    assert (out / "report" / "index.html").is_file()
+    assert not (Path.cwd() / "file:").exists()  # not a directory named "file:" beside us
+    result = runner.invoke(app, ["report", f"file://{out / 'manifest.parquet'}", "--target", "uniform"])
+    assert result.exit_code == 0, result.output
+    assert json.loads((out / "report" / "summary.json").read_text())["target"] == "uniform"
+    result = runner.invoke(app, ["report", "s3://bucket/run"])
+    assert result.exit_code == 2 and "local build directory" in result.output

@@ -4,6 +4,7 @@ giving the same manifest as the fused path."""
 
 from __future__ import annotations
 
+import dataclasses
 import shutil
 import time
 from pathlib import Path
@@ -18,7 +19,7 @@ from videonet_curate.labeling import LabelingConfig
 from videonet_curate.model_stage import BusySpans, chunk_bounds
 from videonet_curate.models.base import PreprocessSpec, normalize_frames, preprocess_frames, resize_frames
 from videonet_curate.shards import is_done, plan_shards, read_shards
-from videonet_curate.staged import StagedStats, StageWorkers, queue_limits, run_staged
+from videonet_curate.staged import StagedStats, StageWorkers, check_known_spec, queue_limits, run_staged
 from videonet_curate.stages import StageOptions, plan_stages
 
 
@@ -55,6 +56,19 @@ def test_busy_spans_count_overlapping_calls_once() -> None:
     assert len(busy.spans) <= 4 and busy.folded_s > 0  # the oldest spans were folded into a total
 
 
+def test_decoders_get_the_default_models_preprocessing_without_the_model() -> None:
+    from videonet_curate.models import EFFICIENTNET_LITE0_PREPROCESS
+    from videonet_curate.preprocess import known_preprocess_spec
+
+    assert known_preprocess_spec(" efficientnet-lite0") is EFFICIENTNET_LITE0_PREPROCESS
+    assert known_preprocess_spec("openclip:ViT-B-32") is None  # only loading it says
+    check_known_spec(None, "whatever the model says", "openclip:ViT-B-32")
+    check_known_spec(EFFICIENTNET_LITE0_PREPROCESS, EFFICIENTNET_LITE0_PREPROCESS, "efficientnet-lite0")
+    other = dataclasses.replace(EFFICIENTNET_LITE0_PREPROCESS, size=256)
+    with pytest.raises(RuntimeError, match="out of date"):
+        check_known_spec(EFFICIENTNET_LITE0_PREPROCESS, other, "efficientnet-lite0")
+
+
 def test_resize_then_normalize_is_the_scorers_preprocess() -> None:
     spec = PreprocessSpec(size=32, crop_pct=0.875, mean=(0.5, 0.4, 0.3), std=(0.2, 0.25, 0.3))
     frames = np.random.default_rng(0).integers(0, 256, size=(3, 40, 60, 3), dtype=np.uint8)
@@ -78,6 +92,7 @@ def _fake_workers(model_delay_s: float) -> StageWorkers:
     """Stage workers that do no real work (defined here so Ray ships them by value)."""
     from videonet_curate.labeling import fetch_clip
     from videonet_curate.model_stage import ScoredBatch
+    from videonet_curate.preprocess import known_preprocess_spec
 
     class Fetch:
         def __init__(self, out_dir, materialize):
@@ -87,7 +102,7 @@ def _fake_workers(model_delay_s: float) -> StageWorkers:
             return fetch_clip(candidate, self.out_dir, self.materialize)
 
     class Decode:
-        def __init__(self, config, spec):
+        def __init__(self, config, described, spec=None):
             self.frames = config.frames_per_clip
 
         def decode(self, fetched):
@@ -96,10 +111,10 @@ def _fake_workers(model_delay_s: float) -> StageWorkers:
 
     class Model:
         def __init__(self, config):
-            pass
+            self.spec = known_preprocess_spec(config.model)  # what the driver gave the decoders
 
         def describe(self):
-            return {"spec": None, "info": {"model_id": "fake"}, "dim": 4}
+            return {"spec": self.spec, "info": {"model_id": "fake"}, "dim": 4}
 
         def score(self, rows, *frames):
             time.sleep(model_delay_s)

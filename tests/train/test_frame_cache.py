@@ -199,3 +199,63 @@ def test_corrupt_shard_is_skipped_and_bad_frames_are_counted(cache_dir, tmp_path
     reopened = FrameCache(copy)
     assert victim.shard in reopened.bad_shards
     assert victim.clip_id not in [c.clip_id for c in reopened.clips] and len(reopened.clips) == 2
+
+
+class SlowFirstRequest:
+    """A range client over the real one whose first request arrives last (a slow GET on a real store)."""
+
+    def __init__(self, client, delay_s: float = 0.3) -> None:
+        self.client, self.delay_s, self.requests = client, delay_s, []
+
+    def submit(self, requests):
+        import threading
+        from concurrent.futures import Future
+
+        self.requests = list(requests)
+        futures = [Future() for _ in requests]
+        blobs = self.client.fetch(requests)
+        for future, blob in list(zip(futures, blobs, strict=True))[1:]:
+            future.set_result(blob)
+        threading.Timer(self.delay_s, futures[0].set_result, [blobs[0]]).start()
+        return futures
+
+    def close(self) -> None:
+        self.client.close()
+
+
+def test_a_batch_from_object_storage_is_made_as_its_gets_arrive_with_the_same_samples(cache_dir):
+    """Each sample is made as soon as its frames have arrived (those of a slow GET last) and is the same
+    sample as one read alone; the batch comes back in index order."""
+    import fsspec
+
+    memory = fsspec.filesystem("memory")
+    root = f"memory://arrival-{id(cache_dir)}/frames"
+    memory.put(str(cache_dir), root.removeprefix("memory://"), recursive=True)
+    try:
+        remote = FrameCache(root)
+        assert remote.remote and len({c.shard for c in remote.clips}) == 3
+        slow = SlowFirstRequest(remote._range_client())
+        remote._ranges = slow
+        source = CacheFrameSource(remote, max_gap_s=1.0)
+        made: list[int] = []
+        read_pair = source.read_pair
+        source.read_pair = lambda item, picks: made.append(item) or read_pair(item, picks)
+        dataset = FramePairDataset(source, seed=3, image_size=24, min_scale=0.5)
+        indices = list(range(40, 52))
+        batch = dataset.__getitems__(indices)
+        assert [s["index"] for s in batch] == indices
+        local_source = CacheFrameSource(FrameCache(cache_dir), max_gap_s=1.0)
+        local = FramePairDataset(local_source, seed=3, image_size=24, min_scale=0.5)
+        for sample, index in zip(batch, indices, strict=True):
+            alone = local[index]
+            assert torch.equal(sample["view_1"], alone["view_1"])
+            assert torch.equal(sample["view_2"], alone["view_2"])
+        late_shard = int(slow.requests[0][0].rsplit("shard-", 1)[1][:5])
+        late = {i for i, clip in enumerate(remote.clips) if clip.shard == late_shard}
+        assert late and set(made) - late  # some samples wait on the slow GET, others do not
+        first_late = min(at for at, item in enumerate(made) if item in late)
+        assert set(made[first_late:]) <= late  # ... and those are made after every other sample
+        in_batch_order = [clip_for_index(3, index, len(source)) for index in indices]
+        assert in_batch_order[0] in late and made[0] not in late  # not simply in batch order
+    finally:
+        memory.rm(root.removeprefix("memory://").split("/")[0], recursive=True)

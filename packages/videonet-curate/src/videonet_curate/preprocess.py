@@ -52,6 +52,24 @@ class PreprocessSpec:
         return int(round(self.size / self.crop_pct))
 
 
+# The default scorer's preprocessing (models/efficientnet_lite0.py documents the recipe). Kept here, in
+# the torch-only module, so a decode stage can resize to it before (and without) loading the model.
+EFFICIENTNET_LITE0_PREPROCESS = PreprocessSpec(
+    size=224,
+    crop_pct=224 / 256,
+    mean=(127 / 255, 127 / 255, 127 / 255),
+    std=(128 / 255, 128 / 255, 128 / 255),
+    interpolation="bicubic",
+)
+_KNOWN_SPECS = {"efficientnet-lite0": EFFICIENTNET_LITE0_PREPROCESS}
+
+
+def known_preprocess_spec(model: str) -> PreprocessSpec | None:
+    """The preprocessing of ``--model`` when it is fixed by the spec alone (the bundled default), else
+    None: an open_clip model's comes from its config, which only loading it gives."""
+    return _KNOWN_SPECS.get(model.strip())
+
+
 def resize_frames(
     frames: np.ndarray | torch.Tensor, spec: PreprocessSpec, *, device: torch.device | str = "cpu"
 ) -> torch.Tensor:

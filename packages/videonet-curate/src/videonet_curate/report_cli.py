@@ -13,7 +13,7 @@ from videonet_curate.manifest import ManifestError
 from videonet_curate.publish import PublishedDatasetError, PublishError, publish, verify_published
 from videonet_curate.report import write_report
 from videonet_curate.targets import TargetError
-from videonet_curate.uri import StorageError, StorageOptionError, StorageOptions, is_uri, local_path
+from videonet_curate.uri import StorageError, StorageOptionError, StorageOptions, is_uri, local_path, location
 
 STORAGE_OPTION_HELP = (
     "key=value for object storage, repeatable: endpoint_url=http://HOST:PORT, region=..., anon=true, "
@@ -31,7 +31,10 @@ def _logging(verbose: bool) -> None:
 
 @guarded
 def report_command(
-    out: Path = typer.Argument(..., help="A build output directory holding manifest.parquet (or the file)."),
+    out: str = typer.Argument(
+        ...,
+        help="A build output directory (or file:///abs/dir) holding manifest.parquet (or the file itself).",
+    ),
     target: str = typer.Option(
         None, "--target", help="Compare with imagenet, uniform or a FILE.csv (default: the build's target)."
     ),
@@ -42,9 +45,15 @@ def report_command(
 ) -> None:
     """Write OUT/report/index.html with PNG plots and summary.json."""
     _logging(verbose)
+    if is_uri(out):  # the report is written beside the manifest: a local directory only
+        error_line(
+            f"{out}: report reads and writes a local build directory (a path or file:///abs/dir); "
+            "for a build on object storage, `publish --to` it (the card carries the plots) or copy it locally"
+        )
+        raise typer.Exit(EXIT_BAD_INPUT)
     try:
         with console.status("computing statistics and plots"):
-            paths = write_report(out, target=target, dup_threshold=dup_threshold)
+            paths = write_report(location(out), target=target, dup_threshold=dup_threshold)
     except (ManifestError, TargetError) as exc:
         error_line(str(exc))
         raise typer.Exit(EXIT_BAD_INPUT) from None

@@ -129,6 +129,15 @@ class ShardBook:
         return rows, self.embeddings.pop(index, {}), self.timings.pop(index)
 
 
+def check_known_spec(known: Any, loaded: Any, model: str) -> None:
+    """The decoders resized to ``known`` before the model loaded: it must be the loaded model's own."""
+    if known is not None and known != loaded:
+        raise RuntimeError(
+            f"the decoders resized to {known} but the loaded {model!r} expects {loaded}: "
+            "preprocess.known_preprocess_spec is out of date with the model"
+        )
+
+
 @dataclass(frozen=True)
 class StageWorkers:
     """The actor classes of the stages (tests swap in fakes)."""
@@ -153,6 +162,8 @@ def run_staged(
     """Label every candidate of ``shards`` through the three stages; returns one summary per shard."""
     import ray
 
+    from videonet_curate.preprocess import known_preprocess_spec  # imports torch: here, not at import
+
     stats = stats if stats is not None else StagedStats()
     needs_fetch = materialize is not None and any(
         c.get("locator") is None for s in shards for c in s.candidates
@@ -171,13 +182,16 @@ def run_staged(
 
     stages: dict[str, ActorStage] = {}
     try:
-        # every stage's actors start at once (each imports torch and friends: seconds of CPU); the
-        # decoders get the model's preprocessing as an object ref they resolve once their first clip's
-        # frames are read, and the loop starts at once: decoding begins while the model loads
+        # every stage's actors start at once (each imports torch and friends: seconds of CPU), and the
+        # loop starts at once: decoding begins while the model loads. The decoders resize to the
+        # model's preprocessing: the default model's is known here, so they decode ahead, filling the
+        # model's queue, while it loads (~6 CPU s); any other model's comes as the object ref of its
+        # describe(), resolved once a decoder's first clip is read
+        known_spec = known_preprocess_spec(config.model)
         stages["model"] = ActorStage(plan["model"], actor_of(workers.model, plan["model"], config))
         described_ref = stages["model"].actors[0].describe.remote()
         stages["decode"] = ActorStage(
-            plan["decode"], actor_of(workers.decode, plan["decode"], config, [described_ref])
+            plan["decode"], actor_of(workers.decode, plan["decode"], config, [described_ref], known_spec)
         )
         if needs_fetch:
             stages["fetch"] = ActorStage(
@@ -185,6 +199,7 @@ def run_staged(
             )
         stats.stages = stages
         loop = _Loop(shards, config, out_dir, stages, described_ref, stats, on_progress, gpus_per_model > 0)
+        loop.known_spec = known_spec
         return loop.run()
     finally:
         for stage in stages.values():
@@ -226,6 +241,7 @@ class _Loop:
         self.model_frames = 0
         self.summaries: list[dict[str, Any]] = []
         self._last_progress = 0.0
+        self.known_spec: Any = None  # the preprocessing the decoders were given up front, if any
 
     # -- the loop -------------------------------------------------------------------------------------
     def run(self) -> list[dict[str, Any]]:
@@ -257,6 +273,7 @@ class _Loop:
 
         described = ray.get(self.described)
         self.info, self.dim = described["info"], described["dim"]
+        check_known_spec(self.known_spec, described["spec"], self.config.model)
 
     def _stages(self) -> list[ActorStage]:
         return [s for s in (self.fetch, self.decode, self.model) if s is not None]

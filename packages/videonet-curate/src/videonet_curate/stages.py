@@ -147,9 +147,11 @@ class FetchWorker:
 class DecodeWorker:
     """Decodes clips to frames at the model's input size."""
 
-    def __init__(self, config: LabelingConfig, described: list[Any]) -> None:
-        """``described``: ``[ref]``, the object ref of a model actor's ``describe()`` (in a list, so Ray
-        does not wait for it before starting this actor); read on the first call."""
+    def __init__(self, config: LabelingConfig, described: list[Any], spec: Any = None) -> None:
+        """``spec``: the model's PreprocessSpec where the driver knows it without the model
+        (:func:`preprocess.known_preprocess_spec`): decoding then runs ahead while the model loads.
+        Otherwise ``described``, ``[ref]``: the object ref of a model actor's ``describe()`` (in a list,
+        so Ray does not wait for it before starting this actor), read on the first call."""
         # import torch and PyAV now, while the model loads; not torchvision (nor the scorers): the resize
         # is torch's own (preprocess.py), which saves each decode actor ~3 CPU s of start-up
         import videonet_curate.preprocess  # noqa: F401
@@ -159,10 +161,11 @@ class DecodeWorker:
         # ``config.threads`` is the model's
         self.config = dataclasses.replace(config, threads=1)
         self._described = described
-        self.spec: Any = None
+        self.spec: Any = spec
 
     def _spec(self) -> Any:
-        """The model's preprocessing; the first call waits for the model actor (frames already read)."""
+        """The model's preprocessing; unless given, the first call waits for the model actor (its frames
+        already read)."""
         if self.spec is None:
             import ray
 

@@ -23,7 +23,8 @@ from pathlib import Path
 import timm
 import torch
 
-from videonet_curate.models.base import ImageNetScorer, ModelError, PreprocessSpec
+from videonet_curate.models.base import ImageNetScorer, ModelError
+from videonet_curate.preprocess import EFFICIENTNET_LITE0_PREPROCESS  # torch-only module
 from videonet_curate.storage import file_sha256
 
 logger = logging.getLogger(__name__)
@@ -32,14 +33,6 @@ SPEC = "efficientnet-lite0"
 TIMM_ARCH = "tf_efficientnet_lite0"
 PROTOTYPE_SET = "classifier-rows"
 EMBEDDING_DIM = 1280
-
-EFFICIENTNET_LITE0_PREPROCESS = PreprocessSpec(
-    size=224,
-    crop_pct=224 / 256,
-    mean=(127 / 255, 127 / 255, 127 / 255),
-    std=(128 / 255, 128 / 255, 128 / 255),
-    interpolation="bicubic",
-)
 
 
 class CheckpointMismatchError(ModelError):

@@ -30,7 +30,8 @@ import json
 import logging
 import os
 import tarfile
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from concurrent.futures import Future, as_completed
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -394,24 +395,27 @@ class FrameCache:
         (nearby ranges merged, all requests in flight together), which hides the store's latency."""
         if not frames:
             return []
-        if self.remote:
-            out = self._read_ranges(frames)
-        else:
-            out = [
-                os.pread(self._fd(clip.shard), int(clip.lengths[f]), int(clip.offsets[f]))
-                for clip, f in frames
+        if not self.remote:
+            return [
+                self._checked(os.pread(self._fd(c.shard), int(c.lengths[f]), int(c.offsets[f])), c, f)
+                for c, f in frames
             ]
-        for blob, (clip, f) in zip(out, frames, strict=True):
-            if len(blob) != int(clip.lengths[f]):
-                raise OSError(
-                    f"shard {clip.shard} of {self.root}: read {len(blob)} of {clip.lengths[f]} bytes"
-                )
-        return out
+        out: list[bytes | None] = [None] * len(frames)
+        for positions, blobs in self.fetch_jpegs(frames):
+            if isinstance(blobs, OSError):
+                raise blobs
+            for position, blob in zip(positions, blobs, strict=True):
+                out[position] = blob
+        return out  # type: ignore[return-value]  # every position arrived (or we raised)
 
-    def _read_ranges(self, frames: list[tuple[CachedClip, int]]) -> list[bytes]:
-        """Byte ranges of the shard objects, coalesced into few large GETs (range_reads.MERGE_GAP: the
-        frames of a batch that lie within a few MB of each other in one tar are one request), all sent
-        at once."""
+    def fetch_jpegs(
+        self, frames: list[tuple[CachedClip, int]]
+    ) -> Iterator[tuple[list[int], list[bytes] | OSError]]:
+        """Object storage: send the GETs for ``frames`` now (byte ranges less than ``merge_gap`` apart in
+        one shard coalesced into one GET: range_reads.MERGE_GAP) and return an iterator that yields, as
+        each GET completes, ``(positions in frames, their JPEG bytes)``, or ``(positions, OSError)`` for a
+        failed GET, so a reader can decode what has arrived while the rest is in flight. Raises OSError
+        (StorageError) when the store cannot be reached at all."""
         keys = self._shard_keys(clip.shard for clip, _ in frames)
         ranges = [
             (keys[clip.shard], int(clip.offsets[f]), int(clip.offsets[f]) + int(clip.lengths[f]))
@@ -419,14 +423,49 @@ class FrameCache:
         ]
         requests, holder = coalesce(ranges, self.merge_gap)
         with storage_errors(str(self.root), self.options):
-            blobs = self._range_client().fetch(requests)
-        out = []
-        for (_key, start, end), index, (clip, _frame) in zip(ranges, holder, frames, strict=True):
-            blob, request_start = blobs[index], requests[index][1]
-            if isinstance(blob, BaseException):
-                raise OSError(f"shard {clip.shard} of {self.root}: {type(blob).__name__}: {blob}")
-            out.append(blob[start - request_start : end - request_start])
-        return out
+            futures = self._range_client().submit(requests)
+        held: list[list[int]] = [[] for _ in requests]
+        for position, index in enumerate(holder):
+            held[index].append(position)
+        return self._arrivals(frames, ranges, requests, held, futures)
+
+    def _arrivals(
+        self,
+        frames: list[tuple[CachedClip, int]],
+        ranges: list[tuple[str, int, int]],
+        requests: list[tuple[str, int, int]],
+        held: list[list[int]],
+        futures: list[Future[bytes]],
+    ) -> Iterator[tuple[list[int], list[bytes] | OSError]]:
+        index_of = {id(future): index for index, future in enumerate(futures)}
+        for future in as_completed(futures):
+            index = index_of[id(future)]
+            positions, request_start = held[index], requests[index][1]
+            if not positions:  # a request the size cap split off whose ranges another one holds whole
+                continue
+            shard = frames[positions[0]][0].shard
+            try:
+                blob = future.result()
+            except Exception as exc:  # noqa: BLE001 - any client error is this shard's read failing
+                yield positions, OSError(f"shard {shard} of {self.root}: {type(exc).__name__}: {exc}")
+                continue
+            try:
+                blobs = [
+                    self._checked(blob[ranges[p][1] - request_start : ranges[p][2] - request_start], *frame)
+                    for p in positions
+                    for frame in [frames[p]]
+                ]
+            except OSError as exc:  # a short read: the object is shorter than the index says
+                yield positions, exc
+                continue
+            yield positions, blobs
+
+    def _checked(self, blob: bytes, clip: CachedClip, frame: int) -> bytes:
+        if len(blob) != int(clip.lengths[frame]):
+            raise OSError(
+                f"shard {clip.shard} of {self.root}: read {len(blob)} of {clip.lengths[frame]} bytes"
+            )
+        return blob
 
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()

@@ -79,25 +79,43 @@ class FramePairDataset(Dataset):
 
     def __getitems__(self, indices: list[int]) -> list[dict[str, Any]]:
         """A batch (the DataLoader's batched fetch): a source that can (``prefetch``: object storage)
-        first fetches the frames of every sample's first draw together; the samples are the same as
-        ``__getitem__``'s one by one."""
+        first sends the fetches of every sample's first draw together, and the samples are made in the
+        order their frames arrive (returned in batch order); each is the same as ``__getitem__``'s,
+        which depends on its index alone."""
         prefetch = getattr(self.source, "prefetch", None)
-        if prefetch is not None:
-            n_items = len(self.source)
-            wanted = []
-            for index in indices:
-                item = clip_for_index(self.seed, index, n_items)
-                wanted.append((item, self.source.pick_pair(item, sample_generator(self.seed, index))))
-            prefetch(wanted)
-        return [self[index] for index in indices]
+        if prefetch is None:
+            return [self[index] for index in indices]
+        n_items = len(self.source)
+        first_draws = []  # (item, picks, the generator past the picks): each sample goes on from there
+        for index in indices:
+            rng = sample_generator(self.seed, index)
+            item = clip_for_index(self.seed, index, n_items)
+            first_draws.append((item, self.source.pick_pair(item, rng), rng))
+        order = prefetch([(item, picks) for item, picks, _rng in first_draws])
+        if order is None:
+            return [self._sample(index, *draw) for index, draw in zip(indices, first_draws, strict=True)]
+        samples: dict[int, dict[str, Any]] = {}
+        for position in order:
+            samples[position] = self._sample(indices[position], *first_draws[position])
+        return [
+            samples[p] if p in samples else self._sample(index, *first_draws[p])
+            for p, index in enumerate(indices)
+        ]
 
     def __getitem__(self, index: int) -> dict[str, Any]:
         rng = sample_generator(self.seed, index)
+        item = clip_for_index(self.seed, index, len(self.source))
+        return self._sample(index, item, self.source.pick_pair(item, rng), rng)
+
+    def _sample(
+        self, index: int, item: int, picks: tuple[Hashable, Hashable], rng: np.random.Generator
+    ) -> dict[str, Any]:
+        """Sample ``index`` from its first draw (``item``, its ``picks``, ``rng`` just past them)."""
         n_items = len(self.source)
-        item = clip_for_index(self.seed, index, n_items)
         failures: list[str] = []
-        for _attempt in range(self.retries + 1):
-            picks = self.source.pick_pair(item, rng)
+        for attempt in range(self.retries + 1):
+            if attempt:
+                picks = self.source.pick_pair(item, rng)
             try:
                 frame_1, frame_2 = self.source.read_pair(item, picks)
             except FrameReadError as exc:

@@ -20,7 +20,7 @@ import bisect
 import os
 import threading
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, Protocol
 from urllib.parse import urlsplit
 
@@ -73,7 +73,12 @@ def locate(ranges: Sequence[Range], requests: Sequence[Range]) -> list[int]:
 
 
 class RangeClient(Protocol):
-    """Fetches byte ranges; a failed range comes back as its exception, the others still arrive."""
+    """Fetches byte ranges; a failed range comes back as its exception, the others still arrive.
+
+    ``submit`` sends them all at once and returns one future per request, so a reader can use each
+    range as it arrives; ``fetch`` waits for all of them."""
+
+    def submit(self, requests: Sequence[Range]) -> list[Future[bytes]]: ...
 
     def fetch(self, requests: Sequence[Range]) -> list[bytes | BaseException]: ...
 
@@ -93,8 +98,21 @@ class FsspecRanges:
         paths, starts, ends = (list(column) for column in zip(*requests, strict=True))
         return self.fs.cat_ranges(paths, starts, ends, on_error="return")
 
+    def submit(self, requests: Sequence[Range]) -> list[Future[bytes]]:
+        """``fetch``'s results as finished futures (fsspec gathers its concurrent GETs in one call)."""
+        return [_finished(result) for result in self.fetch(requests)]
+
     def close(self) -> None:
         """Nothing to release: fsspec caches its filesystem instances and their connections."""
+
+
+def _finished(result: bytes | BaseException) -> Future[bytes]:
+    future: Future[bytes] = Future()
+    if isinstance(result, BaseException):
+        future.set_exception(result)
+    else:
+        future.set_result(result)
+    return future
 
 
 class ArrowS3Ranges:
@@ -119,8 +137,11 @@ class ArrowS3Ranges:
     def _read(self, key: str, start: int, end: int) -> bytes:
         return self._file(key).read_at(end - start, start)
 
+    def submit(self, requests: Sequence[Range]) -> list[Future[bytes]]:
+        return [self._pool.submit(self._read, *request) for request in requests]
+
     def fetch(self, requests: Sequence[Range]) -> list[bytes | BaseException]:
-        futures = [self._pool.submit(self._read, *request) for request in requests]
+        futures = self.submit(requests)
         out: list[bytes | BaseException] = []
         for future in futures:
             try:
