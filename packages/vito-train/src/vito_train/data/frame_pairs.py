@@ -86,25 +86,36 @@ class FramePairDataset(Dataset):
         if prefetch is None:
             return [self[index] for index in indices]
         n_items = len(self.source)
-        wanted = []
+        first_draws = []  # (item, picks, the generator past the picks): each sample goes on from there
         for index in indices:
+            rng = sample_generator(self.seed, index)
             item = clip_for_index(self.seed, index, n_items)
-            wanted.append((item, self.source.pick_pair(item, sample_generator(self.seed, index))))
-        order = prefetch(wanted)
+            first_draws.append((item, self.source.pick_pair(item, rng), rng))
+        order = prefetch([(item, picks) for item, picks, _rng in first_draws])
         if order is None:
-            return [self[index] for index in indices]
+            return [self._sample(index, *draw) for index, draw in zip(indices, first_draws, strict=True)]
         samples: dict[int, dict[str, Any]] = {}
         for position in order:
-            samples[position] = self[indices[position]]
-        return [samples[p] if p in samples else self[index] for p, index in enumerate(indices)]
+            samples[position] = self._sample(indices[position], *first_draws[position])
+        return [
+            samples[p] if p in samples else self._sample(index, *first_draws[p])
+            for p, index in enumerate(indices)
+        ]
 
     def __getitem__(self, index: int) -> dict[str, Any]:
         rng = sample_generator(self.seed, index)
+        item = clip_for_index(self.seed, index, len(self.source))
+        return self._sample(index, item, self.source.pick_pair(item, rng), rng)
+
+    def _sample(
+        self, index: int, item: int, picks: tuple[Hashable, Hashable], rng: np.random.Generator
+    ) -> dict[str, Any]:
+        """Sample ``index`` from its first draw (``item``, its ``picks``, ``rng`` just past them)."""
         n_items = len(self.source)
-        item = clip_for_index(self.seed, index, n_items)
         failures: list[str] = []
-        for _attempt in range(self.retries + 1):
-            picks = self.source.pick_pair(item, rng)
+        for attempt in range(self.retries + 1):
+            if attempt:
+                picks = self.source.pick_pair(item, rng)
             try:
                 frame_1, frame_2 = self.source.read_pair(item, picks)
             except FrameReadError as exc:
