@@ -122,3 +122,29 @@ def test_a_certain_clip_has_full_margin_and_short_top5():
 def test_bad_input_is_a_typed_error(bad, message):
     with pytest.raises(ScoringInputError, match=message):
         score_clip(bad)
+
+
+def test_the_drivers_checks_read_names_without_importing_torch() -> None:
+    """A build's driver checks ``--model`` and reads the class names before any stage starts: neither
+    imports torch, torchvision, timm or the open_clip package (seconds of CPU the model actors spend
+    anyway); the names read so are open_clip's own."""
+    import subprocess
+    import sys
+
+    import open_clip
+
+    code = (
+        "import sys\n"
+        "from videonet_curate.build_cli import _check_model\n"
+        "from videonet_curate.imagenet import IMAGENET_CLASSNAMES, unique_label_names\n"
+        "_check_model('efficientnet-lite0', 'openai', 'auto')\n"
+        "assert len(unique_label_names()) == 1000\n"
+        "heavy = ('torch', 'torchvision', 'timm', 'open_clip')\n"
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in heavy))\n"
+        "print(repr(list(IMAGENET_CLASSNAMES)))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr[-2000:]
+    loaded, names = out.stdout.splitlines()
+    assert loaded == "[]"
+    assert names == repr(list(open_clip.IMAGENET_CLASSNAMES))

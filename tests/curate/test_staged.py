@@ -19,7 +19,14 @@ from videonet_curate.labeling import LabelingConfig
 from videonet_curate.model_stage import BusySpans, chunk_bounds
 from videonet_curate.models.base import PreprocessSpec, normalize_frames, preprocess_frames, resize_frames
 from videonet_curate.shards import is_done, plan_shards, read_shards
-from videonet_curate.staged import StagedStats, StageWorkers, check_known_spec, queue_limits, run_staged
+from videonet_curate.staged import (
+    StagedStats,
+    StageWorkers,
+    check_known_spec,
+    partial_batch_ok,
+    queue_limits,
+    run_staged,
+)
 from videonet_curate.stages import StageOptions, plan_stages
 
 
@@ -67,6 +74,15 @@ def test_decoders_get_the_default_models_preprocessing_without_the_model() -> No
     other = dataclasses.replace(EFFICIENTNET_LITE0_PREPROCESS, size=256)
     with pytest.raises(RuntimeError, match="out of date"):
         check_known_spec(EFFICIENTNET_LITE0_PREPROCESS, other, "efficientnet-lite0")
+
+
+def test_the_last_partial_batch_goes_as_soon_as_nothing_more_can_come() -> None:
+    # drained: the tail goes at once, beside the model's last full calls
+    assert partial_batch_ok(upstream_idle=True, drained=True, model_in_flight=2)
+    # decoding paused but fetches may still bring clips: a partial batch only to an idle model
+    assert not partial_batch_ok(upstream_idle=True, drained=False, model_in_flight=1)
+    assert partial_batch_ok(upstream_idle=True, drained=False, model_in_flight=0)
+    assert not partial_batch_ok(upstream_idle=False, drained=False, model_in_flight=0)
 
 
 def test_resize_then_normalize_is_the_scorers_preprocess() -> None:

@@ -320,7 +320,9 @@ def _resolve_device(device: str, address: str | None = None) -> str:
 
 def _check_model(spec: str, templates: str, precision: str) -> None:
     """Reject an unknown --model, or pretrained weights that cannot be had offline, before any work starts."""
-    from videonet_curate.models import DEFAULT_MODEL, SPEC_HELP, ModelError
+    # the spec names only: importing videonet_curate.models (torchvision, timm: ~3 CPU s) is the model
+    # actors' work, not the driver's, for the default model
+    from videonet_curate.model_specs import DEFAULT_MODEL, SPEC_HELP
 
     if precision not in {"auto", "fp32", "fp16", "bf16"}:
         raise BuildInputError(f"--precision {precision!r}: expected auto, fp32, fp16 or bf16")
@@ -331,6 +333,7 @@ def _check_model(spec: str, templates: str, precision: str) -> None:
         return
     if not spec.startswith("openclip:"):
         raise BuildInputError(f"unknown --model {spec!r}; valid specs: {SPEC_HELP}")
+    from videonet_curate.models import ModelError
     from videonet_curate.models.openclip import cached_pretrained_file, hub_reachable, parse_openclip_spec
 
     try:

@@ -22,7 +22,10 @@ share a name.
 
 from __future__ import annotations
 
+import importlib.util
+import sys
 from functools import cache
+from pathlib import Path
 from typing import Any
 
 NUM_CLASSES = 1000
@@ -39,12 +42,30 @@ _DISAMBIGUATED_NAMES: dict[int, str] = {
 }
 
 
+def _open_clip_metadata() -> Any:
+    """open_clip's ``zero_shot_metadata`` module (plain constants: the class names and prompt templates),
+    read from the installed package without running the package's ``__init__``, which imports torch,
+    torchvision (and with it ``torch._dynamo``) and timm: ~4 CPU s that a build's driver would otherwise
+    spend before any stage starts, for 1000 strings. The package itself where it is already imported, or
+    where that file is not there (another layout)."""
+    if "open_clip" in sys.modules:
+        return sys.modules["open_clip"]
+    package = importlib.util.find_spec("open_clip")
+    path = Path(package.origin).parent / "zero_shot_metadata.py" if package and package.origin else None
+    if path is None or not path.is_file():
+        import open_clip
+
+        return open_clip
+    spec = importlib.util.spec_from_file_location("_videonet_open_clip_zero_shot_metadata", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)  # type: ignore[union-attr]
+    return module
+
+
 @cache
 def _classnames() -> tuple[str, ...]:
-    # imported on first use: encoders reused elsewhere (vito-eval) must not need open_clip
-    import open_clip
-
-    names = tuple(open_clip.IMAGENET_CLASSNAMES)
+    # read on first use: encoders reused elsewhere (vito-eval) must not need open_clip
+    names = tuple(_open_clip_metadata().IMAGENET_CLASSNAMES)
     if len(names) != NUM_CLASSES:  # pragma: no cover - guards an open_clip change
         raise RuntimeError(f"open_clip ships {len(names)} ImageNet class names, expected {NUM_CLASSES}")
     return names

@@ -74,6 +74,14 @@ def frames_per_call(config: LabelingConfig, on_gpu: bool) -> int:
     return config.batch_frames * (4 if on_gpu else 1)
 
 
+def partial_batch_ok(upstream_idle: bool, drained: bool, model_in_flight: int) -> bool:
+    """Whether the model may be handed fewer frames than a full call. Once nothing more can arrive
+    (``drained``: candidates exhausted, nothing fetching, decoding or waiting to decode): at once, so the
+    last, partial batch runs beside the last full ones on the CPU instead of alone after them. Before
+    that, only while decoding has paused and the model would otherwise sit idle (a slow source)."""
+    return drained or (upstream_idle and model_in_flight == 0)
+
+
 @dataclass
 class StagedStats:
     """What a staged run saw: per stage clips done and the peak of clips queued or in flight, the most
@@ -297,10 +305,14 @@ class _Loop:
             index, fetched = self.to_decode.popleft()
             self.decode.submit("decode", fetched, tag=(index, fetched), num_returns=2)
         upstream_idle = self.decode.in_flight == 0 and not self.to_decode
+        drained = self.exhausted and upstream_idle and (self.fetch is None or self.fetch.in_flight == 0)
         while (
             self.to_model
             and self.model.has_room()
-            and (self.model_frames >= self.call_frames or (upstream_idle and self.model.in_flight == 0))
+            and (
+                self.model_frames >= self.call_frames
+                or partial_batch_ok(upstream_idle, drained, self.model.in_flight)
+            )
         ):
             self._submit_batch()
         self._track()

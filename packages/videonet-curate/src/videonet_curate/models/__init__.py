@@ -19,6 +19,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from videonet_curate.imagenet import NUM_CLASSES
+from videonet_curate.model_specs import DEFAULT_MODEL, OPENCLIP_PREFIX, SPEC_HELP
 from videonet_curate.models.base import (
     PRECISIONS,
     ImageNetScorer,
@@ -36,12 +37,6 @@ from videonet_curate.models.efficientnet_lite0 import (
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_MODEL = "efficientnet-lite0"
-OPENCLIP_PREFIX = "openclip:"
-SPEC_HELP = (
-    "efficientnet-lite0 (default, offline) | openclip:ARCH[:PRETRAINED_TAG_OR_CHECKPOINT_PATH] "
-    "(e.g. openclip:ViT-B-32:laion2b_s34b_b79k, openclip:ViT-B-32:/path/to/ckpt.pt)"
-)
 
 __all__ = [
     "DEFAULT_MODEL",
