@@ -1,9 +1,9 @@
 """Does the trainer learn? Pretrain, then probe side by side with random initialisation.
 
-Image mode: `vito-train run --images fashion-mnist:DIR --preset learn-check-cpu` (ResNet-18 at 32 px,
+Image mode: `vito-train run --images fashion-mnist:DIR --preset learn-check-cpu` (ResNet-10 at 32 px,
 a fixed budget of ``max_steps`` x ``batch_size`` pairs; the online kNN monitor on), then
-`vito-eval probe` on the Fashion-MNIST test split with the trained encoder and `random:resnet18` (the
-same architecture, torchvision's initialisation) at the same 32 px. Video mode (``--modes`` has video):
+`vito-eval probe` on the Fashion-MNIST test split with the trained encoder and `random:ARCH` of the run's
+architecture (torchvision's initialisation) at the run's image size. Video mode (``--modes`` has video):
 the same preset and budget on the real sample clips (`videonet-curate build` -> `vito-train prepare`
 -> `vito-train run --cache`), probed the same way. Every step is the command a user would type.
 
