@@ -64,3 +64,11 @@ def test_extends_chain_and_cycle(tmp_path):
     (tmp_path / "b.yaml").write_text(f"extends: {tmp_path / 'a.yaml'}\n")
     with pytest.raises(ConfigError, match="extends itself"):
         resolve_config(tmp_path / "a.yaml")
+
+
+def test_config_archs_are_the_backbones_the_model_builds():
+    """config.ARCHS (kept torch-free for validation) names exactly the archs build_resnet knows."""
+    from vito_train.config import ARCHS
+    from vito_train.model.backbone import STAGE_CHANNELS
+
+    assert sorted(ARCHS) == sorted(STAGE_CHANNELS)

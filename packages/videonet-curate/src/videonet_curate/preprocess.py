@@ -19,6 +19,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from videonet_curate.model_specs import DEFAULT_MODEL
+
 
 class ModelError(RuntimeError):
     """Base class of the errors raised while building a scorer."""
@@ -61,7 +63,7 @@ EFFICIENTNET_LITE0_PREPROCESS = PreprocessSpec(
     std=(128 / 255, 128 / 255, 128 / 255),
     interpolation="bicubic",
 )
-_KNOWN_SPECS = {"efficientnet-lite0": EFFICIENTNET_LITE0_PREPROCESS}
+_KNOWN_SPECS = {DEFAULT_MODEL: EFFICIENTNET_LITE0_PREPROCESS}
 
 
 def known_preprocess_spec(model: str) -> PreprocessSpec | None:

@@ -206,8 +206,9 @@ def run_staged(
                 plan["fetch"], actor_of(workers.fetch, plan["fetch"], str(out_dir), materialize)
             )
         stats.stages = stages
-        loop = _Loop(shards, config, out_dir, stages, described_ref, stats, on_progress, gpus_per_model > 0)
-        loop.known_spec = known_spec
+        loop = _Loop(
+            shards, config, out_dir, stages, described_ref, stats, on_progress, gpus_per_model > 0, known_spec
+        )
         return loop.run()
     finally:
         for stage in stages.values():
@@ -229,6 +230,7 @@ class _Loop:
         stats: StagedStats,
         on_progress: Callable[..., None] | None,
         on_gpu: bool,
+        known_spec: Any = None,
     ) -> None:
         self.shards, self.config, self.out_dir = shards, config, out_dir
         self.fetch, self.decode, self.model = stages.get("fetch"), stages["decode"], stages["model"]
@@ -249,7 +251,7 @@ class _Loop:
         self.model_frames = 0
         self.summaries: list[dict[str, Any]] = []
         self._last_progress = 0.0
-        self.known_spec: Any = None  # the preprocessing the decoders were given up front, if any
+        self.known_spec = known_spec  # the preprocessing the decoders were given up front, if any
 
     # -- the loop -------------------------------------------------------------------------------------
     def run(self) -> list[dict[str, Any]]:
