@@ -9,7 +9,10 @@ from pathlib import Path
 import pytest
 
 from videonet_curate import manifest as mf
+from videonet_curate.sources import local
 from videonet_curate.sources.local import (
+    PROBE_HERE_MAX_FILES,
+    discover_local,
     failure_row,
     iter_video_files,
     local_candidates,
@@ -111,3 +114,27 @@ def test_too_short_row(tmp_path: Path) -> None:
     assert row["status"] == "failed" and row["reason"] == "too_short"
     assert "0.40 s" in row["detail"] and row["end_s"] == 0.4 and row["codec"] == "h264"
     mf.validate(mf.rows_to_table([row]))
+
+
+@pytest.mark.parametrize(
+    "files, on_ray", [(3, False), (PROBE_HERE_MAX_FILES, False), (PROBE_HERE_MAX_FILES + 1, True)]
+)
+def test_a_small_input_is_probed_here_a_large_one_on_ray(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, files: int, on_ray: bool
+) -> None:
+    shipped: list[int] = []
+
+    def fake_ray_map(fn, batches, num_cpus=1):  # what Ray would run, recorded
+        shipped.extend(len(b[0]) for b in batches)
+        return [fn(b) for b in batches]
+
+    monkeypatch.setattr(local, "_ray_map_ordered", fake_ray_map)
+    for i in range(files):
+        (tmp_path / f"{i:03d} not a video.mp4").write_bytes(b"x")
+    candidates, failures = discover_local(tmp_path, 2.0, use_ray=True)
+    assert sum(shipped) == (files if on_ray else 0)
+    assert not candidates and len(failures) == files  # the same rows either way
+    assert {row["reason"] for row in failures} == {"not_a_video"}
+    shipped.clear()
+    discover_local(tmp_path, 2.0, use_ray=False)
+    assert not shipped

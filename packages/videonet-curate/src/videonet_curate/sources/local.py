@@ -197,7 +197,7 @@ def too_short_row(
     return row
 
 
-# -- discovery: probe every file, on Ray workers unless --no-ray -------------------------------------------
+# -- discovery: probe every file, on Ray workers unless --no-ray or a small input -------------------------
 def _probe_batch(args: tuple[list[str], str, float, float]) -> list[tuple[str, list[dict[str, Any]]]]:
     """Probe a batch of files: ("ok", candidates) or ("failed", [failure row]) for each."""
     paths, input_dir, clip_seconds, min_clip_seconds = args
@@ -225,6 +225,24 @@ def _ray_map_ordered(fn: Callable[[Any], Any], items: Sequence[Any], num_cpus: f
     return ray.get([remote.remote(item) for item in items])
 
 
+# Probing a file costs ~25 ms of CPU. A probe on Ray costs more than that before it starts: the worker
+# that runs it is often fresh (a build's actors take the idle ones) and imports PyAV and this package,
+# ~1 CPU s, and the tasks add a second of latency at the start of every build (measured on the 36 sample
+# files: 3.0 CPU s in the workers against 0.9 here). So a small input is probed in this process.
+PROBE_HERE_MAX_FILES = 64
+
+
+def probe_on_ray(use_ray: bool, files: int) -> bool:
+    """Whether to probe ``files`` files on Ray workers: with Ray, unless there are few enough to probe
+    here faster and this process sees the files (not a Ray Client driver, whose --input is the
+    cluster's mount, not necessarily this machine's)."""
+    if not use_ray or files > PROBE_HERE_MAX_FILES:
+        return use_ray
+    from ray.util.client import ray as client
+
+    return client.is_connected()
+
+
 def discover_local(
     input_dir: Path | str,
     clip_seconds: float,
@@ -242,7 +260,10 @@ def discover_local(
         (files[i : i + batch_size], str(input_dir), clip_seconds, min_clip_seconds)
         for i in range(0, len(files), batch_size)
     ]
-    outputs = _ray_map_ordered(_probe_batch, batches) if use_ray else [_probe_batch(b) for b in batches]
+    if probe_on_ray(use_ray, len(files)):
+        outputs = _ray_map_ordered(_probe_batch, batches)
+    else:
+        outputs = [_probe_batch(b) for b in batches]
     candidates: list[dict[str, Any]] = []
     failures: list[dict[str, Any]] = [bad_name_row(path, input_dir) for path in bad_names]
     for batch in outputs:
