@@ -14,17 +14,21 @@
    embeddings, histogram and summary.
 2. Where the time goes: the CPU seconds of every process of each build (driver, model and decode actors,
    Ray's own daemons; Linux /proc) next to the stages' CPU seconds alone, and the fixed cost of a build: a
-   build of the 2 clips of one short video. The default input (6 copies: 162 clips) is large enough that
-   this fixed cost is a small part of the build, as on a real input; it is printed, not subtracted.
+   build of the 2 clips of one short video. That cost is paid once per build, whatever its length: the
+   model actor's start (a Python process importing torch, torchvision and timm, then loading the model:
+   ~7 CPU s) and the decode actor's (torch and PyAV: ~3 CPU s). The default input (12 copies: 324 clips,
+   ~100 s of staged build on 2 cores) is long enough that it weighs ~5% of the build, as it would less
+   still on a real input of thousands of clips; at 6 copies it weighed 16-21% of the build. It is
+   printed, not subtracted.
 3. A slow source: the same segments served by a loopback HTTP server that waits ``--delay-s`` before
    every answer (``--source urls``). The model's busy fraction: the seconds it spent in model calls over
    the span from its first call's start to its last call's end. Goal >= 0.8 with ``--fetch-workers``
    high enough, where the fused actor sits idle through every download.
 
-    nice -n 5 python benchmarks/curate_stages.py [--rounds 3] [--fused-rounds 1] [--copies 6]
+    nice -n 5 python benchmarks/curate_stages.py [--rounds 3] [--fused-rounds 1] [--copies 12]
 
-About 10 minutes on an idle 2-core machine with the defaults (a round: ~1.7 min alone, ~1 min staged, since
-the forward stopped page-faulting its activations in; estimated from loaded runs).
+About 18 minutes on an idle 2-core machine with the defaults (a round: ~3 min alone, ~1.8 min staged; the
+fused build ~2.5 min).
 Ends with the line ``build/bound X.XX model-busy-under-slow-source Y.YY`` (the staged path's figures).
 """
 
@@ -67,7 +71,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     default = Path(os.environ.get("VIDEONET_SAMPLES", Path.home() / ".cache/videonet-curate/samples"))
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--samples", type=Path, default=default / "videos")
-    parser.add_argument("--copies", type=int, default=6, help="copies of each sample video (more clips)")
+    parser.add_argument("--copies", type=int, default=12, help="copies of each sample video (more clips)")
     parser.add_argument("--rounds", type=int, default=3, help="alternating rounds of alone + staged build")
     parser.add_argument(
         "--fused-rounds", type=int, default=1, help="rounds that also build with the fused actor (0: none)"

@@ -229,7 +229,7 @@ def _ray_map_ordered(fn: Callable[[Any], Any], items: Sequence[Any], num_cpus: f
 # that runs it is often fresh (a build's actors take the idle ones) and imports PyAV and this package,
 # ~1 CPU s, and the tasks add a second of latency at the start of every build (measured on the 36 sample
 # files: 3.0 CPU s in the workers against 0.9 here). So a small input is probed in this process.
-PROBE_HERE_MAX_FILES = 64
+PROBE_HERE_MAX_FILES = 128
 
 
 def probe_on_ray(use_ray: bool, files: int) -> bool:
