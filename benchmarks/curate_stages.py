@@ -17,8 +17,8 @@
    build of the 2 clips of one short video. That cost is paid once per build, whatever its length: the
    model actor's start (a Python process importing torch, torchvision and timm, then loading the model:
    ~7 CPU s) and the decode actor's (torch and PyAV: ~3 CPU s). The default input (12 copies: 324 clips,
-   ~100 s of staged build on 2 cores) is long enough that it weighs ~5% of the build, as it would less
-   still on a real input of thousands of clips; at 6 copies it weighed 16-21% of the build. It is
+   ~100-115 s of staged build on 2 cores) is long enough that it weighs 8-9% of the build (measured),
+   and less still on a real input of thousands of clips; at 6 copies it weighed 16-21%. It is
    printed, not subtracted.
 3. A slow source: the same segments served by a loopback HTTP server that waits ``--delay-s`` before
    every answer (``--source urls``). The model's busy fraction: the seconds it spent in model calls over
@@ -27,7 +27,7 @@
 
     nice -n 5 python benchmarks/curate_stages.py [--rounds 3] [--fused-rounds 1] [--copies 12]
 
-About 18 minutes on an idle 2-core machine with the defaults (a round: ~3 min alone, ~1.8 min staged; the
+About 19 minutes on an idle 2-core machine with the defaults (a round: ~3 min alone, ~1.8 min staged; the
 fused build ~2.5 min).
 Ends with the line ``build/bound X.XX model-busy-under-slow-source Y.YY`` (the staged path's figures).
 """
