@@ -236,8 +236,10 @@ def probe_on_ray(use_ray: bool, files: int) -> bool:
     """Whether to probe ``files`` files on Ray workers: with Ray, unless there are few enough to probe
     here faster and this process sees the files (not a Ray Client driver, whose --input is the
     cluster's mount, not necessarily this machine's)."""
-    if not use_ray or files > PROBE_HERE_MAX_FILES:
-        return use_ray
+    if not use_ray:
+        return False
+    if files > PROBE_HERE_MAX_FILES:
+        return True
     from ray.util.client import ray as client
 
     return client.is_connected()
